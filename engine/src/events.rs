@@ -1,0 +1,76 @@
+//! [`RunEvent`]: what an executing run reports to whoever watches (the CLI's progress UI).
+
+use crate::model::RunStatus;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One thing that happened while a run executed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunEvent {
+    /// The executor took the run; `done` steps were already complete.
+    Started {
+        /// The run.
+        run_id: String,
+        /// Steps in the plan.
+        total: usize,
+        /// Steps complete before this execution began.
+        done: usize,
+    },
+    /// An attempt began.
+    StepStarted {
+        /// The step.
+        step: String,
+        /// The attempt number.
+        attempt: i64,
+    },
+    /// An attempt succeeded.
+    StepSucceeded {
+        /// The step.
+        step: String,
+        /// The attempt number.
+        attempt: i64,
+        /// How long the attempt took.
+        elapsed: Duration,
+    },
+    /// An attempt failed; `retry_in` is set when another attempt will follow.
+    StepFailed {
+        /// The step.
+        step: String,
+        /// The attempt number.
+        attempt: i64,
+        /// The error.
+        error: String,
+        /// The wait before the next attempt, if any.
+        retry_in: Option<Duration>,
+    },
+    /// The run reached a final status.
+    Finished {
+        /// The final status.
+        status: RunStatus,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
+}
+
+/// Where an execution sends its [`RunEvent`]s; sending never blocks and a closed receiver is ignored.
+#[derive(Clone, Debug, Default)]
+pub struct Observer(Option<mpsc::UnboundedSender<RunEvent>>);
+
+impl Observer {
+    /// An observer that discards events.
+    pub fn none() -> Self {
+        Observer(None)
+    }
+
+    /// An observer and the receiving end of its channel.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<RunEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Observer(Some(tx)), rx)
+    }
+
+    pub(crate) fn emit(&self, event: RunEvent) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(event);
+        }
+    }
+}

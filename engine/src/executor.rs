@@ -1,0 +1,524 @@
+//! The executor: runs a leased run's ready steps concurrently and persists every transition.
+//!
+//! One task owns the run's state and is the only writer of step transitions;
+//! step attempts run as child tasks and report back over a channel. A step's
+//! end and the starts it unblocks go to the store in one commit. A heartbeat
+//! task renews the lease, flushes log lines and picks up remote cancels.
+
+use crate::events::{Observer, RunEvent};
+use crate::model::{AttemptStatus, LogLine, RunState, RunStatus, now_millis};
+use crate::plan::{Plan, StepSpec};
+use crate::step::{ErrorClass, StepContext, StepError, StepLogger};
+use crate::store::{AttemptEnd, AttemptStart, Lease, Store, StoreError, Transition};
+use crate::workflow::Workflow;
+use crate::{EngineConfig, EngineError, RunOutcome};
+use futures::FutureExt;
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Where a step is within this execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    Running,
+    WaitingRetry,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// How one attempt ended, before it is persisted.
+enum Outcome {
+    Ok(serde_json::Value),
+    Err(StepError),
+    TimedOut(Duration),
+    Cancelled,
+}
+
+enum Msg {
+    Ended {
+        step: String,
+        attempt: i64,
+        outcome: Outcome,
+        elapsed: Duration,
+    },
+    RetryDue(String),
+}
+
+type LogBuffer = Arc<Mutex<Vec<LogLine>>>;
+
+fn drain(logs: &LogBuffer) -> Vec<LogLine> {
+    std::mem::take(&mut *logs.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+pub(crate) struct Execution {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    lease: Lease,
+    workflow: Arc<Workflow>,
+    plan: Arc<Plan>,
+    input: Arc<serde_json::Value>,
+    phase: HashMap<String, Phase>,
+    outputs: HashMap<String, serde_json::Value>,
+    next_attempt: HashMap<String, i64>,
+    used: HashMap<String, u32>,
+    errors: BTreeMap<String, String>,
+    running: usize,
+    waiting: usize,
+    cancelling: bool,
+    token: CancellationToken,
+    lost: Arc<AtomicBool>,
+    logs: LogBuffer,
+    observer: Observer,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Execution {
+    /// Runs `state` to a final status under `lease`.
+    pub(crate) async fn run(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        lease: Lease,
+        workflow: Arc<Workflow>,
+        state: RunState,
+        cancel: CancellationToken,
+        observer: Observer,
+    ) -> Result<RunOutcome, EngineError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let plan = Arc::new(state.run.plan.clone());
+        let mut exec = Execution {
+            store,
+            config,
+            lease,
+            workflow,
+            plan: plan.clone(),
+            input: Arc::new(state.run.input.clone()),
+            phase: HashMap::new(),
+            outputs: HashMap::new(),
+            next_attempt: HashMap::new(),
+            used: HashMap::new(),
+            errors: BTreeMap::new(),
+            running: 0,
+            waiting: 0,
+            cancelling: false,
+            token: cancel.child_token(),
+            lost: Arc::new(AtomicBool::new(false)),
+            logs: Arc::default(),
+            observer,
+            tx,
+        };
+        exec.load(&state);
+        let done = exec.count(Phase::Done);
+        exec.observer.emit(RunEvent::Started {
+            run_id: exec.lease.run_id.clone(),
+            total: plan.steps.len(),
+            done,
+        });
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let heartbeat = tokio::spawn(exec.heartbeat(stop_rx));
+        let mut tasks = JoinSet::new();
+        let result = exec.drive(&mut rx, &mut tasks, stop_tx, heartbeat).await;
+        if result.is_err() {
+            exec.token.cancel();
+            tasks.abort_all();
+        }
+        result
+    }
+
+    fn load(&mut self, state: &RunState) {
+        for s in &self.plan.steps {
+            self.phase.insert(s.name.clone(), Phase::Pending);
+            self.next_attempt.insert(s.name.clone(), 1);
+        }
+        for a in &state.attempts {
+            if let Some(n) = self.next_attempt.get_mut(&a.step) {
+                *n = (*n).max(a.number + 1);
+            }
+            if matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Copied) {
+                self.phase.insert(a.step.clone(), Phase::Done);
+                let output = a.output.clone().unwrap_or(serde_json::Value::Null);
+                self.outputs.insert(a.step.clone(), output);
+            }
+        }
+    }
+
+    fn count(&self, phase: Phase) -> usize {
+        self.phase.values().filter(|p| **p == phase).count()
+    }
+
+    async fn drive(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Msg>,
+        tasks: &mut JoinSet<()>,
+        stop_heartbeat: watch::Sender<bool>,
+        heartbeat: tokio::task::JoinHandle<()>,
+    ) -> Result<RunOutcome, EngineError> {
+        let mut stop_heartbeat = Some((stop_heartbeat, heartbeat));
+        let mut ended: Vec<AttemptEnd> = Vec::new();
+        let mut first = true;
+        loop {
+            let started = if self.cancelling {
+                Vec::new()
+            } else {
+                self.pick_ready()
+            };
+            let last = self.running == 0 && self.waiting == 0 && started.is_empty();
+            if last {
+                if let Some((tx, handle)) = stop_heartbeat.take() {
+                    let _ = tx.send(true);
+                    let _ = handle.await;
+                }
+            }
+            if first || last || !ended.is_empty() || !started.is_empty() {
+                let (status, error) = if last {
+                    let (s, e) = self.final_status();
+                    (Some(s), e)
+                } else if first {
+                    (Some(RunStatus::Running), None)
+                } else {
+                    (None, None)
+                };
+                let transition = Transition {
+                    now: now_millis(),
+                    lease_expires_at: now_millis() + self.config.lease_ttl.as_millis() as i64,
+                    ended: std::mem::take(&mut ended),
+                    started: started
+                        .iter()
+                        .map(|(step, number)| AttemptStart {
+                            step: step.clone(),
+                            number: *number,
+                        })
+                        .collect(),
+                    logs: drain(&self.logs),
+                    status,
+                    error: error.clone(),
+                    abandon_running: first,
+                    release: last,
+                };
+                self.commit(&transition).await?;
+                first = false;
+                for (step, number) in started {
+                    self.spawn(tasks, step, number);
+                }
+                if last {
+                    let status = status.unwrap_or(RunStatus::Failed);
+                    self.observer.emit(RunEvent::Finished {
+                        status,
+                        error: error.clone(),
+                    });
+                    return Ok(RunOutcome {
+                        run_id: self.lease.run_id.clone(),
+                        status,
+                        error,
+                        failed_steps: self.errors.clone(),
+                    });
+                }
+            }
+
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Ended { step, attempt, outcome, elapsed }) => {
+                        // Reap the finished task so the set does not grow.
+                        while tasks.try_join_next().is_some() {}
+                        ended.push(self.on_ended(step, attempt, outcome, elapsed));
+                    }
+                    Some(Msg::RetryDue(step)) => {
+                        if self.phase.get(&step) == Some(&Phase::WaitingRetry) {
+                            self.waiting -= 1;
+                            self.phase.insert(step, Phase::Pending);
+                        }
+                    }
+                    None => unreachable!("the execution holds a sender"),
+                },
+                _ = self.token.cancelled(), if !self.cancelling => {
+                    if self.lost.load(Ordering::SeqCst) {
+                        return Err(EngineError::LeaseLost(self.lease.run_id.clone()));
+                    }
+                    self.cancelling = true;
+                    for phase in self.phase.values_mut() {
+                        if *phase == Phase::WaitingRetry {
+                            *phase = Phase::Cancelled;
+                            self.waiting -= 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commits a transition, retrying transient database errors; a stale lease is fatal.
+    async fn commit(&self, transition: &Transition) -> Result<(), EngineError> {
+        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            match self.store.commit(&self.lease, transition).await {
+                Ok(ack) => {
+                    if ack.cancel_requested {
+                        self.token.cancel();
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::StaleLease { .. }) => {
+                    self.lost.store(true, Ordering::SeqCst);
+                    return Err(EngineError::LeaseLost(self.lease.run_id.clone()));
+                }
+                Err(StoreError::Database(e)) if tries < 6 => {
+                    tracing::warn!(run = %self.lease.run_id, "write failed, retrying in {delay:?}: {e}");
+                    tries += 1;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Marks ready steps running, up to the concurrency bound; returns `(step, attempt)`.
+    fn pick_ready(&mut self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        let plan = self.plan.clone();
+        for s in &plan.steps {
+            if self.running >= self.config.concurrency {
+                break;
+            }
+            if self.phase[&s.name] != Phase::Pending
+                || !s.deps.iter().all(|d| self.phase[d] == Phase::Done)
+            {
+                continue;
+            }
+            let n = self.next_attempt.get_mut(&s.name).expect("planned step");
+            let number = *n;
+            *n += 1;
+            *self.used.entry(s.name.clone()).or_default() += 1;
+            self.phase.insert(s.name.clone(), Phase::Running);
+            self.running += 1;
+            out.push((s.name.clone(), number));
+        }
+        out
+    }
+
+    fn spawn(&self, tasks: &mut JoinSet<()>, step: String, attempt: i64) {
+        let spec: StepSpec = self.plan.step(&step).expect("planned step").clone();
+        let handler = self
+            .workflow
+            .handler(&spec.kind)
+            .expect("kinds checked before execution")
+            .clone();
+        let deps = spec
+            .deps
+            .iter()
+            .map(|d| (d.clone(), self.outputs[d].clone()))
+            .collect();
+        let ctx = StepContext {
+            run_id: self.lease.run_id.clone(),
+            step: step.clone(),
+            attempt,
+            idempotency_key: format!("{}/{}", self.lease.run_id, step),
+            input: self.input.clone(),
+            params: spec.params.clone(),
+            deps,
+            cancel: self.token.clone(),
+            log: StepLogger::new(step.clone(), attempt, self.logs.clone()),
+        };
+        let token = self.token.clone();
+        let grace = self.config.cancel_grace;
+        let tx = self.tx.clone();
+        self.observer.emit(RunEvent::StepStarted {
+            step: step.clone(),
+            attempt,
+        });
+        let span = tracing::info_span!("step", run = %self.lease.run_id, step = %step, attempt);
+        tasks.spawn(async move {
+            let begin = Instant::now();
+            let body = AssertUnwindSafe(handler(ctx)).catch_unwind();
+            let timed = async {
+                match spec.timeout_ms.map(Duration::from_millis) {
+                    Some(limit) => match tokio::time::timeout(limit, body).await {
+                        Ok(r) => Some(r),
+                        Err(_) => None,
+                    },
+                    None => Some(body.await),
+                }
+            };
+            let outcome = tokio::select! {
+                r = timed => match r {
+                    None => Outcome::TimedOut(Duration::from_millis(spec.timeout_ms.unwrap_or(0))),
+                    Some(Ok(Ok(v))) => Outcome::Ok(v),
+                    Some(Ok(Err(_))) if token.is_cancelled() => Outcome::Cancelled,
+                    Some(Ok(Err(e))) => Outcome::Err(e),
+                    Some(Err(panic)) => Outcome::Err(StepError::permanent(format!(
+                        "step panicked: {}",
+                        panic.downcast_ref::<&str>().copied()
+                            .or(panic.downcast_ref::<String>().map(String::as_str))
+                            .unwrap_or("(no message)")
+                    ))),
+                },
+                _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => Outcome::Cancelled,
+            };
+            let _ = tx.send(Msg::Ended {
+                step,
+                attempt,
+                outcome,
+                elapsed: begin.elapsed(),
+            });
+        }.instrument(span));
+    }
+
+    /// Folds an attempt's outcome into the state and returns the record to persist.
+    fn on_ended(
+        &mut self,
+        step: String,
+        attempt: i64,
+        outcome: Outcome,
+        elapsed: Duration,
+    ) -> AttemptEnd {
+        self.running -= 1;
+        let spec = self.plan.step(&step).expect("planned step");
+        let (status, output, error, retryable) = match outcome {
+            Outcome::Ok(v) => {
+                self.phase.insert(step.clone(), Phase::Done);
+                self.errors.remove(&step);
+                self.outputs.insert(step.clone(), v.clone());
+                self.observer.emit(RunEvent::StepSucceeded {
+                    step: step.clone(),
+                    attempt,
+                    elapsed,
+                });
+                return AttemptEnd {
+                    step,
+                    number: attempt,
+                    status: AttemptStatus::Succeeded,
+                    output: Some(v),
+                    error: None,
+                    retry_at: None,
+                };
+            }
+            Outcome::Cancelled => (
+                AttemptStatus::Cancelled,
+                None,
+                "cancelled".to_string(),
+                false,
+            ),
+            Outcome::TimedOut(limit) => (
+                AttemptStatus::TimedOut,
+                None,
+                format!("timed out after {limit:?}"),
+                true,
+            ),
+            Outcome::Err(e) => (
+                AttemptStatus::Failed,
+                None,
+                e.message,
+                e.class == ErrorClass::Retryable,
+            ),
+        };
+        let used = self.used.get(&step).copied().unwrap_or(0);
+        let retry = retryable && !self.cancelling && used < spec.retry.max_attempts;
+        let retry_in = retry.then(|| spec.retry.delay(used, rand::random::<f64>()));
+        if status == AttemptStatus::Cancelled {
+            self.phase.insert(step.clone(), Phase::Cancelled);
+        } else {
+            self.observer.emit(RunEvent::StepFailed {
+                step: step.clone(),
+                attempt,
+                error: error.clone(),
+                retry_in,
+            });
+            if let Some(wait) = retry_in {
+                self.phase.insert(step.clone(), Phase::WaitingRetry);
+                self.waiting += 1;
+                let tx = self.tx.clone();
+                let due = step.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(Msg::RetryDue(due));
+                });
+            } else {
+                self.phase.insert(step.clone(), Phase::Failed);
+                let attempts = if used == 1 {
+                    "1 attempt".to_string()
+                } else {
+                    format!("{used} attempts")
+                };
+                self.errors
+                    .insert(step.clone(), format!("{error} (after {attempts})"));
+            }
+        }
+        AttemptEnd {
+            step,
+            number: attempt,
+            status,
+            output,
+            error: Some(error),
+            retry_at: retry_in.map(|w| now_millis() + w.as_millis() as i64),
+        }
+    }
+
+    fn final_status(&self) -> (RunStatus, Option<String>) {
+        if self.phase.values().all(|p| *p == Phase::Done) {
+            return (RunStatus::Succeeded, None);
+        }
+        if self.cancelling {
+            return (RunStatus::Cancelled, Some("cancelled".into()));
+        }
+        let failed: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(step, e)| format!("step `{step}` failed: {e}"))
+            .collect();
+        let blocked = self.count(Phase::Pending);
+        let mut msg = failed.join("; ");
+        if blocked > 0 {
+            msg.push_str(&format!("; {blocked} dependent step(s) not run"));
+        }
+        (RunStatus::Failed, Some(msg))
+    }
+
+    /// Renews the lease, flushes logs and watches for remote cancels until stopped.
+    fn heartbeat(
+        &self,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let lease = self.lease.clone();
+        let logs = self.logs.clone();
+        let token = self.token.clone();
+        let lost = self.lost.clone();
+        let every = self.config.heartbeat;
+        let ttl = self.config.lease_ttl;
+        async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let now = now_millis();
+                let t = Transition {
+                    now,
+                    lease_expires_at: now + ttl.as_millis() as i64,
+                    logs: drain(&logs),
+                    ..Transition::default()
+                };
+                match store.commit(&lease, &t).await {
+                    Ok(ack) if ack.cancel_requested => token.cancel(),
+                    Ok(_) => {}
+                    Err(StoreError::StaleLease { .. }) => {
+                        tracing::error!(run = %lease.run_id, "lease lost to another executor; stopping");
+                        lost.store(true, Ordering::SeqCst);
+                        token.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(run = %lease.run_id, "heartbeat failed: {e}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! # engine: durable DAG runs for nix-infra
+//!
+//! Every nix-infra lifecycle (provision a node, deploy an app, rotate a
+//! secret) is a **run** of a **workflow**. This crate executes runs so that a
+//! crash, a `kill -9`, a lost laptop or a failed CI job never costs more than
+//! the step that was in flight.
+//!
+//! ## Concepts
+//! - A [`Workflow`] has a name and a version. From a run's input it builds a
+//!   [`Plan`]: the **steps** ([`StepSpec`]), their dependencies, and each
+//!   step's [`RetryPolicy`] and timeout. The plan is validated (no cycle, no
+//!   unknown dependency, no duplicate, not empty) and persisted with the run,
+//!   so a resume follows the same plan even after the code changed.
+//! - A step is an async function of a [`StepContext`] returning a JSON value
+//!   or a [`StepError`] that is retryable or permanent.
+//! - Each execution of a step is an **attempt**. Its start, end, output, error
+//!   and log lines are written to the [`Store`] before the run moves on.
+//!   Completed steps are never executed again; execution is at-least-once,
+//!   so steps with outside effects must be idempotent (use
+//!   [`StepContext::idempotency_key`]).
+//! - The executing process holds a [`Lease`] with a fencing epoch. A dead
+//!   executor's lease lapses and another process takes over with a higher
+//!   epoch; the store rejects writes carrying the old one.
+//! - [`Secret`] keeps values out of outputs, logs and errors.
+//!
+//! ## Layers
+//! ```text
+//!   cli ──► workflows ──► engine ──► Store (trait, defined here)
+//!                                      ▲
+//!                          storage ────┘  Postgres / SQLite (sqlx)
+//! ```
+//!
+//! ## Example
+//! ```
+//! use engine::{testing::MemoryStore, Engine, Observer, Plan, Registry, RunStatus, StepSpec, Workflow};
+//! use std::sync::Arc;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let hello = Workflow::new("hello", 1)
+//!     .planner(|_| Ok(Plan::new(vec![
+//!         StepSpec::new("fetch", "fetch"),
+//!         StepSpec::new("greet", "greet").after("fetch"),
+//!     ])))
+//!     .step("fetch", |_ctx| async { Ok("world") })
+//!     .step("greet", |ctx| async move {
+//!         let who: String = ctx.dep("fetch")?;
+//!         ctx.log.info(format!("hello, {who}"));
+//!         Ok(format!("hello, {who}"))
+//!     });
+//! let mut registry = Registry::new();
+//! registry.register(hello);
+//! let engine = Engine::new(Arc::new(MemoryStore::default()), registry);
+//!
+//! let run = engine.create("hello", serde_json::json!({}), None).await.unwrap();
+//! let outcome = engine.execute(run.record().id.as_str(), Default::default(), Observer::none()).await.unwrap();
+//! assert_eq!(outcome.status, RunStatus::Succeeded);
+//! # }
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod events;
+mod executor;
+pub mod inspect;
+mod model;
+mod ops;
+mod plan;
+mod secret;
+mod step;
+mod store;
+pub mod testing;
+mod workflow;
+
+pub use events::{Observer, RunEvent};
+pub use model::{
+    AttemptRecord, AttemptStatus, LogLine, Millis, RunFilter, RunRecord, RunState, RunStatus,
+    StepStatus, now_millis,
+};
+pub use ops::{Engine, new_run_id, validate_run_id};
+pub use plan::{Plan, PlanError, RetryPolicy, StepSpec};
+pub use secret::{REDACTED, Secret};
+pub use step::{ErrorClass, StepContext, StepError, StepLogger};
+pub use store::{
+    Ack, AttemptEnd, AttemptStart, CancelOutcome, Created, Lease, NewRun, Store, StoreError,
+    Transition,
+};
+pub use workflow::{Handler, Registry, Workflow};
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How an engine executes runs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This executor's identity in leases; unique per process.
+    pub owner: String,
+    /// How long a lease lasts without renewal; a crashed executor's run is
+    /// taken over after at most this long.
+    pub lease_ttl: Duration,
+    /// How often the lease is renewed, logs flushed and remote cancels checked.
+    pub heartbeat: Duration,
+    /// Most attempts in flight at once within one run.
+    pub concurrency: usize,
+    /// After a cancel, how long in-flight steps may take to stop by themselves.
+    pub cancel_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            owner: default_owner(),
+            lease_ttl: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(1),
+            concurrency: 16,
+            cancel_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Sets the lease time-to-live, keeping the heartbeat at most a third of it.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self.heartbeat = self.heartbeat.min(ttl / 3);
+        self
+    }
+}
+
+/// `host:pid:random`, so an operator can tell which process holds a run.
+pub fn default_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let tag: u32 = rand::random();
+    format!("{host}:{}:{tag:08x}", std::process::id())
+}
+
+/// How an execution ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    /// The run.
+    pub run_id: String,
+    /// Its final status.
+    pub status: RunStatus,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+    /// Steps that failed in this execution, with their errors.
+    pub failed_steps: BTreeMap<String, String>,
+}
+
+impl RunOutcome {
+    pub(crate) fn from_record(run: &RunRecord) -> Self {
+        RunOutcome {
+            run_id: run.id.clone(),
+            status: run.status,
+            error: run.error.clone(),
+            failed_steps: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No workflow of that name is registered.
+    #[error("unknown workflow `{name}` (known: {})", known.join(", "))]
+    UnknownWorkflow {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        known: Vec<String>,
+    },
+    /// The plan was rejected; nothing was written.
+    #[error("invalid plan: {0}")]
+    Plan(#[from] PlanError),
+    /// The run id has characters outside `[A-Za-z0-9._:-]` or a bad length.
+    #[error("invalid run id `{0}`: use 1-128 characters from A-Z a-z 0-9 . _ : -")]
+    InvalidRunId(String),
+    /// The id is taken by a run with another workflow or input.
+    #[error("run id `{id}` is already used by a `{workflow}` run with a different input")]
+    RunIdConflict {
+        /// The id.
+        id: String,
+        /// The workflow of the existing run.
+        workflow: String,
+    },
+    /// The run has no step of that name.
+    #[error("run `{run_id}` has no step `{step}`")]
+    UnknownStep {
+        /// The run.
+        run_id: String,
+        /// The step asked for.
+        step: String,
+    },
+    /// Another live executor holds the run.
+    #[error("run `{run_id}` is being executed by `{owner}`, which is renewing its lease")]
+    Busy {
+        /// The run.
+        run_id: String,
+        /// The live holder.
+        owner: String,
+    },
+    /// This executor's lease was taken over; it stopped without further writes.
+    #[error("lost the lease on run `{0}` to another executor")]
+    LeaseLost(String),
+    /// Interrupted while waiting.
+    #[error("interrupted")]
+    Interrupted,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Created {
+    /// The run record, new or existing.
+    pub fn record(&self) -> &RunRecord {
+        match self {
+            Created::New(r) | Created::Existing(r) => r,
+        }
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what nix-infra's build, tests and sandbox need on a Debian machine.
+# Idempotent: packages already present are skipped. Run as root (or with sudo).
+set -euo pipefail
+
+packages=(
+  postgresql            # Postgres backend tests and benchmarks (throwaway servers)
+  sqlite3               # inspecting the default SQLite state by hand
+  etcd-server etcd-client
+  openssh-server openssh-client
+  nix-bin               # nix-instantiate for the NixOS stand-ins
+  protobuf-compiler libprotobuf-dev   # etcd-client build
+  iproute2 util-linux   # loopback addresses, unshare for test nodes
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: all packages present"
+fi
+
+# Debian's postgresql package starts a cluster service we do not use; tests
+# run their own throwaway servers. Nothing to do here for it.
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi

@@ -1,0 +1,74 @@
+//! # tasks: the adapters that touch the world
+//!
+//! Plain async clients with no knowledge of the engine: a Hetzner provider,
+//! SSH remote execution, the etcd registry, the certificate authority, age
+//! secrets and Nix configuration rendering. Workflows wrap them in steps.
+//!
+//! ```text
+//!   workflows ──► tasks ──► Hetzner API / sshd / etcd / files
+//! ```
+//!
+//! This crate starts with the placeholder renderer every node bootstrap needs;
+//! the clients land with their issues.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! let vars = BTreeMap::from([("ip".to_string(), "10.0.0.1".to_string())]);
+//! assert_eq!(tasks::render("addr = [%%ip%%];", &vars).unwrap(), "addr = 10.0.0.1;");
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A template referenced placeholders that were not supplied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("missing values for placeholders: {}", .0.iter().cloned().collect::<Vec<_>>().join(", "))]
+pub struct MissingKeys(pub BTreeSet<String>);
+
+/// Replaces nix-infra's `[%%key%%]` placeholders; every missing key is reported at once.
+pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String, MissingKeys> {
+    let mut out = String::with_capacity(template.len());
+    let mut missing = BTreeSet::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("[%%") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        match after.find("%%]") {
+            Some(end) => {
+                let key = &after[..end];
+                match vars.get(key) {
+                    Some(v) => out.push_str(v),
+                    None => {
+                        missing.insert(key.to_string());
+                    }
+                }
+                rest = &after[end + 3..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(MissingKeys(missing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_missing_key() {
+        let vars = BTreeMap::from([("a".to_string(), "1".to_string())]);
+        assert_eq!(render("[%%a%%]-[%%a%%]", &vars).unwrap(), "1-1");
+        let err = render("[%%b%%] [%%a%%] [%%c%%]", &vars).unwrap_err();
+        assert_eq!(err.to_string(), "missing values for placeholders: b, c");
+        assert_eq!(render("no [%%end", &vars).unwrap(), "no [%%end");
+    }
+}
