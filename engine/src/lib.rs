@@ -149,7 +149,8 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    pub(crate) fn from_record(run: &RunRecord) -> Self {
+    /// The outcome recorded on a run that already finished.
+    pub fn from_record(run: &RunRecord) -> Self {
         RunOutcome {
             run_id: run.id.clone(),
             status: run.status,

@@ -37,6 +37,7 @@ pub use sql::SqlStore;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -121,9 +122,19 @@ pub async fn connect(url: &str) -> Result<SqlStore, ConnectError> {
             let opts = PgConnectOptions::from_str(url)
                 .map_err(|e| invalid(describe(&e)))?
                 .options([("search_path", PG_SCHEMA)]);
+            // One direct connection first: a pool would hide "connection
+            // refused" behind a generic acquire timeout.
+            let probe = tokio::time::timeout(Duration::from_secs(10), opts.connect())
+                .await
+                .map_err(|_| ConnectError::Unreachable {
+                    url: shown.clone(),
+                    reason: "no answer within 10 s".into(),
+                })?
+                .map_err(unreachable)?;
+            let _ = probe.close().await;
             let pool = PgPoolOptions::new()
                 .max_connections(10)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(30))
                 .connect_with(opts)
                 .await
                 .map_err(unreachable)?;
@@ -139,7 +150,10 @@ pub async fn connect(url: &str) -> Result<SqlStore, ConnectError> {
                 return Err(invalid("no file path (use sqlite://PATH)".into()));
             }
             if path != ":memory:" {
-                if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
                     std::fs::create_dir_all(dir).map_err(|e| ConnectError::Unreachable {
                         url: shown.clone(),
                         reason: format!("cannot create directory {}: {e}", dir.display()),

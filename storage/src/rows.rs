@@ -62,7 +62,10 @@ pub(crate) fn run<R: EngineRow>(row: &R) -> Result<RunRecord, StoreError>
 where
     for<'a> &'a str: ColumnIndex<R>,
 {
-    let forked_from = match (row.opt_text("forked_from_run")?, row.opt_text("forked_from_step")?) {
+    let forked_from = match (
+        row.opt_text("forked_from_run")?,
+        row.opt_text("forked_from_step")?,
+    ) {
         (Some(r), Some(s)) => Some((r, s)),
         _ => None,
     };
@@ -72,7 +75,10 @@ where
         version: row.int("version")?,
         input: json("run input", &row.text("input")?)?,
         plan: json("run plan", &row.text("plan")?)?,
-        status: row.text("status")?.parse().map_err(|e| corrupt("run status", e))?,
+        status: row
+            .text("status")?
+            .parse()
+            .map_err(|e| corrupt("run status", e))?,
         error: row.opt_text("error")?,
         forked_from,
         cancel_requested: row.int("cancel_requested")? != 0,
@@ -92,7 +98,10 @@ where
     Ok(AttemptRecord {
         step: row.text("step")?,
         number: row.int("number")?,
-        status: row.text("status")?.parse().map_err(|e| corrupt("attempt status", e))?,
+        status: row
+            .text("status")?
+            .parse()
+            .map_err(|e| corrupt("attempt status", e))?,
         started_at: row.int("started_at")?,
         finished_at: row.opt_int("finished_at")?,
         output: row

@@ -32,14 +32,15 @@ pub struct SqlStore {
     pool: Pool,
 }
 
-
 fn to_json(value: &serde_json::Value) -> String {
     value.to_string()
 }
 
 impl SqlStore {
     pub(crate) fn postgres(pool: PgPool) -> Self {
-        SqlStore { pool: Pool::Pg(pool) }
+        SqlStore {
+            pool: Pool::Pg(pool),
+        }
     }
 
     pub(crate) fn sqlite(pool: SqlitePool) -> Self {
@@ -79,7 +80,10 @@ impl SqlStore {
             let result = match &self.pool {
                 Pool::Pg(p) => {
                     // Keep in step with crate::PG_SCHEMA.
-                    match sqlx::query("CREATE SCHEMA IF NOT EXISTS nix_infra").execute(p).await {
+                    match sqlx::query("CREATE SCHEMA IF NOT EXISTS nix_infra")
+                        .execute(p)
+                        .await
+                    {
                         // A concurrent creator may win the race; the schema exists either way.
                         Ok(_) | Err(sqlx::Error::Database(_)) => {}
                         Err(e) => return Err(e),
@@ -94,7 +98,9 @@ impl SqlStore {
                 Err(e) => last = Some(e),
             }
         }
-        Err(sqlx::Error::Migrate(Box::new(last.expect("three attempts"))))
+        Err(sqlx::Error::Migrate(Box::new(
+            last.expect("three attempts"),
+        )))
     }
 
     /// Runs a raw statement; for tests and benchmarks that measure the database itself.
@@ -133,7 +139,8 @@ impl Store for SqlStore {
             Some((r, s)) => (Some(r.clone()), Some(s.clone())),
             None => (None, None),
         };
-        let plan = serde_json::to_string(&run.plan).map_err(|e| StoreError::Database(e.to_string()))?;
+        let plan =
+            serde_json::to_string(&run.plan).map_err(|e| StoreError::Database(e.to_string()))?;
         let inserted = with_pool!(self, p => {
             let mut tx = p.begin().await.map_err(db)?;
             let inserted = sqlx::query(

@@ -1,1 +1,33 @@
+//! # workflows: nix-infra's lifecycles as durable DAGs
+//!
+//! Each workflow turns a run input into a [`engine::Plan`] and glues a
+//! `tasks` adapter into each step. The functions here are thin: the engine
+//! owns durability, the adapters own side effects.
+//!
+//! ```text
+//!   cli ──► workflows ──┬──► engine  (plans, runs, retries)
+//!                       └──► tasks   (hcloud, ssh, etcd, certs, secrets)
+//! ```
+//!
+//! Built in so far:
+//! - [`diag`]: `diag.chain` and `diag.fanout`, synthetic workflows for
+//!   checking a setup, for the tests and for the benchmarks.
+//!
+//! ```
+//! let registry = workflows::registry();
+//! let chain = registry.get("diag.chain").unwrap();
+//! let plan = chain.plan(&serde_json::json!({"steps": 3})).unwrap();
+//! assert_eq!(plan.steps[2].deps, vec!["step-2".to_string()]);
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod diag;
+
+/// Every workflow this build knows, ready for [`engine::Engine::new`].
+pub fn registry() -> engine::Registry {
+    let mut r = engine::Registry::new();
+    r.register(diag::chain());
+    r.register(diag::fanout());
+    r
+}

@@ -1,0 +1,173 @@
+//! The command line: global options and the command tree (clap).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  the command (and the run it started) succeeded
+  1  the run failed or was cancelled
+  2  bad usage or input (nothing was written)
+  3  the database could not be opened or used
+
+State lives in DATABASE_URL (postgres://… for teams and CI) or, by default,
+in the SQLite file .nix-infra/state.db under the working directory.";
+
+/// nix-infra: a private PaaS on Hetzner Cloud and NixOS, driven by durable runs.
+///
+/// Every lifecycle is a run: a DAG of steps whose results are persisted, so a
+/// run can be resumed after a crash, from another machine or from CI.
+#[derive(Parser, Debug)]
+#[command(name = "nix-infra", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The cluster directory (holds .env, nodes/, and .nix-infra/state.db).
+    #[arg(
+        short = 'd',
+        long,
+        global = true,
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub working_dir: PathBuf,
+
+    /// Where runs are stored: postgres://USER@HOST:PORT/DB or sqlite://PATH.
+    /// [default: sqlite://DIR/.nix-infra/state.db]
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Id for the run this command starts; starting again with the same id
+    /// returns (or continues) that run instead of starting another.
+    #[arg(long, global = true, value_name = "ID")]
+    pub run_id: Option<String>,
+
+    /// Output format for results on stdout (progress always goes to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Seconds a run's lease lasts without renewal: how soon another process
+    /// may take over a run whose executor died.
+    #[arg(long, global = true, env = "NIX_INFRA_LEASE_TTL", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_ttl: u64,
+
+    /// More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Result formats.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Tables and sentences for people.
+    Text,
+    /// JSON for scripts; with commands that run something, the last line.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start, inspect and control durable runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// List the workflows this build can run.
+    Workflows,
+}
+
+/// `nix-infra runs …`
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// Start a run of WORKFLOW and execute it here, showing progress.
+    ///
+    /// Exits 0 only if the run succeeded. Press Ctrl-C to cancel; the run can
+    /// be resumed later with `runs resume`.
+    Start {
+        /// The workflow, e.g. diag.chain (see `nix-infra workflows`).
+        workflow: String,
+        /// The run input as JSON.
+        #[arg(long, default_value = "{}", value_name = "JSON")]
+        input: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Continue a failed, cancelled or abandoned run; completed steps are kept.
+    ///
+    /// If the run's previous executor died, this waits for its lease to lapse
+    /// (at most --lease-ttl of the dead process). Exits 0 only if the run then
+    /// succeeds.
+    Resume {
+        /// The run.
+        id: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Ask a run to stop: in-flight steps are told to stop, no new step starts.
+    Cancel {
+        /// The run.
+        id: String,
+    },
+    /// Start a new run that keeps the outputs of every step not downstream
+    /// of STEP and re-runs STEP and everything after it.
+    Fork {
+        /// The run to fork.
+        id: String,
+        /// The first step to run again.
+        #[arg(long, value_name = "STEP")]
+        from_step: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// List runs, newest first.
+    List {
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs with these statuses (pending, running, succeeded, failed, cancelled).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<engine::RunStatus>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show a run: every step with its attempts, durations and errors.
+    Show {
+        /// The run.
+        id: String,
+    },
+    /// Print a run's log lines.
+    Logs {
+        /// The run.
+        id: String,
+        /// Only this step's lines.
+        #[arg(long)]
+        step: Option<String>,
+    },
+    /// Print a run's plan as a Mermaid flowchart coloured by step status.
+    Graph {
+        /// The run.
+        id: String,
+    },
+}
+
+/// Options of commands that execute a run.
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// Most steps of the run executing at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+}

@@ -1,0 +1,135 @@
+//! The `nix-infra` binary: parses the command line, opens the state, runs the command.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod args;
+mod progress;
+mod runs;
+mod views;
+
+use args::{Cli, Command, Global, Output};
+use clap::Parser;
+use engine::{Engine, EngineConfig, EngineError, StoreError};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A failure with the exit status it maps to (see `nix-infra --help`).
+#[derive(Debug)]
+pub enum Failure {
+    /// The run finished but did not succeed (exit 1); already reported.
+    RunNotSucceeded,
+    /// Something went wrong (exit 1).
+    Other(anyhow::Error),
+    /// Bad usage or input; nothing was written (exit 2).
+    Usage(anyhow::Error),
+    /// The database could not be opened or used (exit 3).
+    Database(anyhow::Error),
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnknownWorkflow { .. }
+            | EngineError::Plan(_)
+            | EngineError::InvalidRunId(_)
+            | EngineError::RunIdConflict { .. }
+            | EngineError::UnknownStep { .. }
+            | EngineError::Store(StoreError::NotFound(_)) => Failure::Usage(e.into()),
+            EngineError::Store(StoreError::Database(_)) => Failure::Database(e.into()),
+            other => Failure::Other(other.into()),
+        }
+    }
+}
+
+impl From<storage::ConnectError> for Failure {
+    fn from(e: storage::ConnectError) -> Self {
+        match e {
+            storage::ConnectError::InvalidUrl { .. } => Failure::Usage(e.into()),
+            _ => Failure::Database(e.into()),
+        }
+    }
+}
+
+/// What every command works with.
+pub struct Context {
+    /// Global options.
+    pub global: Global,
+    /// The engine over the opened store.
+    pub engine: Engine,
+}
+
+impl Context {
+    async fn open(global: Global) -> Result<Self, Failure> {
+        let url = match &global.database_url {
+            Some(u) if !u.trim().is_empty() => u.clone(),
+            _ => storage::default_url(&global.working_dir),
+        };
+        let store = storage::connect(&url).await?;
+        let config = EngineConfig::default().lease_ttl(Duration::from_secs(global.lease_ttl));
+        let engine = Engine::new(Arc::new(store), workflows::registry()).with_config(config);
+        Ok(Context { global, engine })
+    }
+
+    /// Whether results are JSON.
+    pub fn json(&self) -> bool {
+        self.global.output == Output::Json
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Workflows => {
+            let registry = workflows::registry();
+            if cli.global.output == Output::Json {
+                let list: Vec<_> = registry
+                    .iter()
+                    .map(|w| serde_json::json!({"name": w.name(), "version": w.version(), "about": w.description()}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for w in registry.iter() {
+                    println!("{:<16} v{}  {}", w.name(), w.version(), w.description());
+                }
+            }
+            Ok(())
+        }
+        Command::Runs(cmd) => {
+            let ctx = Context::open(cli.global).await?;
+            runs::run(&ctx, cmd).await
+        }
+    }
+}
+
+/// Prints an error and its causes (skipping causes its message already includes).
+fn report(e: &anyhow::Error, code: u8) -> ExitCode {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    eprintln!("error: {msg}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    observability::init(cli.global.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::RunNotSucceeded) => ExitCode::from(1),
+        Err(Failure::Other(e)) => report(&e, 1),
+        Err(Failure::Usage(e)) => report(&e, 2),
+        Err(Failure::Database(e)) => report(&e, 3),
+    }
+}

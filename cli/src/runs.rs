@@ -1,0 +1,192 @@
+//! `nix-infra runs …`: start, resume, cancel, fork, list, show, logs, graph.
+
+use crate::args::{ExecArgs, RunsCommand};
+use crate::{Context, Failure, progress, views};
+use anyhow::anyhow;
+use engine::inspect::{mermaid, step_views};
+use engine::{CancelOutcome, Created, Observer, RunFilter, RunOutcome, RunStatus};
+use tokio_util::sync::CancellationToken;
+
+/// Runs one `runs` subcommand.
+pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
+    match cmd {
+        RunsCommand::Start {
+            workflow,
+            input,
+            exec,
+        } => {
+            let input: serde_json::Value = serde_json::from_str(&input)
+                .map_err(|e| Failure::Usage(anyhow!("--input is not valid JSON: {e}")))?;
+            let created = ctx
+                .engine
+                .create(&workflow, input, ctx.global.run_id.clone())
+                .await?;
+            let run = created.record();
+            match &created {
+                Created::New(_) => eprintln!("started run {} ({})", run.id, run.workflow),
+                Created::Existing(_) => {
+                    eprintln!("run {} already exists ({})", run.id, run.status)
+                }
+            }
+            if run.status.is_final() {
+                return finish(ctx, &RunOutcome::from_record(run));
+            }
+            execute(ctx, &run.id.clone(), &exec).await
+        }
+        RunsCommand::Resume { id, exec } => {
+            let state = ctx.engine.load(&id).await?;
+            if state.run.status == RunStatus::Succeeded {
+                eprintln!("run {id} already succeeded; nothing to resume");
+            } else {
+                eprintln!(
+                    "resuming run {id} ({}, {})",
+                    state.run.workflow, state.run.status
+                );
+            }
+            execute(ctx, &id, &exec).await
+        }
+        RunsCommand::Cancel { id } => {
+            let outcome = ctx.engine.cancel(&id).await?;
+            let (status, text) = match outcome {
+                CancelOutcome::Requested => (
+                    "requested",
+                    format!("cancel requested; the executor of run {id} will stop it shortly"),
+                ),
+                CancelOutcome::Cancelled => ("cancelled", format!("run {id} cancelled")),
+                CancelOutcome::AlreadyFinal(s) => (
+                    s.as_str(),
+                    format!("run {id} already {s}; nothing to cancel"),
+                ),
+            };
+            if ctx.json() {
+                println!("{}", serde_json::json!({"id": id, "cancel": status}));
+            } else {
+                println!("{text}");
+            }
+            Ok(())
+        }
+        RunsCommand::Fork {
+            id,
+            from_step,
+            exec,
+        } => {
+            let run = ctx
+                .engine
+                .fork(&id, &from_step, ctx.global.run_id.clone())
+                .await?;
+            eprintln!("forked run {id} at step {from_step} as run {}", run.id);
+            execute(ctx, &run.id, &exec).await
+        }
+        RunsCommand::List {
+            workflow,
+            status,
+            limit,
+        } => {
+            let runs = ctx
+                .engine
+                .list(&RunFilter {
+                    workflow,
+                    statuses: status,
+                    limit: Some(limit),
+                })
+                .await?;
+            if ctx.json() {
+                let list: Vec<_> = runs.iter().map(views::run_summary).collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                print!("{}", views::list_text(&runs));
+            }
+            Ok(())
+        }
+        RunsCommand::Show { id } => {
+            let state = ctx.engine.load(&id).await?;
+            let steps = step_views(&state);
+            if ctx.json() {
+                println!("{}", views::run_detail(&state, &steps));
+            } else {
+                print!("{}", views::run_text(&state, &steps));
+            }
+            Ok(())
+        }
+        RunsCommand::Logs { id, step } => {
+            let lines = ctx.engine.logs(&id, step.as_deref()).await?;
+            if ctx.json() {
+                let list: Vec<_> = lines.iter().map(views::log_json).collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for l in &lines {
+                    println!("{}", views::log_text(l));
+                }
+            }
+            Ok(())
+        }
+        RunsCommand::Graph { id } => {
+            let state = ctx.engine.load(&id).await?;
+            print!("{}", mermaid(&state));
+            Ok(())
+        }
+    }
+}
+
+/// Executes a run here with progress on stderr; Ctrl-C or SIGTERM cancels it.
+async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(), Failure> {
+    let mut config = ctx.engine.config().clone();
+    config.concurrency = exec.concurrency as usize;
+    let engine = ctx.engine.clone().with_config(config);
+    let (observer, events) = Observer::channel();
+    let reporter = tokio::spawn(progress::report(events));
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(stop_on_signal(cancel.clone()));
+    let result = engine.execute(run_id, cancel, observer).await;
+    signals.abort();
+    let _ = reporter.await;
+    finish(ctx, &result?)
+}
+
+/// Prints a run's final line and maps its status to the exit status.
+fn finish(ctx: &Context, outcome: &RunOutcome) -> Result<(), Failure> {
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "id": outcome.run_id,
+                "status": outcome.status,
+                "error": outcome.error,
+                "failed_steps": outcome.failed_steps,
+            })
+        );
+    } else {
+        println!("run {} {}", outcome.run_id, outcome.status);
+        if let Some(e) = &outcome.error {
+            println!("  {e}");
+        }
+        if outcome.status != RunStatus::Succeeded {
+            println!(
+                "  inspect: nix-infra runs show {id}\n  resume:  nix-infra runs resume {id}",
+                id = outcome.run_id
+            );
+        }
+    }
+    if outcome.status == RunStatus::Succeeded {
+        Ok(())
+    } else {
+        Err(Failure::RunNotSucceeded)
+    }
+}
+
+/// Cancels on the first Ctrl-C or SIGTERM; a second Ctrl-C exits at once.
+async fn stop_on_signal(cancel: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("cancelling: waiting for in-flight steps to stop (Ctrl-C again to quit now)");
+    cancel.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(130);
+    }
+}

@@ -1,0 +1,165 @@
+//! What `runs show|list|logs` print: the JSON shapes scripts rely on, and the text tables.
+
+use crate::progress::human;
+use engine::inspect::StepView;
+use engine::{AttemptRecord, LogLine, Millis, RunRecord, RunState};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// An RFC 3339 timestamp with milliseconds, in UTC.
+pub fn timestamp(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn duration_ms(a: &AttemptRecord) -> Option<i64> {
+    a.finished_at.map(|f| f - a.started_at)
+}
+
+/// `{"id","workflow","status","created_at",…}` for `runs list`.
+pub fn run_summary(r: &RunRecord) -> Value {
+    json!({
+        "id": r.id,
+        "workflow": r.workflow,
+        "status": r.status,
+        "created_at": timestamp(r.created_at),
+        "finished_at": r.finished_at.map(timestamp),
+        "error": r.error,
+    })
+}
+
+/// The full `runs show` object.
+pub fn run_detail(state: &RunState, steps: &[StepView]) -> Value {
+    let r = &state.run;
+    json!({
+        "id": r.id,
+        "workflow": r.workflow,
+        "version": r.version,
+        "status": r.status,
+        "error": r.error,
+        "created_at": timestamp(r.created_at),
+        "finished_at": r.finished_at.map(timestamp),
+        "forked_from": r.forked_from.as_ref().map(|(run, step)| json!({"run": run, "step": step})),
+        "lease": r.lease_owner.as_ref().map(|o| json!({
+            "owner": o,
+            "epoch": r.lease_epoch,
+            "expires_at": r.lease_expires_at.map(timestamp),
+        })),
+        "steps": steps.iter().map(|s| json!({
+            "name": s.name,
+            "status": s.status,
+            "depends_on": s.deps,
+            "attempts": s.attempts.iter().map(|a| json!({
+                "number": a.number,
+                "status": a.status,
+                "started_at": timestamp(a.started_at),
+                "finished_at": a.finished_at.map(timestamp),
+                "duration_ms": duration_ms(a),
+                "error": a.error,
+                "copied_from": a.copied_from,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `runs show` as text: a header and one line per step.
+pub fn run_text(state: &RunState, steps: &[StepView]) -> String {
+    let r = &state.run;
+    let mut out = format!(
+        "run       {}\nworkflow  {} v{}\nstatus    {}\ncreated   {}\n",
+        r.id,
+        r.workflow,
+        r.version,
+        r.status,
+        timestamp(r.created_at)
+    );
+    if let Some(f) = r.finished_at {
+        out.push_str(&format!("finished  {}\n", timestamp(f)));
+    }
+    if let Some((run, step)) = &r.forked_from {
+        out.push_str(&format!("forked    from {run} at step {step}\n"));
+    }
+    if let Some(e) = &r.error {
+        out.push_str(&format!("error     {e}\n"));
+    }
+    let width = steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    out.push_str(&format!(
+        "\n{:<width$}  {:<10}  {:>8}  {:>10}  LAST ERROR\n",
+        "STEP", "STATUS", "ATTEMPTS", "TIME"
+    ));
+    for s in steps {
+        let time: i64 = s.attempts.iter().filter_map(duration_ms).sum();
+        let time = if s.attempts.is_empty() {
+            "-".to_string()
+        } else {
+            human(Duration::from_millis(time.max(0) as u64))
+        };
+        let copied = s.attempts.iter().any(|a| a.copied_from.is_some());
+        let attempts = if copied {
+            "copied".to_string()
+        } else {
+            s.attempts.len().to_string()
+        };
+        let error = s
+            .attempts
+            .iter()
+            .rev()
+            .find_map(|a| a.error.clone())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<width$}  {:<10}  {:>8}  {:>10}  {}\n",
+            s.name,
+            s.status.as_str(),
+            attempts,
+            time,
+            error
+        ));
+    }
+    out
+}
+
+/// `runs list` as text.
+pub fn list_text(runs: &[RunRecord]) -> String {
+    if runs.is_empty() {
+        return "no runs\n".into();
+    }
+    let width = runs.iter().map(|r| r.id.len()).max().unwrap_or(2);
+    let mut out = format!(
+        "{:<width$}  {:<16}  {:<10}  CREATED\n",
+        "ID", "WORKFLOW", "STATUS"
+    );
+    for r in runs {
+        out.push_str(&format!(
+            "{:<width$}  {:<16}  {:<10}  {}\n",
+            r.id,
+            r.workflow,
+            r.status.as_str(),
+            timestamp(r.created_at)
+        ));
+    }
+    out
+}
+
+/// One log line as JSON.
+pub fn log_json(l: &LogLine) -> Value {
+    json!({
+        "at": timestamp(l.at),
+        "step": l.step,
+        "attempt": l.attempt,
+        "level": l.level,
+        "line": l.line,
+    })
+}
+
+/// One log line as text.
+pub fn log_text(l: &LogLine) -> String {
+    format!(
+        "{} {}#{} {:<5} {}",
+        timestamp(l.at),
+        l.step,
+        l.attempt,
+        l.level,
+        l.line
+    )
+}
