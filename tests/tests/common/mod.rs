@@ -1,0 +1,67 @@
+//! Shared setup for the engine and storage tests: a store on each backend.
+#![allow(dead_code)]
+
+use engine::{Engine, EngineConfig, Registry, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use storage::SqlStore;
+use testkit::Postgres;
+
+/// Keeps a backend's server or files alive for the test's duration.
+pub enum Guard {
+    Sqlite(tempfile::TempDir),
+    Postgres(Postgres),
+}
+
+/// A fresh store on SQLite (a new file) with its guard.
+pub async fn sqlite() -> (SqlStore, Guard) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = storage::connect(&testkit::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    (store, Guard::Sqlite(dir))
+}
+
+/// A fresh store on a throwaway Postgres server with its guard.
+pub async fn postgres() -> (SqlStore, Guard) {
+    let pg = Postgres::start().expect("start postgres (run scripts/setup.sh)");
+    let url = pg.fresh_database().unwrap();
+    let store = storage::connect(&url).await.unwrap();
+    (store, Guard::Postgres(pg))
+}
+
+/// Settings for tests: short lease, fast heartbeat, quick cancel grace.
+pub fn fast_config() -> EngineConfig {
+    EngineConfig {
+        lease_ttl: Duration::from_secs(5),
+        heartbeat: Duration::from_millis(100),
+        cancel_grace: Duration::from_millis(500),
+        ..EngineConfig::default()
+    }
+}
+
+/// An engine over `store` with `registry` and [`fast_config`].
+pub fn engine(store: Arc<dyn Store>, registry: Registry) -> Engine {
+    Engine::new(store, registry).with_config(fast_config())
+}
+
+/// Generates `NAME::sqlite` and `NAME::postgres` tests calling `NAME(store)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let (store, _guard) = $crate::common::sqlite().await;
+                    super::$name(std::sync::Arc::new(store)).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let (store, _guard) = $crate::common::postgres().await;
+                    super::$name(std::sync::Arc::new(store)).await;
+                }
+            }
+        )+
+    };
+}
