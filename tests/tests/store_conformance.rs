@@ -193,11 +193,17 @@ async fn transitions_persist_attempts_logs_and_status(store: Arc<dyn Store>) {
     assert_eq!(a.output, Some(json!({"x": 1})));
     let b = &state.attempts[1];
     assert_eq!((b.step.as_str(), b.status), ("b", AttemptStatus::Running));
-    assert_eq!(store.logs("r1", Some("a")).await.unwrap(), vec![line(0), line(1)]);
+    assert_eq!(
+        store.logs("r1", Some("a")).await.unwrap(),
+        vec![line(0), line(1)]
+    );
     assert!(store.logs("r1", Some("b")).await.unwrap().is_empty());
 
     // A new owner marks the dead owner's running attempt abandoned.
-    let lease2 = store.acquire_lease("r1", "B", 20_000, 30_000).await.unwrap();
+    let lease2 = store
+        .acquire_lease("r1", "B", 20_000, 30_000)
+        .await
+        .unwrap();
     store
         .commit(
             &lease2,
@@ -220,7 +226,10 @@ async fn transitions_persist_attempts_logs_and_status(store: Arc<dyn Store>) {
     assert_eq!(state.run.finished_at, Some(20_001));
     assert_eq!(state.run.lease_owner, None);
     // Released: anyone may take it at once.
-    store.acquire_lease("r1", "C", 20_002, 30_000).await.unwrap();
+    store
+        .acquire_lease("r1", "C", 20_002, 30_000)
+        .await
+        .unwrap();
 }
 
 async fn cancel_depends_on_the_lease(store: Arc<dyn Store>) {
@@ -255,7 +264,10 @@ async fn cancel_depends_on_the_lease(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert!(ack.cancel_requested, "the executor learns of the cancel on its next write");
+    assert!(
+        ack.cancel_requested,
+        "the executor learns of the cancel on its next write"
+    );
     // An abandoned run (lease lapsed) is cancelled directly.
     assert_eq!(
         store.request_cancel("live", 5_000).await.unwrap(),
@@ -288,7 +300,10 @@ async fn list_filters_and_orders(store: Arc<dyn Store>) {
         statuses: vec![RunStatus::Pending],
         ..RunFilter::default()
     };
-    assert_eq!(ids(store.list_runs(&pending).await.unwrap()), vec!["r2", "r1"]);
+    assert_eq!(
+        ids(store.list_runs(&pending).await.unwrap()),
+        vec!["r2", "r1"]
+    );
     let one = RunFilter {
         limit: Some(1),
         ..RunFilter::default()
