@@ -95,6 +95,14 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Runs(cmd) => {
+            // Reject a bad workflow or input before the database is even opened,
+            // so a typo leaves nothing behind.
+            if let args::RunsCommand::Start {
+                workflow, input, ..
+            } = &cmd
+            {
+                runs::check_start(workflow, input, cli.global.run_id.as_deref())?;
+            }
             let ctx = Context::open(cli.global).await?;
             runs::run(&ctx, cmd).await
         }

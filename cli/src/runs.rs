@@ -7,6 +7,29 @@ use engine::inspect::{mermaid, step_views};
 use engine::{CancelOutcome, Created, Observer, RunFilter, RunOutcome, RunStatus};
 use tokio_util::sync::CancellationToken;
 
+/// Parses `--input` as JSON.
+fn parse_input(input: &str) -> Result<serde_json::Value, Failure> {
+    serde_json::from_str(input)
+        .map_err(|e| Failure::Usage(anyhow!("--input is not valid JSON: {e}")))
+}
+
+/// Checks that `workflow` exists and plans `input`, without touching any state.
+pub fn check_start(workflow: &str, input: &str, run_id: Option<&str>) -> Result<(), Failure> {
+    if let Some(id) = run_id {
+        engine::validate_run_id(id)?;
+    }
+    let input = parse_input(input)?;
+    let registry = workflows::registry();
+    let wf = registry
+        .get(workflow)
+        .ok_or_else(|| engine::EngineError::UnknownWorkflow {
+            name: workflow.to_string(),
+            known: registry.iter().map(|w| w.name().to_string()).collect(),
+        })?;
+    wf.plan(&input).map_err(engine::EngineError::from)?;
+    Ok(())
+}
+
 /// Runs one `runs` subcommand.
 pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
     match cmd {
@@ -15,8 +38,7 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
             input,
             exec,
         } => {
-            let input: serde_json::Value = serde_json::from_str(&input)
-                .map_err(|e| Failure::Usage(anyhow!("--input is not valid JSON: {e}")))?;
+            let input = parse_input(&input)?;
             let created = ctx
                 .engine
                 .create(&workflow, input, ctx.global.run_id.clone())

@@ -163,6 +163,8 @@ impl Execution {
     ) -> Result<RunOutcome, EngineError> {
         let mut stop_heartbeat = Some((stop_heartbeat, heartbeat));
         let mut ended: Vec<AttemptEnd> = Vec::new();
+        // Step results are announced only once they are durable.
+        let mut announce: Vec<RunEvent> = Vec::new();
         let mut first = true;
         loop {
             let started = if self.cancelling {
@@ -205,6 +207,9 @@ impl Execution {
                 };
                 self.commit(&transition).await?;
                 first = false;
+                for event in announce.drain(..) {
+                    self.observer.emit(event);
+                }
                 for (step, number) in started {
                     self.spawn(tasks, step, number);
                 }
@@ -228,7 +233,9 @@ impl Execution {
                     Some(Msg::Ended { step, attempt, outcome, elapsed }) => {
                         // Reap the finished task so the set does not grow.
                         while tasks.try_join_next().is_some() {}
-                        ended.push(self.on_ended(step, attempt, outcome, elapsed));
+                        let (end, event) = self.on_ended(step, attempt, outcome, elapsed);
+                        ended.push(end);
+                        announce.extend(event);
                     }
                     Some(Msg::RetryDue(step)) => {
                         if self.phase.get(&step) == Some(&Phase::WaitingRetry) {
@@ -372,14 +379,15 @@ impl Execution {
         }.instrument(span));
     }
 
-    /// Folds an attempt's outcome into the state and returns the record to persist.
+    /// Folds an attempt's outcome into the state; returns the record to persist
+    /// and the event to announce once it is durable.
     fn on_ended(
         &mut self,
         step: String,
         attempt: i64,
         outcome: Outcome,
         elapsed: Duration,
-    ) -> AttemptEnd {
+    ) -> (AttemptEnd, Option<RunEvent>) {
         self.running -= 1;
         let spec = self.plan.step(&step).expect("planned step");
         let (status, output, error, retryable) = match outcome {
@@ -387,12 +395,12 @@ impl Execution {
                 self.phase.insert(step.clone(), Phase::Done);
                 self.errors.remove(&step);
                 self.outputs.insert(step.clone(), v.clone());
-                self.observer.emit(RunEvent::StepSucceeded {
+                let event = RunEvent::StepSucceeded {
                     step: step.clone(),
                     attempt,
                     elapsed,
-                });
-                return AttemptEnd {
+                };
+                let end = AttemptEnd {
                     step,
                     number: attempt,
                     status: AttemptStatus::Succeeded,
@@ -400,6 +408,7 @@ impl Execution {
                     error: None,
                     retry_at: None,
                 };
+                return (end, Some(event));
             }
             Outcome::Cancelled => (
                 AttemptStatus::Cancelled,
@@ -423,10 +432,11 @@ impl Execution {
         let used = self.used.get(&step).copied().unwrap_or(0);
         let retry = retryable && !self.cancelling && used < spec.retry.max_attempts;
         let retry_in = retry.then(|| spec.retry.delay(used, rand::random::<f64>()));
+        let mut event = None;
         if status == AttemptStatus::Cancelled {
             self.phase.insert(step.clone(), Phase::Cancelled);
         } else {
-            self.observer.emit(RunEvent::StepFailed {
+            event = Some(RunEvent::StepFailed {
                 step: step.clone(),
                 attempt,
                 error: error.clone(),
@@ -452,14 +462,15 @@ impl Execution {
                     .insert(step.clone(), format!("{error} (after {attempts})"));
             }
         }
-        AttemptEnd {
+        let end = AttemptEnd {
             step,
             number: attempt,
             status,
             output,
             error: Some(error),
             retry_at: retry_in.map(|w| now_millis() + w.as_millis() as i64),
-        }
+        };
+        (end, event)
     }
 
     fn final_status(&self) -> (RunStatus, Option<String>) {
