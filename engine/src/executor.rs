@@ -167,17 +167,29 @@ impl Execution {
         let mut announce: Vec<RunEvent> = Vec::new();
         let mut first = true;
         loop {
+            // A step may report its cancelled attempt before the loop sees the
+            // token fire; decide on the cancel before deciding what comes next.
+            if self.token.is_cancelled() && !self.cancelling {
+                if self.lost.load(Ordering::SeqCst) {
+                    return Err(EngineError::LeaseLost(self.lease.run_id.clone()));
+                }
+                self.cancelling = true;
+                for phase in self.phase.values_mut() {
+                    if *phase == Phase::WaitingRetry {
+                        *phase = Phase::Cancelled;
+                        self.waiting -= 1;
+                    }
+                }
+            }
             let started = if self.cancelling {
                 Vec::new()
             } else {
                 self.pick_ready()
             };
             let last = self.running == 0 && self.waiting == 0 && started.is_empty();
-            if last {
-                if let Some((tx, handle)) = stop_heartbeat.take() {
-                    let _ = tx.send(true);
-                    let _ = handle.await;
-                }
+            if last && let Some((tx, handle)) = stop_heartbeat.take() {
+                let _ = tx.send(true);
+                let _ = handle.await;
             }
             if first || last || !ended.is_empty() || !started.is_empty() {
                 let (status, error) = if last {
@@ -245,18 +257,7 @@ impl Execution {
                     }
                     None => unreachable!("the execution holds a sender"),
                 },
-                _ = self.token.cancelled(), if !self.cancelling => {
-                    if self.lost.load(Ordering::SeqCst) {
-                        return Err(EngineError::LeaseLost(self.lease.run_id.clone()));
-                    }
-                    self.cancelling = true;
-                    for phase in self.phase.values_mut() {
-                        if *phase == Phase::WaitingRetry {
-                            *phase = Phase::Cancelled;
-                            self.waiting -= 1;
-                        }
-                    }
-                }
+                _ = self.token.cancelled(), if !self.cancelling => {}
             }
         }
     }
@@ -348,10 +349,7 @@ impl Execution {
             let body = AssertUnwindSafe(handler(ctx)).catch_unwind();
             let timed = async {
                 match spec.timeout_ms.map(Duration::from_millis) {
-                    Some(limit) => match tokio::time::timeout(limit, body).await {
-                        Ok(r) => Some(r),
-                        Err(_) => None,
-                    },
+                    Some(limit) => tokio::time::timeout(limit, body).await.ok(),
                     None => Some(body.await),
                 }
             };

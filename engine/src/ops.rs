@@ -95,13 +95,13 @@ impl Engine {
             now: now_millis(),
         };
         let created = self.store.create_run(&run).await?;
-        if let Created::Existing(existing) = &created {
-            if existing.workflow != run.workflow || existing.input != run.input {
-                return Err(EngineError::RunIdConflict {
-                    id: run.id,
-                    workflow: existing.workflow.clone(),
-                });
-            }
+        if let Created::Existing(existing) = &created
+            && (existing.workflow != run.workflow || existing.input != run.input)
+        {
+            return Err(EngineError::RunIdConflict {
+                id: run.id,
+                workflow: existing.workflow.clone(),
+            });
         }
         Ok(created)
     }

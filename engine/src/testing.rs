@@ -84,14 +84,14 @@ impl Store for MemoryStore {
             .runs
             .get_mut(run_id)
             .ok_or_else(|| StoreError::NotFound(run_id.into()))?;
-        if let (Some(holder), Some(until)) = (&run.lease_owner, run.lease_expires_at) {
-            if until >= now {
-                return Err(StoreError::LeaseHeld {
-                    run_id: run_id.into(),
-                    owner: holder.clone(),
-                    expires_at: until,
-                });
-            }
+        if let (Some(holder), Some(until)) = (&run.lease_owner, run.lease_expires_at)
+            && until >= now
+        {
+            return Err(StoreError::LeaseHeld {
+                run_id: run_id.into(),
+                owner: holder.clone(),
+                expires_at: until,
+            });
         }
         run.lease_owner = Some(owner.into());
         run.lease_epoch += 1;

@@ -30,6 +30,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod pg_commit;
 mod rows;
 mod sql;
 
@@ -132,8 +133,12 @@ pub async fn connect(url: &str) -> Result<SqlStore, ConnectError> {
                 })?
                 .map_err(unreachable)?;
             let _ = probe.close().await;
+            // No ping before every acquire: it would double the round trips of
+            // each commit. A broken connection fails the statement instead, and
+            // the executor retries transient write errors.
             let pool = PgPoolOptions::new()
                 .max_connections(10)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(opts)
                 .await
@@ -149,16 +154,14 @@ pub async fn connect(url: &str) -> Result<SqlStore, ConnectError> {
             if path.is_empty() {
                 return Err(invalid("no file path (use sqlite://PATH)".into()));
             }
-            if path != ":memory:" {
-                if let Some(dir) = Path::new(path)
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(dir).map_err(|e| ConnectError::Unreachable {
-                        url: shown.clone(),
-                        reason: format!("cannot create directory {}: {e}", dir.display()),
-                    })?;
-                }
+            let parent = Path::new(path).parent();
+            if path != ":memory:"
+                && let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|e| ConnectError::Unreachable {
+                    url: shown.clone(),
+                    reason: format!("cannot create directory {}: {e}", dir.display()),
+                })?;
             }
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(|e| invalid(describe(&e)))?
@@ -169,6 +172,7 @@ pub async fn connect(url: &str) -> Result<SqlStore, ConnectError> {
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .connect_with(opts)
                 .await
                 .map_err(unreachable)?;

@@ -248,9 +248,13 @@ impl Store for SqlStore {
     }
 
     async fn commit(&self, lease: &Lease, t: &Transition) -> Result<Ack, StoreError> {
+        let p = match &self.pool {
+            Pool::Pg(p) => return crate::pg_commit::commit(p, lease, t).await,
+            Pool::Sqlite(p) => p,
+        };
         let status = t.status.map(|s| s.as_str());
         let finished_at = t.status.filter(|s| s.is_final()).map(|_| t.now);
-        with_pool!(self, p => {
+        {
             let mut tx = p.begin().await.map_err(db)?;
             // The fence: every write first proves the lease is still ours, and renews it.
             let cancel: Option<i64> = sqlx::query_scalar(
@@ -345,7 +349,7 @@ impl Store for SqlStore {
             Ok(Ack {
                 cancel_requested: cancel != 0,
             })
-        })
+        }
     }
 
     async fn load_run(&self, run_id: &str) -> Result<RunState, StoreError> {

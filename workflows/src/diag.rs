@@ -66,13 +66,13 @@ pub fn chain() -> Workflow {
         .about("N steps in a line; step K can fail M times (checks retries and resume)")
         .planner(|input| {
             let i: ChainInput = parse(input)?;
-            if let Some(k) = i.fail_step {
-                if k == 0 || k > i.steps {
-                    return Err(PlanError::Input(format!(
-                        "fail_step {k} is outside 1..={}",
-                        i.steps
-                    )));
-                }
+            if let Some(k) = i.fail_step
+                && (k == 0 || k > i.steps)
+            {
+                return Err(PlanError::Input(format!(
+                    "fail_step {k} is outside 1..={}",
+                    i.steps
+                )));
             }
             let retry = diag_retry(i.max_attempts.unwrap_or(i.fail_times + 1).max(1));
             let steps = (1..=i.steps)
