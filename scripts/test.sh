@@ -10,5 +10,15 @@ unset DATABASE_URL
 # sqlx must not try to reach a database while compiling.
 export SQLX_OFFLINE=true
 
-cargo nextest run --workspace --no-fail-fast "$@"
-cargo test --workspace --doc --quiet
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+cargo nextest run --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
+cargo test --workspace --doc 2>&1 | tee -a "$log"
+
+# One closing line for the whole suite (both steps above stop the script on a failure).
+awk '
+  /tests run: [0-9]+ passed/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) n += $i }
+  /^test result: ok\./       { n += $4 }
+  END { printf "all: %d passed, 0 failed\n", n }
+' "$log"
