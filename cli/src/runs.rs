@@ -179,7 +179,7 @@ fn finish(ctx: &Context, outcome: &RunOutcome) -> Result<(), Failure> {
         );
     } else {
         println!("run {} {}", outcome.run_id, outcome.status);
-        if let Some(e) = &outcome.error {
+        if let Some(e) = outcome.error.as_ref().filter(|e| *e != "cancelled") {
             println!("  {e}");
         }
         if outcome.status != RunStatus::Succeeded {

@@ -101,12 +101,16 @@ pub fn run_text(state: &RunState, steps: &[StepView]) -> String {
         } else {
             s.attempts.len().to_string()
         };
-        let error = s
-            .attempts
-            .iter()
-            .rev()
-            .find_map(|a| a.error.clone())
-            .unwrap_or_default();
+        // A step that got through shows no error; its attempts keep theirs (--output json).
+        let error = if s.status == engine::StepStatus::Succeeded {
+            String::new()
+        } else {
+            s.attempts
+                .iter()
+                .rev()
+                .find_map(|a| a.error.clone())
+                .unwrap_or_default()
+        };
         out.push_str(&format!(
             "{:<width$}  {:<10}  {:>8}  {:>10}  {}\n",
             s.name,

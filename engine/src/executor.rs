@@ -241,23 +241,39 @@ impl Execution {
             }
 
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(Msg::Ended { step, attempt, outcome, elapsed }) => {
-                        // Reap the finished task so the set does not grow.
-                        while tasks.try_join_next().is_some() {}
-                        let (end, event) = self.on_ended(step, attempt, outcome, elapsed);
-                        ended.push(end);
-                        announce.extend(event);
+                msg = rx.recv() => {
+                    let mut next = msg;
+                    // Group commit: fold in every result already waiting, so
+                    // steps that finish together share one write.
+                    while let Some(msg) = next {
+                        self.on_message(msg, &mut ended, &mut announce);
+                        next = rx.try_recv().ok();
                     }
-                    Some(Msg::RetryDue(step)) => {
-                        if self.phase.get(&step) == Some(&Phase::WaitingRetry) {
-                            self.waiting -= 1;
-                            self.phase.insert(step, Phase::Pending);
-                        }
-                    }
-                    None => unreachable!("the execution holds a sender"),
-                },
+                    // Reap finished tasks so the set does not grow.
+                    while tasks.try_join_next().is_some() {}
+                }
                 _ = self.token.cancelled(), if !self.cancelling => {}
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: Msg, ended: &mut Vec<AttemptEnd>, announce: &mut Vec<RunEvent>) {
+        match msg {
+            Msg::Ended {
+                step,
+                attempt,
+                outcome,
+                elapsed,
+            } => {
+                let (end, event) = self.on_ended(step, attempt, outcome, elapsed);
+                ended.push(end);
+                announce.extend(event);
+            }
+            Msg::RetryDue(step) => {
+                if self.phase.get(&step) == Some(&Phase::WaitingRetry) {
+                    self.waiting -= 1;
+                    self.phase.insert(step, Phase::Pending);
+                }
             }
         }
     }
