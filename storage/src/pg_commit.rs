@@ -16,8 +16,7 @@ use engine::{Ack, Lease, StoreError, Transition};
 use sqlx::PgPool;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 const FENCE: &str = "fence AS (
     SELECT cancel_requested FROM runs
@@ -152,19 +151,9 @@ const NAMES: &[&str] = &[
     "l_line",
 ];
 
-fn shape(key: u8) -> (String, Vec<&'static str>) {
-    static SHAPES: OnceLock<Mutex<HashMap<u8, (String, Vec<&'static str>)>>> = OnceLock::new();
-    let mut shapes = SHAPES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    shapes
-        .entry(key)
-        .or_insert_with(|| {
-            let s = render(key);
-            (s.sql, s.params)
-        })
-        .clone()
+fn shape(key: u8) -> &'static Shape {
+    static SHAPES: [OnceLock<Shape>; 32] = [const { OnceLock::new() }; 32];
+    SHAPES[usize::from(key)].get_or_init(|| render(key))
 }
 
 type Scalar<'q> = QueryScalar<'q, sqlx::Postgres, i64, PgArguments>;
@@ -213,10 +202,10 @@ pub(crate) async fn commit(
     // release, or a renewal when nothing else happens (a heartbeat).
     let renew = t.ended.is_empty() && t.started.is_empty();
     let touch_run = renew || t.release || t.status.is_some();
-    let (sql, params) = shape(shape_key(t, touch_run));
+    let shape = shape(shape_key(t, touch_run));
     // The text is assembled only from the constant fragments above.
-    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-    for name in params {
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(shape.sql.as_str()));
+    for name in &shape.params {
         q = bind(q, name, lease, t);
     }
     match q.fetch_optional(pool).await.map_err(db)? {
