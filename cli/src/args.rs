@@ -61,7 +61,7 @@ pub struct Global {
 
     /// Seconds a run's lease lasts without renewal: how soon another process
     /// may take over a run whose executor died.
-    #[arg(long, global = true, env = "NIX_INFRA_LEASE_TTL", default_value_t = 30, value_name = "SECS",
+    #[arg(long, global = true, env = "NIX_INFRA_LEASE_TTL", hide_env_values = true, default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_ttl: u64,
 

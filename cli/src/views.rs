@@ -26,7 +26,17 @@ pub fn run_summary(r: &RunRecord) -> Value {
         "created_at": timestamp(r.created_at),
         "finished_at": r.finished_at.map(timestamp),
         "error": r.error,
+        "abandoned": r.is_abandoned(engine::now_millis()),
     })
+}
+
+/// The status as people read it: a `running` run whose executor is gone is `abandoned`.
+fn status_text(r: &RunRecord) -> &'static str {
+    if r.is_abandoned(engine::now_millis()) {
+        "abandoned"
+    } else {
+        r.status.as_str()
+    }
 }
 
 /// The full `runs show` object.
@@ -37,6 +47,7 @@ pub fn run_detail(state: &RunState, steps: &[StepView]) -> Value {
         "workflow": r.workflow,
         "version": r.version,
         "status": r.status,
+        "abandoned": r.is_abandoned(engine::now_millis()),
         "error": r.error,
         "created_at": timestamp(r.created_at),
         "finished_at": r.finished_at.map(timestamp),
@@ -71,7 +82,7 @@ pub fn run_text(state: &RunState, steps: &[StepView]) -> String {
         r.id,
         r.workflow,
         r.version,
-        r.status,
+        status_text(r),
         timestamp(r.created_at)
     );
     if let Some(f) = r.finished_at {
@@ -138,7 +149,7 @@ pub fn list_text(runs: &[RunRecord]) -> String {
             "{:<width$}  {:<16}  {:<10}  {}\n",
             r.id,
             r.workflow,
-            r.status.as_str(),
+            status_text(r),
             timestamp(r.created_at)
         ));
     }

@@ -63,7 +63,10 @@ async fn pause(ctx: &StepContext, ms: u64) -> Result<(), StepError> {
 /// `diag.chain`: N steps in a line, each adding its index to the previous sum.
 pub fn chain() -> Workflow {
     Workflow::new("diag.chain", 1)
-        .about("N steps in a line; step K can fail M times (checks retries and resume)")
+        .about(
+            "N steps in a line; step K fails M times first. \
+             Input: {\"steps\":N, \"sleep_ms\":S, \"fail_step\":K, \"fail_times\":M, \"max_attempts\":A, \"timeout_ms\":T}",
+        )
         .planner(|input| {
             let i: ChainInput = parse(input)?;
             if let Some(k) = i.fail_step
@@ -122,7 +125,7 @@ pub fn chain() -> Workflow {
 /// `diag.fanout`: N independent branches and a `join` that counts them.
 pub fn fanout() -> Workflow {
     Workflow::new("diag.fanout", 1)
-        .about("N independent branches and a join (checks concurrency)")
+        .about("N independent branches, then a join. Input: {\"steps\":N, \"sleep_ms\":S}")
         .planner(|input| {
             let i: FanoutInput = parse(input)?;
             let mut steps: Vec<StepSpec> = (1..=i.steps)

@@ -20,8 +20,9 @@ CREATE TABLE runs (
 CREATE INDEX runs_by_created ON runs (created_at DESC, id DESC);
 CREATE INDEX runs_by_workflow_status ON runs (workflow, status);
 
+-- No foreign keys to runs: every write is fenced on the run's row (see the Postgres schema).
 CREATE TABLE attempts (
-    run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    run_id      TEXT NOT NULL,
     step        TEXT NOT NULL,
     number      INTEGER NOT NULL,
     status      TEXT NOT NULL,
@@ -35,7 +36,7 @@ CREATE TABLE attempts (
 );
 
 CREATE TABLE logs (
-    run_id  TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    run_id  TEXT NOT NULL,
     step    TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     seq     INTEGER NOT NULL,
