@@ -26,8 +26,15 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cloud;
+pub mod contract;
+mod etcd;
+pub mod node;
 mod postgres;
 mod process;
 
+pub use cloud::{CloudConfig, Faults, TestCloud};
+pub use etcd::{Etcd, EtcdTls};
+pub use node::{Node, NodeInfo, NodeSpec};
 pub use postgres::Postgres;
 pub use process::{free_port, sqlite_url};
