@@ -126,6 +126,13 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// The server's pid, to check it is gone after drop.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -45,6 +45,8 @@ pub struct NodeInfo {
     pub var_lib: PathBuf,
     /// The host folder behind the node's `/root`.
     pub root: PathBuf,
+    /// The pid of the process that holds the node's namespaces.
+    pub pid: u32,
 }
 
 /// A running node; stopped, with all its processes and state, on drop.
@@ -196,6 +198,7 @@ impl Node {
                 etc_nixos: d.join("etc-nixos"),
                 var_lib: d.join("var-lib"),
                 root: d.join("root"),
+                pid: child.id(),
             },
             child,
             _dir: dir,

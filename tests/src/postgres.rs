@@ -161,6 +161,13 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// The server's pid, to check it is gone after drop.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // `setpriv` execs postgres, so the child's pid is the postmaster's.
