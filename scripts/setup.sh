@@ -10,7 +10,8 @@ packages=(
   openssh-server openssh-client
   nix-bin               # nix-instantiate for the NixOS stand-ins
   protobuf-compiler libprotobuf-dev   # etcd-client build
-  iproute2 util-linux   # loopback addresses, unshare for test nodes
+  util-linux            # unshare and setpriv for test nodes and servers
+  systemd               # systemd-creds, used for real on test nodes
 )
 
 missing=()

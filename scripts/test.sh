@@ -16,6 +16,15 @@ trap 'rm -f "$log"' EXIT
 cargo nextest run --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 cargo test --workspace --doc 2>&1 | tee -a "$log"
 
+# Nothing the harness started may outlive the suite: servers, nodes, mounts.
+left=$(pgrep -af 'nix-infra-(pg|etcd|node)-' | grep -v pgrep || true)
+mounts=$(grep -c 'nix-infra-node-' /proc/mounts || true)
+if [ -n "$left" ] || [ "$mounts" != 0 ]; then
+  echo "harness left behind processes or mounts:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+
 # One closing line for the whole suite (both steps above stop the script on a failure).
 awk '
   /tests run: [0-9]+ passed/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) n += $i }

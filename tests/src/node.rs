@@ -213,9 +213,34 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // unshare dies, --kill-child takes the namespace's init, and with it every process.
+        // unshare dies, --kill-child takes the namespace's init (sshd), and the
+        // kernel then ends every process of the PID namespace. That happens
+        // asynchronously, so wait until the init is gone: then its port is closed.
+        let pid = self.child.id();
+        let inner: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for p in inner {
+            while running(p) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
     }
 }
 

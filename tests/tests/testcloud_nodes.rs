@@ -41,7 +41,13 @@ impl Client {
             _dir: dir,
         };
         let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-        let r = c.call(reqwest::Method::POST, "/ssh_keys", json!({"name": "me", "public_key": public.trim()})).await;
+        let r = c
+            .call(
+                reqwest::Method::POST,
+                "/ssh_keys",
+                json!({"name": "me", "public_key": public.trim()}),
+            )
+            .await;
         assert_eq!(r.0, 201, "{}", r.1);
         c
     }
@@ -73,7 +79,9 @@ impl Client {
         let id = body["server"]["id"].as_i64().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (_, s) = self.call(reqwest::Method::GET, &format!("/servers/{id}"), Value::Null).await;
+            let (_, s) = self
+                .call(reqwest::Method::GET, &format!("/servers/{id}"), Value::Null)
+                .await;
             if s["server"]["status"] == "running" {
                 let node = self.cloud.node(name).expect("a running server has a node");
                 assert_eq!(s["server"]["public_net"]["ipv4"]["ip"], node.ip.to_string());
@@ -93,7 +101,13 @@ impl Client {
         let mut child = Command::new("ssh")
             .arg("-i")
             .arg(&self.key)
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o"])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+            ])
             .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
             .arg(format!("root@{}", node.ip))
             .arg(command)
@@ -128,14 +142,25 @@ async fn a_booted_node_is_its_own_machine() {
     let (_, n2) = c.server("node2").await;
     assert_ne!(n1.ip, n2.ip);
 
-    let out = c.ssh(&n1, "hostname; id -u; echo hello > /etc/nixos/marker; ls /etc/nixos", None);
+    let out = c.ssh(
+        &n1,
+        "hostname; id -u; echo hello > /etc/nixos/marker; ls /etc/nixos",
+        None,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "node1\n0\nmarker\n");
     // The node's /etc/nixos is its own: the host folder behind it has the file,
     // the other node and the host itself do not.
-    assert_eq!(std::fs::read_to_string(n1.etc_nixos.join("marker")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(n1.etc_nixos.join("marker")).unwrap(),
+        "hello\n"
+    );
     assert!(!Path::new("/etc/nixos/marker").exists());
-    let out = c.ssh(&n2, "hostname; ls -A /etc/nixos; cat /var/lib/cloud/user-data", None);
+    let out = c.ssh(
+        &n2,
+        "hostname; ls -A /etc/nixos; cat /var/lib/cloud/user-data",
+        None,
+    );
     assert_eq!(text(&out.stdout), "node2\n#cloud-config\n");
 
     // A wrong host key is refused (strict checking, as nix-infra uses it).
@@ -143,7 +168,11 @@ async fn a_booted_node_is_its_own_machine() {
     std::fs::write(&c.known_hosts, forged).unwrap();
     let out = c.ssh(&n2, "true", None);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,26 +181,54 @@ async fn nixos_stand_ins_check_configs_and_record_generations() {
     let (_, node) = c.server("builder").await;
 
     let out = c.ssh(&node, "nixos-version", None);
-    assert_eq!(out.status.code(), Some(127), "not NixOS before nixos-infect");
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "not NixOS before nixos-infect"
+    );
     let out = c.ssh(&node, "nixos-infect && nixos-version", None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("(Vicuna)"));
 
     let bad = "{ config, ... }: {\n  services.openssh.enable = true\n}\n";
-    let out = c.ssh(&node, "cat > /etc/nixos/configuration.nix && nixos-rebuild switch", Some(bad));
-    assert!(!out.status.success(), "a syntax error must fail the rebuild");
+    let out = c.ssh(
+        &node,
+        "cat > /etc/nixos/configuration.nix && nixos-rebuild switch",
+        Some(bad),
+    );
+    assert!(
+        !out.status.success(),
+        "a syntax error must fail the rebuild"
+    );
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("syntax error") && stderr.contains("/etc/nixos/configuration.nix:3"), "{stderr}");
+    assert!(
+        stderr.contains("syntax error") && stderr.contains("/etc/nixos/configuration.nix:3"),
+        "{stderr}"
+    );
 
     let good = "{ config, ... }: {\n  imports = [ ./hardware-configuration.nix ];\n  services.openssh.enable = true;\n}\n";
-    let out = c.ssh(&node, "cat > /etc/nixos/configuration.nix && nixos-rebuild switch", Some(good));
+    let out = c.ssh(
+        &node,
+        "cat > /etc/nixos/configuration.nix && nixos-rebuild switch",
+        Some(good),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("generation 2"));
-    let out = c.ssh(&node, "nixos-rebuild switch --rollback && systemctl restart confd && nix-collect-garbage -d", None);
+    let out = c.ssh(
+        &node,
+        "nixos-rebuild switch --rollback && systemctl restart confd && nix-collect-garbage -d",
+        None,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lib = &node.var_lib;
-    assert_eq!(std::fs::read_to_string(lib.join("nixos-standin/current")).unwrap(), "1\n");
-    assert_eq!(std::fs::read_to_string(lib.join("nixos-standin/systemctl.log")).unwrap(), "restart confd\n");
+    assert_eq!(
+        std::fs::read_to_string(lib.join("nixos-standin/current")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(lib.join("nixos-standin/systemctl.log")).unwrap(),
+        "restart confd\n"
+    );
 
     // The real systemd-creds, keyed per node.
     let out = c.ssh(
@@ -181,7 +238,10 @@ async fn nixos_stand_ins_check_configs_and_record_generations() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "s3cret");
-    assert!(lib.join("systemd/credential.secret").exists(), "the credential key is the node's own");
+    assert!(
+        lib.join("systemd/credential.secret").exists(),
+        "the credential key is the node's own"
+    );
     let stored = std::fs::read(node.root.join("secrets/db")).unwrap();
     assert!(!stored.windows(6).any(|w| w == b"s3cret"));
 }
@@ -193,9 +253,18 @@ async fn deleting_a_server_stops_its_node() {
     let session = c.ssh(&node, "echo up", None);
     assert_eq!(text(&session.stdout), "up\n");
     assert!(alive(node.pid));
-    let (status, _) = c.call(reqwest::Method::DELETE, &format!("/servers/{id}"), Value::Null).await;
+    let (status, _) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/servers/{id}"),
+            Value::Null,
+        )
+        .await;
     assert_eq!(status, 200);
     assert!(!alive(node.pid), "the node's processes are gone");
-    assert!(TcpStream::connect_timeout(&SocketAddr::from((node.ip, 22)), Duration::from_millis(200)).is_err());
+    assert!(
+        TcpStream::connect_timeout(&SocketAddr::from((node.ip, 22)), Duration::from_millis(200))
+            .is_err()
+    );
     assert!(!node.etc_nixos.exists(), "the node's state is removed");
 }

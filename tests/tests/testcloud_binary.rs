@@ -1,0 +1,108 @@
+//! `nix-infra-testcloud` as users start it: prints its endpoint, serves, cleans up on SIGTERM.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nix-infra-testcloud");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_until_sigterm_then_stops_its_nodes() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "t0ken",
+            "--action-delay-ms",
+            "50",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint = line
+        .trim()
+        .strip_prefix("HCLOUD_ENDPOINT=")
+        .unwrap_or_else(|| panic!("first line is not the endpoint: {line}"))
+        .to_string();
+    assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/v1"));
+
+    let http = reqwest::Client::new();
+    let denied = http
+        .get(format!("{endpoint}/servers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401, "the token is required");
+    let created: Value = http
+        .post(format!("{endpoint}/servers"))
+        .bearer_auth("t0ken")
+        .json(&json!({"name": "solo", "server_type": "cx22", "image": "debian-12"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["server"]["id"].as_i64().unwrap();
+    let ip: std::net::Ipv4Addr = created["server"]["public_net"]["ipv4"]["ip"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ssh = SocketAddr::from((ip, 22));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: Value = http
+            .get(format!("{endpoint}/servers/{id}"))
+            .bearer_auth("t0ken")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["server"]["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node never booted");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(TcpStream::connect_timeout(&ssh, Duration::from_secs(1)).is_ok());
+
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        TcpStream::connect_timeout(&ssh, Duration::from_millis(200)).is_err(),
+        "the node's sshd must stop with the cloud"
+    );
+    let left = Command::new("pgrep")
+        .args(["-f", "nix-infra-node-solo-"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "node processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+#[test]
+fn refuses_a_non_loopback_address() {
+    let out = Command::new(BIN)
+        .args(["--listen", "0.0.0.0:0", "--token", "t", "--no-nodes"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only listens on loopback"));
+}
