@@ -87,6 +87,78 @@ pub enum Command {
     Runs(RunsCommand),
     /// List the workflows this build can run.
     Workflows,
+    /// Execute queued runs and fire schedules until SIGTERM (run several, anywhere,
+    /// against one Postgres).
+    Worker {
+        /// Most runs executing at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: u32,
+        /// The queue to take runs from.
+        #[arg(long, default_value = "nix-infra")]
+        queue: String,
+    },
+    /// Start runs on a cron schedule (a worker fires them).
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+/// `nix-infra schedule …`
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Add a schedule; every fire time starts exactly one run.
+    Add {
+        /// Unique name (A-Z a-z 0-9 . _ -).
+        name: String,
+        /// Cron expression: 5 fields, or 6 with seconds first ("*/10 * * * * *").
+        #[arg(long)]
+        cron: String,
+        /// Time zone the expression is read in (IANA name).
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// The workflow each fire starts.
+        #[arg(long)]
+        workflow: String,
+        /// Its input as JSON.
+        #[arg(long, default_value = "{}", value_name = "JSON")]
+        input: String,
+        /// Fire times missed while no worker ran: skip them, or fire once for the latest.
+        #[arg(long, value_enum, default_value_t = CatchUpArg::Skip)]
+        catch_up: CatchUpArg,
+        /// Resources each run locks, comma-separated (e.g. node/worker1).
+        #[arg(long, value_delimiter = ',')]
+        resources: Vec<String>,
+    },
+    /// List schedules.
+    List,
+    /// Stop a schedule from firing.
+    Pause {
+        /// The schedule.
+        name: String,
+    },
+    /// Let a paused schedule fire again.
+    Resume {
+        /// The schedule.
+        name: String,
+    },
+    /// Delete a schedule (its runs stay).
+    Remove {
+        /// The schedule.
+        name: String,
+    },
+    /// The runs a schedule started, one per fire time.
+    History {
+        /// The schedule.
+        name: String,
+    },
+}
+
+/// `--catch-up` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatchUpArg {
+    /// Drop missed fire times.
+    Skip,
+    /// Fire once for the latest missed fire time.
+    Once,
 }
 
 /// `nix-infra runs …`
@@ -167,6 +239,12 @@ pub enum RunsCommand {
 /// Options of commands that execute a run.
 #[derive(Args, Debug, Clone)]
 pub struct ExecArgs {
+    /// Queue the run for a worker (`nix-infra worker`), print its id and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// The queue a detached run goes to.
+    #[arg(long, default_value = "nix-infra")]
+    pub queue: String,
     /// Most steps of the run executing at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,

@@ -5,7 +5,9 @@
 mod args;
 mod progress;
 mod runs;
+mod schedules;
 mod views;
+mod worker;
 
 use args::{Cli, Command, Global, Output};
 use clap::Parser;
@@ -57,6 +59,8 @@ pub struct Context {
     pub global: Global,
     /// The engine over the opened store.
     pub engine: Engine,
+    /// The database URL in use.
+    pub url: String,
 }
 
 impl Context {
@@ -68,7 +72,11 @@ impl Context {
         let store = storage::connect(&url).await?;
         let config = EngineConfig::default().lease_ttl(Duration::from_secs(global.lease_ttl));
         let engine = Engine::new(Arc::new(store), workflows::registry()).with_config(config);
-        Ok(Context { global, engine })
+        Ok(Context {
+            global,
+            engine,
+            url,
+        })
     }
 
     /// Whether results are JSON.
@@ -93,6 +101,15 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
             }
             Ok(())
+        }
+        Command::Worker { concurrency, queue } => {
+            let ctx = Context::open(cli.global).await?;
+            worker::run(&ctx, concurrency as usize, &queue).await
+        }
+        Command::Schedule(cmd) => {
+            schedules::check_add(&cmd)?;
+            let ctx = Context::open(cli.global).await?;
+            schedules::run(&ctx, cmd).await
         }
         Command::Runs(cmd) => {
             // Reject a bad workflow or input before the database is even opened,

@@ -53,6 +53,9 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
             if run.status.is_final() {
                 return finish(ctx, &RunOutcome::from_record(run));
             }
+            if exec.detach {
+                return detach(ctx, &run.id.clone(), &exec.queue).await;
+            }
             execute(ctx, &run.id.clone(), &exec).await
         }
         RunsCommand::Resume { id, exec } => {
@@ -97,6 +100,9 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
                 .fork(&id, &from_step, ctx.global.run_id.clone())
                 .await?;
             eprintln!("forked run {id} at step {from_step} as run {}", run.id);
+            if exec.detach {
+                return detach(ctx, &run.id, &exec.queue).await;
+            }
             execute(ctx, &run.id, &exec).await
         }
         RunsCommand::List {
@@ -110,6 +116,7 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
                     workflow,
                     statuses: status,
                     limit: Some(limit),
+                    id_prefix: None,
                 })
                 .await?;
             if ctx.json() {
@@ -148,6 +155,25 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Queues a run for a worker and prints its id.
+async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Failure> {
+    let q = crate::worker::open_queue(ctx, queue).await?;
+    let added = q
+        .enqueue(run_id)
+        .await
+        .map_err(|e| Failure::Database(e.into()))?;
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({"id": run_id, "status": "pending", "queue": queue})
+        );
+    } else {
+        let how = if added { "queued" } else { "already queued" };
+        println!("run {run_id} {how} on `{queue}`; a `nix-infra worker` will execute it");
+    }
+    Ok(())
 }
 
 /// Executes a run here with progress on stderr; Ctrl-C or SIGTERM cancels it.

@@ -58,6 +58,16 @@ fn drain(logs: &LogBuffer) -> Vec<LogLine> {
     std::mem::take(&mut *logs.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// How the caller steers an execution.
+pub(crate) struct Controls {
+    /// Cancels the run.
+    pub cancel: CancellationToken,
+    /// Hands the run back at shutdown.
+    pub suspend: CancellationToken,
+    /// Receives progress events.
+    pub observer: Observer,
+}
+
 pub(crate) struct Execution {
     store: Arc<dyn Store>,
     config: EngineConfig,
@@ -73,6 +83,9 @@ pub(crate) struct Execution {
     running: usize,
     waiting: usize,
     cancelling: bool,
+    /// Stop starting steps, let the running ones finish, release the run for another executor.
+    suspending: bool,
+    suspend: CancellationToken,
     token: CancellationToken,
     lost: Arc<AtomicBool>,
     logs: LogBuffer,
@@ -88,9 +101,13 @@ impl Execution {
         lease: Lease,
         workflow: Arc<Workflow>,
         state: RunState,
-        cancel: CancellationToken,
-        observer: Observer,
+        controls: Controls,
     ) -> Result<RunOutcome, EngineError> {
+        let Controls {
+            cancel,
+            suspend,
+            observer,
+        } = controls;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let plan = Arc::new(state.run.plan.clone());
         let mut exec = Execution {
@@ -108,6 +125,8 @@ impl Execution {
             running: 0,
             waiting: 0,
             cancelling: false,
+            suspending: false,
+            suspend,
             token: cancel.child_token(),
             lost: Arc::new(AtomicBool::new(false)),
             logs: Arc::default(),
@@ -181,7 +200,22 @@ impl Execution {
                     }
                 }
             }
-            let started = if self.cancelling {
+            if self.suspend.is_cancelled() && !self.suspending && !self.cancelling {
+                self.suspending = true;
+                for phase in self.phase.values_mut() {
+                    if *phase == Phase::WaitingRetry {
+                        *phase = Phase::Pending;
+                        self.waiting -= 1;
+                    }
+                }
+                // Steps still running after the grace period are told to stop.
+                let (token, grace) = (self.token.clone(), self.config.cancel_grace);
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    token.cancel();
+                });
+            }
+            let started = if self.cancelling || self.suspending {
                 Vec::new()
             } else {
                 self.pick_ready()
@@ -252,7 +286,8 @@ impl Execution {
                     // Reap finished tasks so the set does not grow.
                     while tasks.try_join_next().is_some() {}
                 }
-                _ = self.token.cancelled(), if !self.cancelling => {}
+                _ = self.token.cancelled(), if !self.cancelling && !self.suspending => {}
+                _ = self.suspend.cancelled(), if !self.suspending && !self.cancelling => {}
             }
         }
     }
@@ -490,6 +525,10 @@ impl Execution {
     fn final_status(&self) -> (RunStatus, Option<String>) {
         if self.phase.values().all(|p| *p == Phase::Done) {
             return (RunStatus::Succeeded, None);
+        }
+        if self.suspending {
+            // Handed back: pending, unleased, for the next executor to continue.
+            return (RunStatus::Pending, None);
         }
         if self.cancelling {
             return (RunStatus::Cancelled, Some("cancelled".into()));

@@ -65,6 +65,7 @@ pub mod inspect;
 mod model;
 mod ops;
 mod plan;
+pub mod schedule;
 mod secret;
 mod step;
 mod store;
@@ -73,8 +74,8 @@ mod workflow;
 
 pub use events::{Observer, RunEvent};
 pub use model::{
-    AttemptRecord, AttemptStatus, LogLine, Millis, RunFilter, RunRecord, RunState, RunStatus,
-    StepStatus, now_millis,
+    AttemptRecord, AttemptStatus, CatchUp, LogLine, Millis, RunFilter, RunRecord, RunState,
+    RunStatus, Schedule, StepStatus, now_millis,
 };
 pub use ops::{Engine, new_run_id, validate_run_id};
 pub use plan::{Plan, PlanError, RetryPolicy, StepSpec};

@@ -136,6 +136,8 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Set when the run was forked: `(run id, step)` it was forked from.
     pub forked_from: Option<(String, String)>,
+    /// Resources the run locks while it executes (e.g. `node/worker1`).
+    pub resources: Vec<String>,
     /// A cancel was requested and not yet acted on.
     pub cancel_requested: bool,
     /// The lease holder, if any.
@@ -217,4 +219,41 @@ pub struct RunFilter {
     pub statuses: Vec<RunStatus>,
     /// At most this many, newest first.
     pub limit: Option<i64>,
+    /// Only runs whose id starts with this.
+    pub id_prefix: Option<String>,
+}
+
+string_enum! {
+    /// What a schedule does about fire times missed while nothing ran.
+    CatchUp {
+        /// Forget them; fire again at the next fire time.
+        Skip = "skip",
+        /// Fire once, for the latest missed fire time.
+        Once = "once",
+    }
+}
+
+/// A cron schedule that starts runs of a workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Unique name.
+    pub name: String,
+    /// Cron expression: 5 fields, or 6 with seconds first.
+    pub cron: String,
+    /// IANA time zone the expression is read in, e.g. `Europe/Berlin`.
+    pub tz: String,
+    /// Workflow to start.
+    pub workflow: String,
+    /// Its input.
+    pub input: serde_json::Value,
+    /// Policy for missed fire times.
+    pub catch_up: CatchUp,
+    /// Resources each run locks.
+    pub resources: Vec<String>,
+    /// Paused schedules do not fire (missed times follow `catch_up` on resume).
+    pub paused: bool,
+    /// The latest fire time handled (ms); only moves forward.
+    pub last_fire: Millis,
+    /// Creation time.
+    pub created_at: Millis,
 }

@@ -1,7 +1,7 @@
 //! [`Engine`]: the operations users call — start, execute (resume), cancel, fork, list, show, logs.
 
 use crate::events::Observer;
-use crate::executor::Execution;
+use crate::executor::{Controls, Execution};
 use crate::model::{AttemptStatus, LogLine, RunFilter, RunRecord, RunState, RunStatus, now_millis};
 use crate::store::{CancelOutcome, Created, NewRun, Store, StoreError};
 use crate::workflow::Registry;
@@ -79,11 +79,26 @@ impl Engine {
         input: serde_json::Value,
         run_id: Option<String>,
     ) -> Result<Created, EngineError> {
+        self.create_with(workflow, input, run_id, Vec::new()).await
+    }
+
+    /// Like [`Engine::create`], with extra resources to lock besides the workflow's own.
+    pub async fn create_with(
+        &self,
+        workflow: &str,
+        input: serde_json::Value,
+        run_id: Option<String>,
+        extra_resources: Vec<String>,
+    ) -> Result<Created, EngineError> {
         let wf = self.workflow(workflow)?;
         if let Some(id) = &run_id {
             validate_run_id(id)?;
         }
         let plan = wf.plan(&input)?;
+        let mut resources = wf.resources_for(&input);
+        resources.extend(extra_resources);
+        resources.sort();
+        resources.dedup();
         let run = NewRun {
             id: run_id.unwrap_or_else(new_run_id),
             workflow: wf.name().to_string(),
@@ -92,6 +107,7 @@ impl Engine {
             plan,
             forked_from: None,
             copied: Vec::new(),
+            resources,
             now: now_millis(),
         };
         let created = self.store.create_run(&run).await?;
@@ -118,6 +134,20 @@ impl Engine {
         cancel: CancellationToken,
         observer: Observer,
     ) -> Result<RunOutcome, EngineError> {
+        self.execute_with(run_id, cancel, CancellationToken::new(), observer)
+            .await
+    }
+
+    /// Like [`Engine::execute`], and when `suspend` fires: start no more steps,
+    /// let running ones finish (up to `cancel_grace`), then hand the run back
+    /// (status `pending`, lease released) for another executor to continue.
+    pub async fn execute_with(
+        &self,
+        run_id: &str,
+        cancel: CancellationToken,
+        suspend: CancellationToken,
+        observer: Observer,
+    ) -> Result<RunOutcome, EngineError> {
         let state = self.store.load_run(run_id).await?;
         if state.run.status == RunStatus::Succeeded {
             return Ok(RunOutcome::from_record(&state.run));
@@ -133,8 +163,11 @@ impl Engine {
             lease,
             wf,
             state,
-            cancel,
-            observer,
+            Controls {
+                cancel,
+                suspend,
+                observer,
+            },
         )
         .await
     }
@@ -216,6 +249,7 @@ impl Engine {
             plan: parent.run.plan.clone(),
             forked_from: Some((run_id.to_string(), step.to_string())),
             copied,
+            resources: parent.run.resources.clone(),
             now: now_millis(),
         };
         match self.store.create_run(&run).await? {

@@ -1,6 +1,8 @@
 //! [`Store`]: the persistence the engine needs, owned here and implemented in `storage`.
 
-use crate::model::{AttemptStatus, LogLine, Millis, RunFilter, RunRecord, RunState, RunStatus};
+use crate::model::{
+    AttemptStatus, LogLine, Millis, RunFilter, RunRecord, RunState, RunStatus, Schedule,
+};
 use crate::plan::Plan;
 use async_trait::async_trait;
 
@@ -50,6 +52,8 @@ pub struct NewRun {
     pub forked_from: Option<(String, String)>,
     /// For a fork: step outputs copied from the parent, recorded as `copied` attempts.
     pub copied: Vec<(String, serde_json::Value)>,
+    /// Resources the run locks while it executes.
+    pub resources: Vec<String>,
     /// Creation time.
     pub now: Millis,
 }
@@ -176,4 +180,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Asks for a run to be cancelled; cancels it at once if no live lease holds it.
     async fn request_cancel(&self, run_id: &str, now: Millis) -> Result<CancelOutcome, StoreError>;
+
+    /// Takes every lock in `resources` for `run_id`, all or none.
+    ///
+    /// A lock is free when nobody holds it, when its run has finished, or when
+    /// its run's lease lapsed (and it was taken more than `grace` ms ago).
+    /// Returns the id of a live run holding one of them, if any.
+    async fn try_lock(
+        &self,
+        run_id: &str,
+        resources: &[String],
+        now: Millis,
+        grace: Millis,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Releases every lock `run_id` holds.
+    async fn unlock(&self, run_id: &str) -> Result<(), StoreError>;
+
+    /// Adds a schedule; `false` if one with that name exists (nothing changes).
+    async fn add_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError>;
+
+    /// Every schedule, by name.
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Pauses or resumes a schedule; `false` if there is none of that name.
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError>;
+
+    /// Removes a schedule; `false` if there is none of that name.
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Moves a schedule's `last_fire` forward to `to`; `false` if it was already there or past.
+    async fn advance_schedule(&self, name: &str, to: Millis) -> Result<bool, StoreError>;
 }

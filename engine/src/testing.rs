@@ -5,6 +5,7 @@
 
 use crate::model::{
     AttemptRecord, AttemptStatus, LogLine, Millis, RunFilter, RunRecord, RunState, RunStatus,
+    Schedule,
 };
 use crate::store::{Ack, CancelOutcome, Created, Lease, NewRun, Store, StoreError, Transition};
 use async_trait::async_trait;
@@ -16,6 +17,8 @@ struct Data {
     runs: BTreeMap<String, RunRecord>,
     attempts: BTreeMap<String, Vec<AttemptRecord>>,
     logs: BTreeMap<String, Vec<LogLine>>,
+    locks: BTreeMap<String, (String, Millis)>,
+    schedules: BTreeMap<String, Schedule>,
 }
 
 /// A [`Store`] kept in memory.
@@ -44,6 +47,7 @@ impl Store for MemoryStore {
             status: RunStatus::Pending,
             error: None,
             forked_from: run.forked_from.clone(),
+            resources: run.resources.clone(),
             cancel_requested: false,
             lease_owner: None,
             lease_epoch: 0,
@@ -110,6 +114,7 @@ impl Store for MemoryStore {
             runs,
             attempts,
             logs,
+            ..
         } = &mut *d;
         let run = runs
             .get_mut(&lease.run_id)
@@ -199,6 +204,12 @@ impl Store for MemoryStore {
             .values()
             .filter(|r| filter.workflow.as_ref().is_none_or(|w| &r.workflow == w))
             .filter(|r| filter.statuses.is_empty() || filter.statuses.contains(&r.status))
+            .filter(|r| {
+                filter
+                    .id_prefix
+                    .as_ref()
+                    .is_none_or(|p| r.id.starts_with(p.as_str()))
+            })
             .cloned()
             .collect();
         runs.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
@@ -237,5 +248,72 @@ impl Store for MemoryStore {
         run.lease_owner = None;
         run.lease_expires_at = None;
         Ok(CancelOutcome::Cancelled)
+    }
+
+    async fn try_lock(
+        &self,
+        run_id: &str,
+        resources: &[String],
+        now: Millis,
+        grace: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        let mut d = self.data();
+        for r in resources {
+            if let Some((holder, taken)) = d.locks.get(r)
+                && holder != run_id
+                && d.runs.get(holder).is_some_and(|h| {
+                    !h.status.is_final()
+                        && (h.lease_expires_at.is_some_and(|t| t >= now) || *taken >= now - grace)
+                })
+            {
+                return Ok(Some(holder.clone()));
+            }
+        }
+        for r in resources {
+            d.locks.insert(r.clone(), (run_id.to_string(), now));
+        }
+        Ok(None)
+    }
+
+    async fn unlock(&self, run_id: &str) -> Result<(), StoreError> {
+        self.data().locks.retain(|_, (holder, _)| holder != run_id);
+        Ok(())
+    }
+
+    async fn add_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        let mut d = self.data();
+        if d.schedules.contains_key(&schedule.name) {
+            return Ok(false);
+        }
+        d.schedules.insert(schedule.name.clone(), schedule.clone());
+        Ok(true)
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        Ok(self.data().schedules.values().cloned().collect())
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        Ok(self
+            .data()
+            .schedules
+            .get_mut(name)
+            .map(|s| s.paused = paused)
+            .is_some())
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.data().schedules.remove(name).is_some())
+    }
+
+    async fn advance_schedule(&self, name: &str, to: Millis) -> Result<bool, StoreError> {
+        let mut d = self.data();
+        match d.schedules.get_mut(name) {
+            Some(s) if s.last_fire < to => {
+                s.last_fire = to;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

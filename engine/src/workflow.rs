@@ -14,6 +14,7 @@ pub type Handler = Arc<
 >;
 
 type Planner = Arc<dyn Fn(&serde_json::Value) -> Result<Plan, PlanError> + Send + Sync>;
+type Resources = Arc<dyn Fn(&serde_json::Value) -> Vec<String> + Send + Sync>;
 
 /// A workflow definition: builds a run's plan from its input and executes its steps.
 ///
@@ -33,6 +34,7 @@ pub struct Workflow {
     version: i64,
     planner: Planner,
     handlers: BTreeMap<String, Handler>,
+    resources: Resources,
     about: String,
 }
 
@@ -44,6 +46,7 @@ impl Workflow {
             version,
             planner: Arc::new(|_| Err(PlanError::Empty)),
             handlers: BTreeMap::new(),
+            resources: Arc::new(|_| Vec::new()),
             about: String::new(),
         }
     }
@@ -61,6 +64,25 @@ impl Workflow {
     {
         self.planner = Arc::new(f);
         self
+    }
+
+    /// Sets the function naming the resources a run locks (e.g. `node/<name>` per node).
+    ///
+    /// Two runs sharing a resource never execute at once on workers; the later waits.
+    pub fn resources<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&serde_json::Value) -> Vec<String> + Send + Sync + 'static,
+    {
+        self.resources = Arc::new(f);
+        self
+    }
+
+    /// The resources a run with `input` locks.
+    pub fn resources_for(&self, input: &serde_json::Value) -> Vec<String> {
+        let mut r = (self.resources)(input);
+        r.sort();
+        r.dedup();
+        r
     }
 
     /// Registers the handler for steps of `kind`.

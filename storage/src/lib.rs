@@ -31,6 +31,8 @@
 #![warn(missing_docs)]
 
 mod pg_commit;
+pub mod queue;
+mod queue_sql;
 mod rows;
 mod sql;
 

@@ -1,6 +1,6 @@
 //! Decoding rows of either backend into engine records.
 
-use engine::{AttemptRecord, LogLine, RunRecord, StoreError};
+use engine::{AttemptRecord, LogLine, RunRecord, Schedule, StoreError};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// What a row type must decode for the engine's tables (both backends qualify).
@@ -53,7 +53,7 @@ macro_rules! run_columns {
     () => {
         "id, workflow, version, input, plan, status, error, forked_from_run, forked_from_step, \
          cancel_requested, lease_owner, lease_epoch, lease_expires_at, created_at, updated_at, \
-         finished_at"
+         finished_at, resources"
     };
 }
 pub(crate) use run_columns;
@@ -81,6 +81,7 @@ where
             .map_err(|e| corrupt("run status", e))?,
         error: row.opt_text("error")?,
         forked_from,
+        resources: json("run resources", &row.text("resources")?)?,
         cancel_requested: row.int("cancel_requested")? != 0,
         lease_owner: row.opt_text("lease_owner")?,
         lease_epoch: row.int("lease_epoch")?,
@@ -125,5 +126,26 @@ where
         at: row.int("at")?,
         level: row.text("level")?,
         line: row.text("line")?,
+    })
+}
+
+pub(crate) fn schedule<R: EngineRow>(row: &R) -> Result<Schedule, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(Schedule {
+        name: row.text("name")?,
+        cron: row.text("cron")?,
+        tz: row.text("tz")?,
+        workflow: row.text("workflow")?,
+        input: json("schedule input", &row.text("input")?)?,
+        catch_up: row
+            .text("catch_up")?
+            .parse()
+            .map_err(|e| corrupt("schedule catch-up", e))?,
+        resources: json("schedule resources", &row.text("resources")?)?,
+        paused: row.int("paused")? != 0,
+        last_fire: row.int("last_fire")?,
+        created_at: row.int("created_at")?,
     })
 }

@@ -5,12 +5,13 @@ use crate::rows::{self, db, run_columns};
 use async_trait::async_trait;
 use engine::{
     Ack, CancelOutcome, Created, Lease, LogLine, Millis, NewRun, RunFilter, RunRecord, RunState,
-    RunStatus, Store, StoreError, Transition,
+    RunStatus, Schedule, Store, StoreError, Transition,
 };
 use sqlx::{PgPool, QueryBuilder, SqlitePool};
 
+/// The pool of either backend.
 #[derive(Clone, Debug)]
-enum Pool {
+pub(crate) enum Pool {
     Pg(PgPool),
     Sqlite(SqlitePool),
 }
@@ -19,12 +20,13 @@ enum Pool {
 /// compiled once per backend, so both share the same SQL and logic.
 macro_rules! with_pool {
     ($store:expr, $p:ident => $body:expr) => {
-        match &$store.pool {
-            Pool::Pg($p) => $body,
-            Pool::Sqlite($p) => $body,
+        match $store.pool() {
+            $crate::sql::Pool::Pg($p) => $body,
+            $crate::sql::Pool::Sqlite($p) => $body,
         }
     };
 }
+pub(crate) use with_pool;
 
 /// The engine's [`Store`] on a SQL database.
 #[derive(Clone, Debug)]
@@ -47,6 +49,10 @@ impl SqlStore {
         SqlStore {
             pool: Pool::Sqlite(pool),
         }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Which database this store uses.
@@ -145,8 +151,8 @@ impl Store for SqlStore {
             let mut tx = p.begin().await.map_err(db)?;
             let inserted = sqlx::query(
                 "INSERT INTO runs (id, workflow, version, input, plan, status, forked_from_run, \
-                 forked_from_step, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $8) \
+                 forked_from_step, created_at, updated_at, resources) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $8, $9) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(&run.id)
@@ -157,6 +163,7 @@ impl Store for SqlStore {
             .bind(&from_run)
             .bind(&from_step)
             .bind(run.now)
+            .bind(serde_json::to_string(&run.resources).unwrap_or_else(|_| "[]".into()))
             .execute(&mut *tx)
             .await
             .map_err(db)?
@@ -193,6 +200,7 @@ impl Store for SqlStore {
             status: RunStatus::Pending,
             error: None,
             forked_from: run.forked_from.clone(),
+            resources: run.resources.clone(),
             cancel_requested: false,
             lease_owner: None,
             lease_epoch: 0,
@@ -383,6 +391,12 @@ impl Store for SqlStore {
             if let Some(w) = &filter.workflow {
                 q.push(" AND workflow = ").push_bind(w);
             }
+            if let Some(prefix) = &filter.id_prefix {
+                q.push(" AND substr(id, 1, CAST(")
+                    .push_bind(prefix.len() as i64)
+                    .push(" AS INTEGER)) = ")
+                    .push_bind(prefix);
+            }
             if !filter.statuses.is_empty() {
                 q.push(" AND status IN (");
                 let mut sep = q.separated(", ");
@@ -448,5 +462,39 @@ impl Store for SqlStore {
         Err(StoreError::Database(format!(
             "run `{run_id}` kept changing hands while cancelling; try again"
         )))
+    }
+
+    async fn try_lock(
+        &self,
+        run_id: &str,
+        resources: &[String],
+        now: Millis,
+        grace: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        self.sql_try_lock(run_id, resources, now, grace).await
+    }
+
+    async fn unlock(&self, run_id: &str) -> Result<(), StoreError> {
+        self.sql_unlock(run_id).await
+    }
+
+    async fn add_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        self.sql_add_schedule(schedule).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.sql_schedules().await
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        self.sql_set_paused(name, paused).await
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        self.sql_remove_schedule(name).await
+    }
+
+    async fn advance_schedule(&self, name: &str, to: Millis) -> Result<bool, StoreError> {
+        self.sql_advance(name, to).await
     }
 }

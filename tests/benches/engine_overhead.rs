@@ -14,7 +14,7 @@
 use async_trait::async_trait;
 use engine::{
     Ack, CancelOutcome, Created, Engine, EngineConfig, Lease, LogLine, Millis, NewRun, Observer,
-    RunFilter, RunRecord, RunState, RunStatus, Store, StoreError, Transition,
+    RunFilter, RunRecord, RunState, RunStatus, Schedule, Store, StoreError, Transition,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -60,6 +60,33 @@ impl Store for Counting {
     }
     async fn request_cancel(&self, r: &str, n: Millis) -> Result<CancelOutcome, StoreError> {
         self.inner.request_cancel(r, n).await
+    }
+    async fn try_lock(
+        &self,
+        r: &str,
+        res: &[String],
+        n: Millis,
+        g: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.try_lock(r, res, n, g).await
+    }
+    async fn unlock(&self, r: &str) -> Result<(), StoreError> {
+        self.inner.unlock(r).await
+    }
+    async fn add_schedule(&self, s: &Schedule) -> Result<bool, StoreError> {
+        self.inner.add_schedule(s).await
+    }
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.inner.schedules().await
+    }
+    async fn set_schedule_paused(&self, n: &str, p: bool) -> Result<bool, StoreError> {
+        self.inner.set_schedule_paused(n, p).await
+    }
+    async fn remove_schedule(&self, n: &str) -> Result<bool, StoreError> {
+        self.inner.remove_schedule(n).await
+    }
+    async fn advance_schedule(&self, n: &str, to: Millis) -> Result<bool, StoreError> {
+        self.inner.advance_schedule(n, to).await
     }
 }
 

@@ -3,8 +3,8 @@
 mod common;
 
 use engine::{
-    AttemptEnd, AttemptStart, AttemptStatus, CancelOutcome, Created, LogLine, NewRun, Plan,
-    RunFilter, RunStatus, StepSpec, Store, StoreError, Transition,
+    AttemptEnd, AttemptStart, AttemptStatus, CancelOutcome, CatchUp, Created, LogLine, NewRun,
+    Plan, RunFilter, RunStatus, Schedule, StepSpec, Store, StoreError, Transition,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ fn new_run(id: &str, now: i64) -> NewRun {
         ]),
         forked_from: None,
         copied: Vec::new(),
+        resources: vec!["node/a".into()],
         now,
     }
 }
@@ -55,6 +56,8 @@ conformance!(
     cancel_depends_on_the_lease,
     list_filters_and_orders,
     fork_copies_are_recorded,
+    locks_are_exclusive_until_the_holder_ends_or_dies,
+    schedules_persist_and_only_move_forward,
 );
 
 async fn create_is_idempotent_by_id(store: Arc<dyn Store>) {
@@ -326,4 +329,119 @@ async fn fork_copies_are_recorded(store: Arc<dyn Store>) {
     assert_eq!(a.status, AttemptStatus::Copied);
     assert_eq!(a.output, Some(json!({"kept": true})));
     assert_eq!(a.copied_from.as_deref(), Some("parent"));
+}
+
+async fn locks_are_exclusive_until_the_holder_ends_or_dies(store: Arc<dyn Store>) {
+    for id in ["r1", "r2", "r3"] {
+        store.create_run(&new_run(id, 0)).await.unwrap();
+    }
+    let res = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        store.load_run("r1").await.unwrap().run.resources,
+        vec!["node/a"]
+    );
+    assert_eq!(
+        store
+            .try_lock("r1", &res(&["node/a", "node/b"]), 1_000, 500)
+            .await
+            .unwrap(),
+        None
+    );
+    // Taking again is harmless; another run waits, for any of the resources.
+    assert_eq!(
+        store
+            .try_lock("r1", &res(&["node/a"]), 1_001, 500)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .try_lock("r2", &res(&["node/c", "node/b"]), 1_002, 500)
+            .await
+            .unwrap(),
+        Some("r1".into())
+    );
+    // All or none: r2 did not keep node/c.
+    assert_eq!(
+        store
+            .try_lock("r3", &res(&["node/c"]), 1_003, 500)
+            .await
+            .unwrap(),
+        None
+    );
+    store.unlock("r3").await.unwrap();
+    // While r1 runs under a live lease, the lock holds past the grace period.
+    store.acquire_lease("r1", "A", 1_100, 10_000).await.unwrap();
+    assert_eq!(
+        store
+            .try_lock("r2", &res(&["node/a"]), 5_000, 500)
+            .await
+            .unwrap(),
+        Some("r1".into())
+    );
+    // Its worker died: once the lease lapsed, the lock is free.
+    assert_eq!(
+        store
+            .try_lock("r2", &res(&["node/a"]), 20_000, 500)
+            .await
+            .unwrap(),
+        None
+    );
+    store.unlock("r2").await.unwrap();
+    assert_eq!(
+        store
+            .try_lock("r3", &res(&["node/a", "node/b"]), 20_001, 500)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn schedules_persist_and_only_move_forward(store: Arc<dyn Store>) {
+    let s = Schedule {
+        name: "rotate".into(),
+        cron: "0 3 * * *".into(),
+        tz: "Europe/Berlin".into(),
+        workflow: "wf".into(),
+        input: json!({"secret": "db"}),
+        catch_up: CatchUp::Once,
+        resources: vec!["node/a".into()],
+        paused: false,
+        last_fire: 100,
+        created_at: 100,
+    };
+    assert!(store.add_schedule(&s).await.unwrap());
+    assert!(!store.add_schedule(&s).await.unwrap(), "names are unique");
+    assert_eq!(store.schedules().await.unwrap(), vec![s.clone()]);
+    assert!(store.advance_schedule("rotate", 200).await.unwrap());
+    assert!(
+        !store.advance_schedule("rotate", 150).await.unwrap(),
+        "never backwards"
+    );
+    assert!(store.set_schedule_paused("rotate", true).await.unwrap());
+    let got = store.schedules().await.unwrap().remove(0);
+    assert_eq!((got.last_fire, got.paused), (200, true));
+    assert!(!store.set_schedule_paused("ghost", true).await.unwrap());
+    assert!(store.remove_schedule("rotate").await.unwrap());
+    assert!(store.schedules().await.unwrap().is_empty());
+
+    // Runs of a schedule are found by their id prefix.
+    store
+        .create_run(&new_run("schedule:rotate:1", 0))
+        .await
+        .unwrap();
+    store
+        .create_run(&new_run("schedule:rotate2:1", 0))
+        .await
+        .unwrap();
+    let found = store
+        .list_runs(&RunFilter {
+            id_prefix: Some("schedule:rotate:".into()),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, "schedule:rotate:1");
 }

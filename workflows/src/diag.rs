@@ -24,6 +24,9 @@ struct ChainInput {
     fail_times: u32,
     max_attempts: Option<u32>,
     timeout_ms: Option<u64>,
+    /// Resources the run locks on workers (e.g. `node/a`).
+    #[serde(default)]
+    resources: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -65,8 +68,13 @@ pub fn chain() -> Workflow {
     Workflow::new("diag.chain", 1)
         .about(
             "N steps in a line; step K fails M times first. \
-             Input: {\"steps\":N, \"sleep_ms\":S, \"fail_step\":K, \"fail_times\":M, \"max_attempts\":A, \"timeout_ms\":T}",
+             Input: {\"steps\":N, \"sleep_ms\":S, \"fail_step\":K, \"fail_times\":M, \"max_attempts\":A, \"timeout_ms\":T, \"resources\":[R]}",
         )
+        .resources(|input| {
+            serde_json::from_value::<ChainInput>(input.clone())
+                .map(|i| i.resources)
+                .unwrap_or_default()
+        })
         .planner(|input| {
             let i: ChainInput = parse(input)?;
             if let Some(k) = i.fail_step
