@@ -245,7 +245,7 @@ fn another_worker_takes_over_after_kill_9() {
     let a = Worker::start(&url, 2);
     let progress = |list: &[Value]| -> bool {
         list.iter().any(|r| r["status"] == "running") && {
-            let d = show(&url, &list[0]["id"].as_str().unwrap().to_string());
+            let d = show(&url, list[0]["id"].as_str().unwrap());
             d["steps"]
                 .as_array()
                 .unwrap()
