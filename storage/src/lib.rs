@@ -35,6 +35,7 @@ pub mod queue;
 mod queue_sql;
 mod rows;
 mod sql;
+pub mod worker;
 
 pub use sql::SqlStore;
 
