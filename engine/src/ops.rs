@@ -149,14 +149,33 @@ impl Engine {
         observer: Observer,
     ) -> Result<RunOutcome, EngineError> {
         let state = self.store.load_run(run_id).await?;
+        self.execute_loaded(state, cancel, suspend, observer).await
+    }
+
+    /// Like [`Engine::execute_with`], for a run the caller has just read.
+    pub async fn execute_loaded(
+        &self,
+        state: RunState,
+        cancel: CancellationToken,
+        suspend: CancellationToken,
+        observer: Observer,
+    ) -> Result<RunOutcome, EngineError> {
         if state.run.status == RunStatus::Succeeded {
             return Ok(RunOutcome::from_record(&state.run));
         }
+        let run_id = state.run.id.as_str();
         let wf = self.workflow(&state.run.workflow)?;
         wf.check_kinds(&state.run.plan)?;
         let lease = self.acquire(run_id, &cancel).await?;
-        // Re-read under the lease: the previous owner may have written more.
-        let state = self.store.load_run(run_id).await?;
+        // If anyone held the run since it was read, it may have written more:
+        // read it again under the lease. Writes need a lease, so an epoch that
+        // rose by exactly ours on an unleased run means nothing changed.
+        let untouched = state.run.lease_owner.is_none() && lease.epoch == state.run.lease_epoch + 1;
+        let state = if untouched {
+            state
+        } else {
+            self.store.load_run(run_id).await?
+        };
         Execution::run(
             self.store.clone(),
             self.config.clone(),

@@ -117,7 +117,6 @@ pub async fn fire_due(engine: &Engine, queue: &Queue, now: i64) -> Result<usize,
     Ok(fired)
 }
 
-
 /// Enqueues runs recorded as pending but never queued (a crash between the two writes).
 pub async fn requeue_pending(engine: &Engine, queue: &Queue) -> Result<usize, String> {
     let pending = engine
@@ -128,8 +127,9 @@ pub async fn requeue_pending(engine: &Engine, queue: &Queue) -> Result<usize, St
         .await
         .map_err(|e| e.to_string())?;
     let mut added = 0;
-    for r in &pending {
-        if queue.enqueue(&r.id).await.map_err(|e| e.to_string())? {
+    let ids: Vec<String> = pending.into_iter().map(|r| r.id).collect();
+    for id in ids {
+        if queue.enqueue(&id).await.map_err(|e| e.to_string())? {
             added += 1;
         }
     }
@@ -166,7 +166,12 @@ pub async fn work(
     });
     let stop = shutdown.clone();
     let result = queue
-        .work(name, concurrency, runner, async move { stop.cancelled().await })
+        .work(
+            name,
+            concurrency,
+            runner,
+            async move { stop.cancelled().await },
+        )
         .await;
     shutdown.cancel();
     let _ = scheduler.await;

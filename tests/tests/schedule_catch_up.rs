@@ -13,7 +13,9 @@ const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % HOUR;
 async fn setup(url: &str) -> (Engine, Queue) {
     let store = storage::connect(url).await.unwrap();
     let engine = Engine::new(Arc::new(store), workflows::registry());
-    let queue = Queue::open(url, "test", Duration::from_secs(1)).await.unwrap();
+    let queue = Queue::open(url, "test", Duration::from_secs(1))
+        .await
+        .unwrap();
     (engine, queue)
 }
 
@@ -50,14 +52,27 @@ async fn fire_times(engine: &Engine, name: &str) -> Vec<i64> {
 async fn catch_up_policies(url: &str) {
     let (engine, queue) = setup(url).await;
     let store = engine.store().clone();
-    store.add_schedule(&hourly("once", CatchUp::Once)).await.unwrap();
-    store.add_schedule(&hourly("skip", CatchUp::Skip)).await.unwrap();
+    store
+        .add_schedule(&hourly("once", CatchUp::Once))
+        .await
+        .unwrap();
+    store
+        .add_schedule(&hourly("skip", CatchUp::Skip))
+        .await
+        .unwrap();
 
     // Nothing ran for three hours and ten minutes.
     let late = T0 + 3 * HOUR + 600_000;
     assert_eq!(fire_due(&engine, &queue, late).await.unwrap(), 1);
-    assert_eq!(fire_times(&engine, "once").await, vec![T0 + 3 * HOUR], "once: the latest missed");
-    assert!(fire_times(&engine, "skip").await.is_empty(), "skip: none of the missed");
+    assert_eq!(
+        fire_times(&engine, "once").await,
+        vec![T0 + 3 * HOUR],
+        "once: the latest missed"
+    );
+    assert!(
+        fire_times(&engine, "skip").await.is_empty(),
+        "skip: none of the missed"
+    );
     // Asking again at the same time fires nothing more.
     assert_eq!(fire_due(&engine, &queue, late).await.unwrap(), 0);
 
@@ -68,17 +83,34 @@ async fn catch_up_policies(url: &str) {
 
     // Two schedulers at the same fire time still make one run.
     let next = T0 + 5 * HOUR + 500;
-    let (a, b) = tokio::join!(fire_due(&engine, &queue, next), fire_due(&engine, &queue, next));
+    let (a, b) = tokio::join!(
+        fire_due(&engine, &queue, next),
+        fire_due(&engine, &queue, next)
+    );
     a.unwrap();
     b.unwrap();
-    assert_eq!(fire_times(&engine, "once").await, vec![T0 + 3 * HOUR, T0 + 4 * HOUR, T0 + 5 * HOUR]);
+    assert_eq!(
+        fire_times(&engine, "once").await,
+        vec![T0 + 3 * HOUR, T0 + 4 * HOUR, T0 + 5 * HOUR]
+    );
 
     // Paused: no fire; resumed later, `once` catches up with one run.
     store.set_schedule_paused("once", true).await.unwrap();
-    assert_eq!(fire_due(&engine, &queue, T0 + 6 * HOUR + 100).await.unwrap(), 1, "only skip");
+    assert_eq!(
+        fire_due(&engine, &queue, T0 + 6 * HOUR + 100)
+            .await
+            .unwrap(),
+        1,
+        "only skip"
+    );
     store.set_schedule_paused("once", false).await.unwrap();
-    fire_due(&engine, &queue, T0 + 8 * HOUR + 600_000).await.unwrap();
-    assert_eq!(fire_times(&engine, "once").await.last(), Some(&(T0 + 8 * HOUR)));
+    fire_due(&engine, &queue, T0 + 8 * HOUR + 600_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        fire_times(&engine, "once").await.last(),
+        Some(&(T0 + 8 * HOUR))
+    );
     assert_eq!(fire_times(&engine, "once").await.len(), 4);
 }
 
