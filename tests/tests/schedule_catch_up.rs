@@ -125,3 +125,39 @@ async fn catch_up_on_postgres() {
     let pg = testkit::Postgres::start().unwrap();
     catch_up_policies(&pg.fresh_database().unwrap()).await;
 }
+
+#[tokio::test]
+async fn a_worker_requeues_pending_runs_that_never_reached_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, queue) = setup(&testkit::sqlite_url(dir.path())).await;
+    // As after a crash between writing the run and enqueueing it.
+    let id = engine
+        .create("diag.chain", serde_json::json!({"steps": 2}), None)
+        .await
+        .unwrap()
+        .record()
+        .id
+        .clone();
+    assert_eq!(storage::worker::requeue_pending(&engine, &queue).await.unwrap(), 1);
+    assert_eq!(storage::worker::requeue_pending(&engine, &queue).await.unwrap(), 0, "idempotent");
+    assert!(!queue.enqueue(&id).await.unwrap(), "already queued");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let worker = {
+                let (engine, queue, stop) = (engine.clone(), queue.clone(), stop.clone());
+                tokio::task::spawn_local(async move {
+                    storage::worker::work(engine, queue, "w1", 2, stop).await.unwrap();
+                })
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while engine.load(&id).await.unwrap().run.status != engine::RunStatus::Succeeded {
+                assert!(std::time::Instant::now() < deadline, "the worker never ran it");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stop.cancel();
+            worker.await.unwrap();
+        })
+        .await;
+}
