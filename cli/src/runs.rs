@@ -59,6 +59,11 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
             execute(ctx, &run.id.clone(), &exec).await
         }
         RunsCommand::Resume { id, exec } => {
+            if exec.detach {
+                return Err(Failure::Usage(anyhow!(
+                    "`runs resume` executes here; --detach is for commands that start a run"
+                )));
+            }
             let state = ctx.engine.load(&id).await?;
             if state.run.status == RunStatus::Succeeded {
                 eprintln!("run {id} already succeeded; nothing to resume");

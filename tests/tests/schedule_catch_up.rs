@@ -138,8 +138,19 @@ async fn a_worker_requeues_pending_runs_that_never_reached_the_queue() {
         .record()
         .id
         .clone();
-    assert_eq!(storage::worker::requeue_pending(&engine, &queue).await.unwrap(), 1);
-    assert_eq!(storage::worker::requeue_pending(&engine, &queue).await.unwrap(), 0, "idempotent");
+    assert_eq!(
+        storage::worker::requeue_pending(&engine, &queue)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        storage::worker::requeue_pending(&engine, &queue)
+            .await
+            .unwrap(),
+        0,
+        "idempotent"
+    );
     assert!(!queue.enqueue(&id).await.unwrap(), "already queued");
     let stop = tokio_util::sync::CancellationToken::new();
     let local = tokio::task::LocalSet::new();
@@ -148,12 +159,17 @@ async fn a_worker_requeues_pending_runs_that_never_reached_the_queue() {
             let worker = {
                 let (engine, queue, stop) = (engine.clone(), queue.clone(), stop.clone());
                 tokio::task::spawn_local(async move {
-                    storage::worker::work(engine, queue, "w1", 2, stop).await.unwrap();
+                    storage::worker::work(engine, queue, "w1", 2, stop)
+                        .await
+                        .unwrap();
                 })
             };
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while engine.load(&id).await.unwrap().run.status != engine::RunStatus::Succeeded {
-                assert!(std::time::Instant::now() < deadline, "the worker never ran it");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the worker never ran it"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             stop.cancel();
