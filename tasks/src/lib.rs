@@ -19,6 +19,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod provider;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A template referenced placeholders that were not supplied.
