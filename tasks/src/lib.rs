@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod provider;
+pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,0 +1,374 @@
+//! [`Remote`]: commands, uploads and port forwards on a node over SSH (openssh, native mux).
+//!
+//! Host keys are pinned per cluster in its own `known_hosts`: first contact
+//! adds the key (accept-new), a changed key is a permanent error naming the
+//! node and both fingerprints. A non-zero exit is always an error carrying the
+//! exit code and the tail of stderr. Secrets travel on stdin, never in argv.
+
+use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Stdio};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command as LocalCommand;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+
+/// How a cluster's nodes are reached.
+#[derive(Clone, Debug)]
+pub struct SshConfig {
+    /// The cluster's private key; `None` uses ssh-agent.
+    pub key: Option<PathBuf>,
+    /// The cluster's own known_hosts file.
+    pub known_hosts: PathBuf,
+    /// A short directory for control sockets (socket paths are limited to ~100 bytes).
+    pub control_dir: PathBuf,
+    /// Login user.
+    pub user: String,
+    /// SSH port.
+    pub port: u16,
+    /// Limit of one connection attempt.
+    pub connect_timeout: Duration,
+}
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives a remote command's output line by line, as it comes (the step logger).
+pub trait LineSink: Send + Sync {
+    /// One line, without its newline.
+    fn line(&self, stream: Stream, line: &str);
+}
+
+/// A sink that drops every line.
+pub struct Discard;
+
+impl LineSink for Discard {
+    fn line(&self, _: Stream, _: &str) {}
+}
+
+/// What a remote command produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RemoteOutput {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Why an SSH operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SshError {
+    /// The node presented another host key than the one pinned for it.
+    #[error(
+        "host key of node `{node}` changed: known {known}, presented {presented}; if the node was re-created, remove its known_hosts entry"
+    )]
+    HostKeyChanged {
+        /// The node.
+        node: String,
+        /// Fingerprint in the cluster's known_hosts.
+        known: String,
+        /// Fingerprint the node presented.
+        presented: String,
+    },
+    /// The node could not be reached (yet).
+    #[error("cannot reach node `{node}`: {reason}")]
+    Unreachable {
+        /// The node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The command exited non-zero.
+    #[error("`{command}` on node `{node}` exited with {code}: {stderr_tail}")]
+    Exit {
+        /// The node.
+        node: String,
+        /// The command (never carries secrets: those go on stdin).
+        command: String,
+        /// Exit code (-1 if killed by a signal).
+        code: i32,
+        /// The last lines of stderr.
+        stderr_tail: String,
+    },
+    /// The command ran out of time.
+    #[error("`{command}` on node `{node}` timed out after {limit:?}")]
+    Timeout {
+        /// The node.
+        node: String,
+        /// The command.
+        command: String,
+        /// The limit.
+        limit: Duration,
+    },
+    /// Local I/O or protocol trouble.
+    #[error("ssh to node `{node}`: {reason}")]
+    Io {
+        /// The node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SshError {
+    /// Whether trying again later may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SshError::Unreachable { .. } | SshError::Timeout { .. } | SshError::Io { .. }
+        )
+    }
+}
+
+/// The SHA256 fingerprint of the key pinned for `host` in `known_hosts`, if any.
+fn pinned_fingerprint(known_hosts: &Path, host: &str) -> Option<String> {
+    let out = LocalCommand::new("ssh-keygen")
+        .arg("-l")
+        .arg("-F")
+        .arg(host)
+        .arg("-f")
+        .arg(known_hosts)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("SHA256:"))
+                .map(str::to_string)
+        })
+}
+
+/// An open connection to one node; close it with [`Remote::close`].
+pub struct Remote {
+    session: Session,
+    node: String,
+}
+
+impl Remote {
+    /// Connects once.
+    pub async fn connect(cfg: &SshConfig, node: &str, host: &str) -> Result<Remote, SshError> {
+        std::fs::create_dir_all(&cfg.control_dir).map_err(|e| SshError::Io {
+            node: node.into(),
+            reason: format!("control directory {}: {e}", cfg.control_dir.display()),
+        })?;
+        if let Some(dir) = cfg.known_hosts.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut b = SessionBuilder::default();
+        b.user(cfg.user.clone())
+            .port(cfg.port)
+            .known_hosts_check(KnownHosts::Add)
+            .user_known_hosts_file(&cfg.known_hosts)
+            .control_directory(&cfg.control_dir)
+            .connect_timeout(cfg.connect_timeout)
+            .server_alive_interval(Duration::from_secs(15));
+        if let Some(key) = &cfg.key {
+            b.keyfile(key);
+        }
+        match b.connect_mux(host).await {
+            Ok(session) => Ok(Remote {
+                session,
+                node: node.into(),
+            }),
+            Err(e) => {
+                let text = format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+                if text.contains("IDENTIFICATION HAS CHANGED")
+                    || text.contains("Host key verification failed")
+                {
+                    let presented = text
+                        .split_whitespace()
+                        .find(|w| w.starts_with("SHA256:"))
+                        .map(|w| w.trim_end_matches('.').to_string())
+                        .unwrap_or_else(|| "(unknown)".into());
+                    let known = pinned_fingerprint(&cfg.known_hosts, host)
+                        .unwrap_or_else(|| "(unknown)".into());
+                    return Err(SshError::HostKeyChanged {
+                        node: node.into(),
+                        known,
+                        presented,
+                    });
+                }
+                Err(SshError::Unreachable {
+                    node: node.into(),
+                    reason: text.trim().to_string(),
+                })
+            }
+        }
+    }
+
+    /// Connects, retrying with backoff while the node is unreachable, for up to `patience`.
+    pub async fn wait_for(
+        cfg: &SshConfig,
+        node: &str,
+        host: &str,
+        patience: Duration,
+    ) -> Result<Remote, SshError> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match Remote::connect(cfg, node, host).await {
+                Err(e @ SshError::Unreachable { .. }) if started.elapsed() + wait < patience => {
+                    tracing::debug!("{e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `command` with `sh -c`, feeding `stdin`, streaming lines to `sink`.
+    ///
+    /// A non-zero exit is [`SshError::Exit`] with the tail of stderr.
+    pub async fn run(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        sink: &dyn LineSink,
+        timeout: Option<Duration>,
+    ) -> Result<RemoteOutput, SshError> {
+        let work = self.run_inner(command, stdin, sink);
+        match timeout {
+            Some(limit) => {
+                tokio::time::timeout(limit, work)
+                    .await
+                    .map_err(|_| SshError::Timeout {
+                        node: self.node.clone(),
+                        command: command.into(),
+                        limit,
+                    })?
+            }
+            None => work.await,
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        sink: &dyn LineSink,
+    ) -> Result<RemoteOutput, SshError> {
+        let io = |e: &dyn std::fmt::Display| SshError::Io {
+            node: self.node.clone(),
+            reason: e.to_string(),
+        };
+        let mut cmd = self.session.command("sh");
+        cmd.arg("-c").arg(command);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| io(&e))?;
+        if let Some(data) = stdin {
+            let mut pipe = child.stdin().take().ok_or_else(|| io(&"no stdin"))?;
+            pipe.write_all(data).await.map_err(|e| io(&e))?;
+            pipe.shutdown().await.map_err(|e| io(&e))?;
+            drop(pipe);
+        }
+        let out = child.stdout().take().ok_or_else(|| io(&"no stdout"))?;
+        let err = child.stderr().take().ok_or_else(|| io(&"no stderr"))?;
+        let (stdout, stderr) = tokio::join!(
+            lines(out, Stream::Stdout, sink),
+            lines(err, Stream::Stderr, sink)
+        );
+        let status = child.wait().await.map_err(|e| io(&e))?;
+        let output = RemoteOutput { stdout, stderr };
+        if status.success() {
+            return Ok(output);
+        }
+        let tail: Vec<&str> = output.stderr.lines().rev().take(20).collect();
+        Err(SshError::Exit {
+            node: self.node.clone(),
+            command: command.into(),
+            code: status.code().unwrap_or(-1),
+            stderr_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        })
+    }
+
+    /// Writes `data` to `path` on the node with `mode` (data goes over stdin).
+    pub async fn upload(&self, data: &[u8], path: &str, mode: u32) -> Result<(), SshError> {
+        let q = shell_quote(path);
+        let dir = shell_quote(
+            Path::new(path)
+                .parent()
+                .and_then(|p| p.to_str())
+                .unwrap_or("/"),
+        );
+        let cmd = format!(
+            "mkdir -p {dir} && umask 077 && cat > {q}.part && chmod {mode:o} {q}.part && mv {q}.part {q}"
+        );
+        self.run(&cmd, Some(data), &Discard, None).await.map(|_| ())
+    }
+
+    /// Copies the local directory tree `local` into `remote_dir`, keeping file modes.
+    pub async fn upload_tree(&self, local: &Path, remote_dir: &str) -> Result<(), SshError> {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.follow_symlinks(false);
+        builder
+            .append_dir_all(".", local)
+            .map_err(|e| SshError::Io {
+                node: self.node.clone(),
+                reason: format!("reading {}: {e}", local.display()),
+            })?;
+        let archive = builder.into_inner().map_err(|e| SshError::Io {
+            node: self.node.clone(),
+            reason: e.to_string(),
+        })?;
+        let dir = shell_quote(remote_dir);
+        let cmd = format!("mkdir -p {dir} && tar -C {dir} --no-same-owner -xpf -");
+        self.run(&cmd, Some(&archive), &Discard, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Forwards `local` (on this machine) to `remote` (as seen from the node).
+    pub async fn forward(&self, local: SocketAddr, remote: SocketAddr) -> Result<(), SshError> {
+        self.session
+            .request_port_forward(ForwardType::Local, local, remote)
+            .await
+            .map_err(|e| SshError::Io {
+                node: self.node.clone(),
+                reason: format!("port forward {local} -> {remote}: {e}"),
+            })
+    }
+
+    /// Closes the connection and its control socket.
+    pub async fn close(self) -> Result<(), SshError> {
+        let node = self.node.clone();
+        self.session.close().await.map_err(|e| SshError::Io {
+            node,
+            reason: e.to_string(),
+        })
+    }
+}
+
+async fn lines(r: impl AsyncRead + Unpin, stream: Stream, sink: &dyn LineSink) -> String {
+    let mut all = String::new();
+    let mut reader = BufReader::new(r).lines();
+    while let Ok(Some(line)) = reader.next_line().await {
+        sink.line(stream, &line);
+        all.push_str(&line);
+        all.push('\n');
+    }
+    all
+}
+
+/// Quotes a word for `sh`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}

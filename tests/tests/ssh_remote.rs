@@ -1,0 +1,287 @@
+//! tasks::ssh against real sshd nodes of the test cloud.
+
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+use tasks::ssh::{LineSink, Remote, SshConfig, SshError, Stream};
+use testkit::{CloudConfig, NodeInfo, TestCloud};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Lines(Mutex<Vec<(Stream, String)>>);
+
+impl LineSink for Lines {
+    fn line(&self, stream: Stream, line: &str) {
+        self.0.lock().unwrap().push((stream, line.to_string()));
+    }
+}
+
+struct Fixture {
+    cloud: TestCloud,
+    cfg: SshConfig,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(boot_delay: Duration) -> Fixture {
+    let cloud = TestCloud::start(CloudConfig {
+        nodes: true,
+        action_delay: Duration::from_millis(20),
+        boot_delay,
+        ..CloudConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::Builder::new().prefix("ssh").tempdir().unwrap();
+    let key = dir.path().join("id");
+    assert!(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let http = reqwest::Client::new();
+    http.post(format!("{}/ssh_keys", cloud.endpoint()))
+        .bearer_auth(cloud.token())
+        .json(&json!({"name": "k", "public_key": public.trim()}))
+        .send()
+        .await
+        .unwrap();
+    let cfg = SshConfig {
+        key: Some(key),
+        known_hosts: dir.path().join("ssh/known_hosts"),
+        control_dir: dir.path().join("c"),
+        user: "root".into(),
+        port: 22,
+        connect_timeout: Duration::from_secs(5),
+    };
+    Fixture {
+        cloud,
+        cfg,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// Creates a server; returns its name and address at once (the node may still be booting).
+    async fn create(&self, name: &str) -> String {
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/servers", self.cloud.endpoint()))
+            .bearer_auth(self.cloud.token())
+            .json(&json!({"name": name, "server_type": "cx22", "image": "debian-12", "ssh_keys": ["k"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["server"]["public_net"]["ipv4"]["ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn node(&self, name: &str) -> (Remote, NodeInfo) {
+        let ip = self.create(name).await;
+        let remote = Remote::wait_for(&self.cfg, name, &ip, Duration::from_secs(20))
+            .await
+            .unwrap();
+        (remote, self.cloud.node(name).unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_stream_lines_and_never_hide_a_failure() {
+    let f = fixture(Duration::from_millis(300)).await;
+    // The node is still booting: wait_for keeps trying until sshd answers.
+    let (remote, node) = f.node("n1").await;
+    let sink = Lines(Mutex::new(Vec::new()));
+    let out = remote
+        .run(
+            "hostname; echo warn >&2; printf 'a\\nb\\n'",
+            None,
+            &sink,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "n1\na\nb\n");
+    let lines = sink.0.lock().unwrap().clone();
+    assert!(lines.contains(&(Stream::Stdout, "n1".into())));
+    assert!(lines.contains(&(Stream::Stderr, "warn".into())));
+
+    let err = remote
+        .run(
+            "echo starting; echo 'error: boom in node1.nix' >&2; exit 3",
+            None,
+            &sink,
+            None,
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        SshError::Exit {
+            node,
+            code,
+            stderr_tail,
+            ..
+        } => {
+            assert_eq!((node.as_str(), *code), ("n1", 3));
+            assert!(stderr_tail.contains("boom in node1.nix"), "{stderr_tail}");
+        }
+        other => panic!("expected an exit error, got {other}"),
+    }
+    assert!(!err.is_retryable());
+
+    let slow = remote
+        .run("sleep 5", None, &sink, Some(Duration::from_millis(200)))
+        .await;
+    assert!(matches!(slow, Err(SshError::Timeout { .. })), "{slow:?}");
+
+    // Secrets go over stdin.
+    remote
+        .run(
+            "umask 077; cat > /root/secret",
+            Some(b"s3cr3t-value"),
+            &sink,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(node.root.join("secret")).unwrap(),
+        b"s3cr3t-value"
+    );
+    remote.close().await.unwrap();
+}
+
+fn tree(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                out.push((
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    mode,
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_tree_reads_back_byte_for_byte_with_its_modes() {
+    let f = fixture(Duration::ZERO).await;
+    let (remote, node) = f.node("n1").await;
+    let local = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(local.path().join("app_modules/web")).unwrap();
+    let files: [(&str, &[u8], u32); 3] = [
+        ("configuration.nix", b"{ ... }: { }\n", 0o644),
+        ("app_modules/web/action.sh", b"#!/bin/sh\necho hi\n", 0o755),
+        (
+            "app_modules/web/key.bin",
+            &[0, 159, 146, 150, 255, 10],
+            0o600,
+        ),
+    ];
+    for (p, data, mode) in files {
+        let path = local.path().join(p);
+        std::fs::write(&path, data).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    remote
+        .upload_tree(local.path(), "/etc/nixos")
+        .await
+        .unwrap();
+    assert_eq!(tree(&node.etc_nixos), tree(local.path()));
+    remote
+        .upload(b"token", "/run/keys/db", 0o400)
+        .await
+        .unwrap();
+    let out = remote
+        .run(
+            "stat -c '%a' /run/keys/db",
+            None,
+            &tasks::ssh::Discard,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "400\n");
+    remote.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_key_is_refused_naming_both_fingerprints() {
+    let f = fixture(Duration::ZERO).await;
+    let (r1, n1) = f.node("n1").await;
+    r1.close().await.unwrap();
+    let known = std::fs::read_to_string(&f.cfg.known_hosts).unwrap();
+    assert!(
+        known.contains(n1.host_key.split_whitespace().nth(1).unwrap()),
+        "first contact pinned the key"
+    );
+    let ip2 = f.create("n2").await;
+    // Pretend n2's address used to be a machine with n1's key (a re-created node).
+    std::fs::write(
+        &f.cfg.known_hosts,
+        format!("{known}{ip2} {}\n", n1.host_key),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        match Remote::connect(&f.cfg, "n2", &ip2).await {
+            Err(SshError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => break e,
+            Ok(_) => panic!("a changed host key must be refused"),
+        }
+    };
+    match &err {
+        SshError::HostKeyChanged {
+            node,
+            known,
+            presented,
+        } => {
+            assert_eq!(node, "n2");
+            assert!(
+                known.starts_with("SHA256:") && presented.starts_with("SHA256:"),
+                "{err}"
+            );
+            assert_ne!(known, presented);
+        }
+        other => panic!("expected HostKeyChanged, got {other}"),
+    }
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forwarding_reaches_a_service_behind_the_node() {
+    let f = fixture(Duration::ZERO).await;
+    let (remote, _) = f.node("n1").await;
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = service.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = service.accept().await.unwrap();
+        s.write_all(b"etcd says hi").await.unwrap();
+    });
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port().unwrap()));
+    remote.forward(local, remote_addr).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(local).await.unwrap();
+    let mut got = String::new();
+    conn.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "etcd says hi");
+    remote.close().await.unwrap();
+}
