@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod nixos;
 pub mod provider;
 pub mod ssh;
 

@@ -285,3 +285,76 @@ async fn port_forwarding_reaches_a_service_behind_the_node() {
     assert_eq!(got, "etcd says hi");
     remote.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_renders_installs_rebuilds_and_reports_nix_errors() {
+    use std::collections::BTreeMap;
+    use tasks::nixos::{self, BootstrapError};
+    let f = fixture(Duration::ZERO).await;
+    let (remote, node) = f.node("boot1").await;
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("modules")).unwrap();
+    std::fs::write(
+        repo.path().join("configuration.nix"),
+        "{ ... }: {\n  imports = [ ./modules/base.nix ];\n  networking.hostName = \"[%%hostname%%]\";\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path().join("modules/base.nix"),
+        "{ ... }: { networking.extraHosts = \"[%%ip%%] [%%hostname%%]\"; }\n",
+    )
+    .unwrap();
+
+    // A placeholder that cannot be filled: every missing key of every file, nothing uploaded.
+    let partial = BTreeMap::from([("hostname".to_string(), "boot1".to_string())]);
+    let err = nixos::push_config(&remote, repo.path(), &partial)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BootstrapError::MissingKeys(m) if m.len() == 1),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "missing values for placeholders: modules/base.nix: ip"
+    );
+    assert!(!node.etc_nixos.join("configuration.nix").exists());
+
+    let vars = BTreeMap::from([
+        ("hostname".to_string(), "boot1".to_string()),
+        ("ip".to_string(), node.ip.to_string()),
+    ]);
+    let sink = tasks::ssh::Discard;
+    nixos::install(&remote, "nixos-24.11", &sink).await.unwrap();
+    nixos::push_config(&remote, repo.path(), &vars)
+        .await
+        .unwrap();
+    let rendered = std::fs::read_to_string(node.etc_nixos.join("modules/base.nix")).unwrap();
+    assert_eq!(
+        rendered,
+        format!(
+            "{{ ... }}: {{ networking.extraHosts = \"{} boot1\"; }}\n",
+            node.ip
+        )
+    );
+    nixos::rebuild(&remote, &sink).await.unwrap();
+    assert!(nixos::verify(&remote).await.unwrap().contains("Vicuna"));
+
+    // A bad .nix file fails the rebuild with the parser's message.
+    std::fs::write(
+        repo.path().join("modules/base.nix"),
+        "{ ... }: { broken = ; }\n",
+    )
+    .unwrap();
+    nixos::push_config(&remote, repo.path(), &vars)
+        .await
+        .unwrap();
+    let err = nixos::rebuild(&remote, &sink).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("exited with 1") && text.contains("syntax error"),
+        "{text}"
+    );
+    assert!(text.contains("/etc/nixos/modules/base.nix"), "{text}");
+    remote.close().await.unwrap();
+}

@@ -1,8 +1,10 @@
 //! [`Provider`]: where a cluster's servers come from: Hetzner Cloud, or a fixed list.
 
 mod hetzner;
+mod selfhosted;
 
 pub use hetzner::Hetzner;
+pub use selfhosted::SelfHosted;
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;
