@@ -1,20 +1,29 @@
 //! # tasks: the adapters that touch the world
 //!
-//! Plain async clients with no knowledge of the engine: a Hetzner provider,
-//! SSH remote execution, the etcd registry, the certificate authority, age
-//! secrets and Nix configuration rendering. Workflows wrap them in steps.
+//! Plain async clients with no knowledge of the engine; workflows wrap them
+//! in steps. Each one is honest about failure: errors say whether a retry can
+//! help (`is_retryable`), and nothing reports success that did not happen.
+//!
+//! - [`provider`]: where servers come from. [`provider::Hetzner`] (the
+//!   `hcloud` crate's models over reqwest/rustls) creates servers labelled for
+//!   their cluster, adopting one that already exists, lists every page, waits
+//!   out 429s as the headers say; [`provider::SelfHosted`] reads `servers.yaml`.
+//! - [`ssh`]: [`ssh::Remote`] runs commands (exit codes checked, lines
+//!   streamed), uploads files and trees, pipes secrets on stdin and forwards
+//!   ports, with host keys pinned per cluster.
+//! - [`nixos`]: renders `[%%key%%]` placeholders ([`render`]), uploads
+//!   `/etc/nixos`, installs NixOS, rebuilds and verifies.
 //!
 //! ```text
-//!   workflows ──► tasks ──► Hetzner API / sshd / etcd / files
+//!   workflows ──► tasks::provider ──► Hetzner API (or servers.yaml)
+//!             ──► tasks::ssh      ──► sshd on the nodes ──► tasks::nixos
 //! ```
-//!
-//! This crate starts with the placeholder renderer every node bootstrap needs;
-//! the clients land with their issues.
 //!
 //! ```
 //! use std::collections::BTreeMap;
 //! let vars = BTreeMap::from([("ip".to_string(), "10.0.0.1".to_string())]);
 //! assert_eq!(tasks::render("addr = [%%ip%%];", &vars).unwrap(), "addr = 10.0.0.1;");
+//! assert!(tasks::render("[%%ip%%] [%%gw%%]", &vars).unwrap_err().to_string().contains("gw"));
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -80,6 +80,14 @@ async fn creates_40_servers_concurrently_and_lists_only_its_cluster_across_pages
             .all(|s| s.status == "running" && s.ipv4.is_some())
     );
     assert_eq!(created[7].node(), Some("node07"));
+    // The placement group went through the right field: every created server is in it.
+    let in_group = cloud
+        .recorded()
+        .iter()
+        .filter(|r| r.method == "post" && r.path == "/servers" && r.status == 201)
+        .filter(|r| r.body["server"]["placement_group"]["id"] == pg)
+        .count();
+    assert_eq!(in_group, 40);
 
     for i in 0..3 {
         p.create_server(&spec("other", &format!("x{i}")))
