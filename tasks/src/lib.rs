@@ -28,8 +28,10 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ca;
 pub mod nixos;
 pub mod provider;
+pub mod secrets;
 pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
