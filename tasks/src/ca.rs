@@ -324,17 +324,17 @@ impl Ca {
         let revoked_certs = self
             .revoked()
             .iter()
-            .filter_map(|hex| {
+            .map(|hex| {
                 let bytes: Vec<u8> = (0..hex.len())
                     .step_by(2)
                     .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
                     .collect();
-                Some(RevokedCertParams {
+                RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
                     revocation_time: now,
                     reason_code: Some(RevocationReason::CessationOfOperation),
                     invalidity_date: None,
-                })
+                }
             })
             .collect();
         let params = CertificateRevocationListParams {
