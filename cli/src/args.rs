@@ -100,6 +100,51 @@ pub enum Command {
     /// Start runs on a cron schedule (a worker fires them).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Create the cluster's age identity, SSH key and CA in the working directory.
+    ///
+    /// Never overwrites anything that exists; running it again is safe.
+    Init {
+        /// The cluster's name (labels, certificate names); default: the directory's name.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Never prompt (for scripts); init asks nothing today.
+        #[arg(long)]
+        batch: bool,
+    },
+    /// Store and read the cluster's age-encrypted secrets (SECRETS_PASS or the identity).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `nix-infra secrets …`
+#[derive(Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Store a secret (from --secret-file, or stdin; --secret works but shows in `ps`).
+    Store {
+        /// The secret's name.
+        #[arg(long)]
+        name: String,
+        /// The value (visible to other users in the process list).
+        #[arg(long, conflicts_with = "secret_file")]
+        secret: Option<String>,
+        /// A file holding the value.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+    },
+    /// Print a secret's current value to stdout.
+    Get {
+        /// The secret's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List secrets and their versions (never their values).
+    List,
+    /// Delete a secret and all its versions.
+    Remove {
+        /// The secret's name.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// `nix-infra schedule …`

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod args;
+mod cluster;
 mod progress;
 mod runs;
 mod schedules;
@@ -102,6 +103,17 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Init { cluster, batch: _ } => {
+            let dir = &cli.global.working_dir;
+            let name = cluster.unwrap_or_else(|| {
+                std::fs::canonicalize(dir)
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+                    .unwrap_or_else(|| "cluster".into())
+            });
+            cluster::init(dir, &name, cli.global.output)
+        }
+        Command::Secrets(cmd) => cluster::secrets(&cli.global.working_dir, cmd, cli.global.output),
         Command::Worker { concurrency, queue } => {
             let ctx = Context::open(cli.global).await?;
             worker::run(&ctx, concurrency as usize, &queue).await

@@ -1,0 +1,181 @@
+//! `nix-infra init` and `nix-infra secrets …`: the cluster directory's keys, CA and secrets.
+//!
+//! Layout: `keys/age.key` (the cluster identity), `keys/id_ed25519` (the SSH
+//! key), `ca/` (root and intermediate CA, node certificates), `secrets/`.
+
+use crate::args::SecretsCommand;
+use crate::{Failure, Output};
+use age::secrecy::{ExposeSecret, SecretSlice, SecretString};
+use anyhow::anyhow;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use tasks::ca::Ca;
+use tasks::secrets::{SecretKey, SecretStore, write_identity};
+
+/// The identity file under a cluster directory.
+pub fn identity_path(dir: &Path) -> PathBuf {
+    dir.join("keys").join("age.key")
+}
+
+/// Variables from the cluster's `.env` (missing file: none).
+pub fn read_env(dir: &Path) -> Result<BTreeMap<String, String>, Failure> {
+    let path = dir.join(".env");
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let iter = dotenvy::from_path_iter(&path)
+        .map_err(|e| Failure::Usage(anyhow!("cannot read {}: {e}", path.display())))?;
+    iter.map(|item| item.map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display()))))
+        .collect()
+}
+
+/// The key secrets use: `SECRETS_PASS` (environment, then `.env`), else the identity.
+pub fn secret_key(dir: &Path) -> Result<SecretKey, Failure> {
+    let pass = std::env::var("SECRETS_PASS")
+        .ok()
+        .or_else(|| read_env(dir).ok()?.get("SECRETS_PASS").cloned())
+        .filter(|p| !p.is_empty());
+    if let Some(p) = pass {
+        return Ok(SecretKey::Passphrase(SecretString::from(p)));
+    }
+    SecretKey::load_identity(&identity_path(dir))
+        .map_err(|e| Failure::Usage(anyhow!("{e} (run `nix-infra init`, or set SECRETS_PASS)")))
+}
+
+/// `nix-infra init`: creates what is missing, never overwrites.
+pub fn init(dir: &Path, cluster: &str, output: Output) -> Result<(), Failure> {
+    let io = |e: &dyn std::fmt::Display| Failure::Other(anyhow!("{e}"));
+    std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
+    let mut made = Vec::new();
+    let mut kept = Vec::new();
+    let id = identity_path(dir);
+    if id.exists() {
+        kept.push("keys/age.key");
+    } else {
+        write_identity(&id).map_err(|e| io(&e))?;
+        made.push("keys/age.key");
+    }
+    let ssh = dir.join("keys").join("id_ed25519");
+    if ssh.exists() {
+        kept.push("keys/id_ed25519");
+    } else {
+        let status = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                &format!("nix-infra@{cluster}"),
+                "-f",
+            ])
+            .arg(&ssh)
+            .status()
+            .map_err(|e| io(&format!("ssh-keygen: {e}")))?;
+        if !status.success() {
+            return Err(io(&"ssh-keygen failed"));
+        }
+        made.push("keys/id_ed25519");
+    }
+    let ca_dir = dir.join("ca");
+    if ca_dir.join("root.pem").exists() {
+        kept.push("ca/");
+    } else {
+        let key = SecretKey::load_identity(&id).map_err(|e| io(&e))?;
+        Ca::init(&ca_dir, key, cluster).map_err(|e| io(&e))?;
+        made.push("ca/");
+    }
+    std::fs::create_dir_all(dir.join("secrets")).map_err(|e| io(&e))?;
+    if output == Output::Json {
+        println!("{}", serde_json::json!({"created": made, "kept": kept}));
+    } else {
+        for m in &made {
+            println!("created {m}");
+        }
+        for k in &kept {
+            println!("kept    {k} (exists; init never overwrites)");
+        }
+    }
+    Ok(())
+}
+
+/// `nix-infra secrets …`.
+pub fn secrets(dir: &Path, cmd: SecretsCommand, output: Output) -> Result<(), Failure> {
+    let store = SecretStore::new(dir.join("secrets"), secret_key(dir)?);
+    let fail = |e: tasks::secrets::SecretError| match e {
+        tasks::secrets::SecretError::Io(_) => Failure::Other(e.into()),
+        other => Failure::Usage(other.into()),
+    };
+    match cmd {
+        SecretsCommand::Store {
+            name,
+            secret,
+            secret_file,
+        } => {
+            let value = match (secret, secret_file) {
+                (Some(s), None) => {
+                    eprintln!(
+                        "warning: --secret is visible to other users in the process list; prefer --secret-file or stdin"
+                    );
+                    s.into_bytes()
+                }
+                (None, Some(f)) => std::fs::read(&f)
+                    .map_err(|e| Failure::Usage(anyhow!("cannot read {}: {e}", f.display())))?,
+                (None, None) => {
+                    if std::io::stdin().is_terminal() {
+                        eprintln!("reading the secret from stdin (end with Ctrl-D)");
+                    }
+                    let mut v = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut v)
+                        .map_err(|e| Failure::Other(e.into()))?;
+                    v
+                }
+                (Some(_), Some(_)) => unreachable!("clap: conflicting arguments"),
+            };
+            if value.is_empty() {
+                return Err(Failure::Usage(anyhow!(
+                    "the secret is empty; nothing stored"
+                )));
+            }
+            let v = store
+                .store(&name, &SecretSlice::from(value))
+                .map_err(fail)?;
+            if output == Output::Json {
+                println!("{}", serde_json::json!({"name": name, "version": v}));
+            } else {
+                println!("stored secret {name} (version {v})");
+            }
+        }
+        SecretsCommand::Get { name } => {
+            let v = store.get(&name).map_err(fail)?;
+            let mut out = std::io::stdout();
+            out.write_all(v.expose_secret())
+                .and_then(|_| out.flush())
+                .map_err(|e| Failure::Other(e.into()))?;
+        }
+        SecretsCommand::List => {
+            let list = store.list().map_err(fail)?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string(&list).unwrap_or_default());
+            } else if list.is_empty() {
+                println!("no secrets");
+            } else {
+                for s in list {
+                    let pending = s
+                        .pending
+                        .map(|p| format!(" (v{p} staged)"))
+                        .unwrap_or_default();
+                    println!("{:<32} v{}{pending}", s.name, s.current.unwrap_or(0));
+                }
+            }
+        }
+        SecretsCommand::Remove { name } => {
+            store.remove(&name).map_err(fail)?;
+            println!("removed secret {name}");
+        }
+    }
+    Ok(())
+}
