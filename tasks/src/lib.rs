@@ -31,6 +31,7 @@
 pub mod ca;
 pub mod nixos;
 pub mod provider;
+pub mod registry;
 pub mod secrets;
 pub mod ssh;
 
