@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod ca;
+pub mod deploy;
 pub mod nixos;
 pub mod provider;
 pub mod registry;

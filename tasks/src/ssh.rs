@@ -357,15 +357,23 @@ impl Remote {
     }
 }
 
+/// Streams lines to `sink` and returns the output exactly as it came.
 async fn lines(r: impl AsyncRead + Unpin, stream: Stream, sink: &dyn LineSink) -> String {
-    let mut all = String::new();
-    let mut reader = BufReader::new(r).lines();
-    while let Ok(Some(line)) = reader.next_line().await {
-        sink.line(stream, &line);
-        all.push_str(&line);
-        all.push('\n');
+    let mut all = Vec::new();
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                sink.line(stream, line.trim_end_matches(['\n', '\r']));
+                all.extend_from_slice(&buf);
+            }
+        }
     }
-    all
+    String::from_utf8_lossy(&all).into_owned()
 }
 
 /// Quotes a word for `sh`.

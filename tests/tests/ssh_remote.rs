@@ -358,3 +358,80 @@ async fn bootstrap_renders_installs_rebuilds_and_reports_nix_errors() {
     assert!(text.contains("/etc/nixos/modules/base.nix"), "{text}");
     remote.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_nodes_on_stdin_encrypted_and_are_pruned() {
+    use age::secrecy::{ExposeSecret, SecretSlice};
+    use tasks::deploy;
+    use tasks::secrets::{SecretKey, SecretStore, write_identity};
+    let f = fixture(Duration::ZERO).await;
+    let (remote, node) = f.node("sec1").await;
+    // Audit every command line that reaches systemd-creds on the node.
+    let audit =
+        "#!/bin/sh\necho \"$0 $*\" >> /var/lib/argv.log\nexec /usr/bin/systemd-creds \"$@\"\n";
+    remote
+        .upload(audit.as_bytes(), "/usr/local/sbin/systemd-creds", 0o755)
+        .await
+        .unwrap();
+
+    let value = format!("pw-{}", std::process::id());
+    deploy::deploy_secret(
+        &remote,
+        "db",
+        &SecretSlice::from(value.clone().into_bytes()),
+    )
+    .await
+    .unwrap();
+    deploy::deploy_secret(&remote, "old", &SecretSlice::from(b"stale".to_vec()))
+        .await
+        .unwrap();
+    let stored = std::fs::read(node.root.join("secrets/db")).unwrap();
+    assert!(
+        !stored.windows(value.len()).any(|w| w == value.as_bytes()),
+        "encrypted on the node"
+    );
+    let mode = std::fs::metadata(node.root.join("secrets"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    let out = remote
+        .run(
+            "systemd-creds decrypt --name=db /root/secrets/db -",
+            None,
+            &tasks::ssh::Discard,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, value);
+    let argv = std::fs::read_to_string(node.var_lib.join("argv.log")).unwrap();
+    assert!(argv.contains("encrypt --name=db"), "{argv}");
+    assert!(
+        !argv.contains(&value),
+        "the value never travels in argv: {argv}"
+    );
+
+    let removed = deploy::prune_secrets(&remote, &["db".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(removed, vec!["old".to_string()]);
+    assert!(node.root.join("secrets/db").exists() && !node.root.join("secrets/old").exists());
+
+    // A remote command's stdout becomes a secret without being printed.
+    let dir = tempfile::tempdir().unwrap();
+    write_identity(&dir.path().join("id")).unwrap();
+    let store = SecretStore::new(
+        dir.path().join("secrets"),
+        SecretKey::load_identity(&dir.path().join("id")).unwrap(),
+    );
+    deploy::save_output_as_secret(&remote, "echo generated-token-42", &store, "token")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("token").unwrap().expose_secret(),
+        b"generated-token-42"
+    );
+    remote.close().await.unwrap();
+}
