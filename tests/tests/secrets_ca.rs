@@ -227,3 +227,54 @@ async fn the_cluster_ca_secures_etcd_and_revokes_a_recreated_nodes_old_certifica
         "destroy revokes what is left"
     );
 }
+
+#[test]
+fn concurrent_certificate_generation_needs_no_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id.key");
+    write_identity(&id).unwrap();
+    Ca::init(
+        &dir.path().join("ca"),
+        SecretKey::load_identity(&id).unwrap(),
+        "c1",
+    )
+    .unwrap();
+    let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
+    // Eight processes' worth of workers race for the same node, and for different nodes.
+    let serials: Vec<(String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (dir, id) = (dir.path().to_path_buf(), id.clone());
+                s.spawn(move || {
+                    let ca =
+                        Ca::load(&dir.join("ca"), SecretKey::load_identity(&id).unwrap()).unwrap();
+                    let shared = ca.node("web1", ip).unwrap().peer.serial;
+                    let own = ca.node(&format!("n{i}"), ip).unwrap().peer.serial;
+                    (shared, own)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let first = &serials[0].0;
+    assert!(
+        serials.iter().all(|(s, _)| s == first),
+        "everyone ends with the winner's certificate"
+    );
+    let mut own: Vec<&String> = serials.iter().map(|(_, o)| o).collect();
+    own.sort();
+    own.dedup();
+    assert_eq!(own.len(), 8);
+    let ca = Ca::load(
+        &dir.path().join("ca"),
+        SecretKey::load_identity(&id).unwrap(),
+    )
+    .unwrap();
+    assert!(ca.revoked().is_empty(), "a lost race revokes nothing");
+    let leftovers = std::fs::read_dir(dir.path().join("ca/nodes"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".issuing"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
