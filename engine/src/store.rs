@@ -58,6 +58,30 @@ pub struct NewRun {
     pub now: Millis,
 }
 
+impl NewRun {
+    /// The record a store writes for this run: pending, unleased.
+    pub fn record(&self) -> crate::model::RunRecord {
+        crate::model::RunRecord {
+            id: self.id.clone(),
+            workflow: self.workflow.clone(),
+            version: self.version,
+            input: self.input.clone(),
+            plan: self.plan.clone(),
+            status: RunStatus::Pending,
+            error: None,
+            forked_from: self.forked_from.clone(),
+            resources: self.resources.clone(),
+            cancel_requested: false,
+            lease_owner: None,
+            lease_epoch: 0,
+            lease_expires_at: None,
+            created_at: self.now,
+            updated_at: self.now,
+            finished_at: None,
+        }
+    }
+}
+
 /// The result of [`Store::create_run`].
 #[derive(Clone, Debug)]
 pub enum Created {

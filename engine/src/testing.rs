@@ -38,24 +38,7 @@ impl Store for MemoryStore {
         if let Some(existing) = d.runs.get(&run.id) {
             return Ok(Created::Existing(existing.clone()));
         }
-        let record = RunRecord {
-            id: run.id.clone(),
-            workflow: run.workflow.clone(),
-            version: run.version,
-            input: run.input.clone(),
-            plan: run.plan.clone(),
-            status: RunStatus::Pending,
-            error: None,
-            forked_from: run.forked_from.clone(),
-            resources: run.resources.clone(),
-            cancel_requested: false,
-            lease_owner: None,
-            lease_epoch: 0,
-            lease_expires_at: None,
-            created_at: run.now,
-            updated_at: run.now,
-            finished_at: None,
-        };
+        let record = run.record();
         let copied = run
             .copied
             .iter()

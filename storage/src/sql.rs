@@ -191,24 +191,7 @@ impl Store for SqlStore {
         if !inserted {
             return Ok(Created::Existing(self.load_run(&run.id).await?.run));
         }
-        Ok(Created::New(RunRecord {
-            id: run.id.clone(),
-            workflow: run.workflow.clone(),
-            version: run.version,
-            input: run.input.clone(),
-            plan: run.plan.clone(),
-            status: RunStatus::Pending,
-            error: None,
-            forked_from: run.forked_from.clone(),
-            resources: run.resources.clone(),
-            cancel_requested: false,
-            lease_owner: None,
-            lease_epoch: 0,
-            lease_expires_at: None,
-            created_at: run.now,
-            updated_at: run.now,
-            finished_at: None,
-        }))
+        Ok(Created::New(run.record()))
     }
 
     async fn acquire_lease(
