@@ -5,7 +5,7 @@ use crate::rows::{self, db, run_columns};
 use async_trait::async_trait;
 use engine::{
     Ack, CancelOutcome, Created, Lease, LogLine, Millis, NewRun, RunFilter, RunRecord, RunState,
-    RunStatus, Schedule, Store, StoreError, Transition,
+    Schedule, Store, StoreError, Transition,
 };
 use sqlx::{PgPool, QueryBuilder, SqlitePool};
 
