@@ -114,6 +114,27 @@ pub enum Command {
     /// Store and read the cluster's age-encrypted secrets (SECRETS_PASS or the identity).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// A local stand-in for Hetzner Cloud whose servers are sshd "nodes" on loopback (needs root).
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+/// `nix-infra sandbox …`
+#[derive(Subcommand, Debug)]
+pub enum SandboxCommand {
+    /// Start the sandbox in the background and point DIR/.env at it.
+    Up,
+    /// Stop the sandbox and every node it booted; take it out of DIR/.env.
+    Down,
+    /// Say whether the sandbox runs, and where.
+    Status,
+    /// Run the sandbox in the foreground (what `up` starts).
+    #[command(hide = true)]
+    Serve {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// `nix-infra secrets …`

@@ -6,6 +6,7 @@ mod args;
 mod cluster;
 mod progress;
 mod runs;
+mod sandbox;
 mod schedules;
 mod views;
 mod worker;
@@ -112,6 +113,15 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     .unwrap_or_else(|| "cluster".into())
             });
             cluster::init(dir, &name, cli.global.output)
+        }
+        Command::Sandbox(cmd) => {
+            let dir = &cli.global.working_dir;
+            match cmd {
+                args::SandboxCommand::Up => sandbox::up(dir, cli.global.output),
+                args::SandboxCommand::Down => sandbox::down(dir, cli.global.output),
+                args::SandboxCommand::Status => sandbox::status(dir, cli.global.output),
+                args::SandboxCommand::Serve { listen } => sandbox::serve(listen).await,
+            }
         }
         Command::Secrets(cmd) => cluster::secrets(&cli.global.working_dir, cmd, cli.global.output),
         Command::Worker { concurrency, queue } => {

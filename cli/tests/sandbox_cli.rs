@@ -1,0 +1,116 @@
+//! `nix-infra sandbox`: a local Hetzner stand-in the ordinary tooling talks to.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+use tasks::provider::{Hetzner, Provider, ServerSpec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nix-infra");
+
+fn cli(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("-d").arg(dir);
+    c
+}
+
+fn env_file(dir: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join(".env"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Stops the sandbox even when the test fails half-way (it runs detached on purpose).
+struct Down(std::path::PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = cli(&self.0).args(["sandbox", "down"]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_up_serves_hetzner_and_down_removes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let _down = Down(dir.path().to_path_buf());
+    std::fs::write(dir.path().join(".env"), "SECRETS_PASS=untouched\n").unwrap();
+    let out = cli(dir.path())
+        .args(["sandbox", "up", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = env_file(dir.path());
+    assert_eq!(env["SECRETS_PASS"], "untouched");
+    let endpoint = env["HCLOUD_ENDPOINT"].clone();
+    assert!(endpoint.starts_with("http://127.0.0.1:"));
+
+    // The ordinary provider code, pointed at the sandbox by the .env values.
+    let p = Hetzner::new(&endpoint, &env["HCLOUD_TOKEN"])
+        .unwrap()
+        .with_action_poll(Duration::from_millis(50));
+    let key = std::fs::read_to_string(dir.path().join("key.pub")).unwrap_or_else(|_| {
+        let path = dir.path().join("key");
+        assert!(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", ""])
+                .arg("-f")
+                .arg(&path)
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::read_to_string(path.with_extension("pub")).unwrap()
+    });
+    p.ensure_ssh_key("sandbox", &key).await.unwrap();
+    let server = p
+        .create_server(&ServerSpec {
+            cluster: "demo".into(),
+            node: "node1".into(),
+            role: "ctrl".into(),
+            server_type: "cx22".into(),
+            image: "debian-12".into(),
+            location: None,
+            ssh_key: "sandbox".into(),
+            placement_group: None,
+            user_data: None,
+        })
+        .await
+        .unwrap();
+    let ssh: SocketAddr = format!("{}:22", server.ipv4.unwrap()).parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&ssh, Duration::from_millis(200)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = cli(dir.path()).args(["sandbox", "up"]).output().unwrap();
+    assert!(
+        again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("already running")
+    );
+
+    let out = cli(dir.path()).args(["sandbox", "down"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        TcpStream::connect_timeout(&ssh, Duration::from_millis(200)).is_err(),
+        "its nodes stop with it"
+    );
+    let env = env_file(dir.path());
+    assert!(!env.contains_key("HCLOUD_ENDPOINT") && env["SECRETS_PASS"] == "untouched");
+    let status = cli(dir.path())
+        .args(["sandbox", "status", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("\"stopped\""));
+}
