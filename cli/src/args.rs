@@ -117,6 +117,37 @@ pub enum Command {
     /// A local stand-in for Hetzner Cloud whose servers are sshd "nodes" on loopback (needs root).
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Node lifecycles on the cluster in the working directory.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `nix-infra cluster …`
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Create (or adopt) a server per node, wait for SSH, install NixOS and verify it.
+    ///
+    /// Runs `node.provision` as a durable run: if it fails or is interrupted,
+    /// `runs resume` continues it, and servers that exist are adopted, never doubled.
+    Provision {
+        /// The nodes, space-separated: --target "node1 node2".
+        #[arg(long, required = true)]
+        target: String,
+        /// Their role: ctrl, cluster or ingress.
+        #[arg(long, default_value = "cluster")]
+        role: String,
+        /// Hetzner server type.
+        #[arg(long, default_value = "cx22")]
+        server_type: String,
+        /// Image to start from.
+        #[arg(long, default_value = "ubuntu-24.04")]
+        image: String,
+        /// Hetzner location.
+        #[arg(long)]
+        location: Option<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
 }
 
 /// `nix-infra sandbox …`

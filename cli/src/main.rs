@@ -4,6 +4,7 @@
 
 mod args;
 mod cluster;
+mod lifecycle;
 mod progress;
 mod runs;
 mod sandbox;
@@ -113,6 +114,17 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     .unwrap_or_else(|| "cluster".into())
             });
             cluster::init(dir, &name, cli.global.output)
+        }
+        Command::Cluster(cmd) => {
+            let input = lifecycle::input(&cli.global, &cmd)?;
+            let args::ClusterCommand::Provision { exec, .. } = cmd;
+            runs::check_start(
+                "node.provision",
+                &input.to_string(),
+                cli.global.run_id.as_deref(),
+            )?;
+            let ctx = Context::open(cli.global).await?;
+            lifecycle::start(&ctx, "node.provision", input, &exec).await
         }
         Command::Sandbox(cmd) => {
             let dir = &cli.global.working_dir;

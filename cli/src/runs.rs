@@ -163,7 +163,7 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
 }
 
 /// Queues a run for a worker and prints its id.
-async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Failure> {
+pub async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Failure> {
     let q = crate::worker::open_queue(ctx, queue).await?;
     let added = q
         .enqueue(run_id)
@@ -182,7 +182,7 @@ async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Failure>
 }
 
 /// Executes a run here with progress on stderr; Ctrl-C or SIGTERM cancels it.
-async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(), Failure> {
+pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(), Failure> {
     let mut config = ctx.engine.config().clone();
     config.concurrency = exec.concurrency as usize;
     let engine = ctx.engine.clone().with_config(config);

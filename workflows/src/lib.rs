@@ -12,6 +12,8 @@
 //! Built in so far:
 //! - [`diag`]: `diag.chain` and `diag.fanout`, synthetic workflows for
 //!   checking a setup, for the tests and for the benchmarks.
+//! - [`node`]: `node.provision`, per node: create or adopt the server, wait
+//!   for SSH, install NixOS, verify.
 //!
 //! ```
 //! let registry = workflows::registry();
@@ -23,11 +25,13 @@
 #![warn(missing_docs)]
 
 pub mod diag;
+pub mod node;
 
 /// Every workflow this build knows, ready for [`engine::Engine::new`].
 pub fn registry() -> engine::Registry {
     let mut r = engine::Registry::new();
     r.register(diag::chain());
     r.register(diag::fanout());
+    r.register(node::provision());
     r
 }

@@ -3,7 +3,7 @@
 mod hetzner;
 mod selfhosted;
 
-pub use hetzner::Hetzner;
+pub use hetzner::{DEFAULT_ENDPOINT, Hetzner};
 pub use selfhosted::SelfHosted;
 
 use async_trait::async_trait;
