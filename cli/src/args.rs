@@ -278,10 +278,17 @@ pub enum RunsCommand {
     ///
     /// If the run's previous executor died, this waits for its lease to lapse
     /// (at most --lease-ttl of the dead process). Exits 0 only if the run then
-    /// succeeds.
+    /// succeeds. With --failed, resumes every failed or abandoned run (for CI).
     Resume {
-        /// The run.
-        id: String,
+        /// The run (or use --failed).
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        id: Option<String>,
+        /// Resume every failed or abandoned run, oldest first.
+        #[arg(long)]
+        failed: bool,
+        /// With --failed: only runs of this workflow.
+        #[arg(long, requires = "failed")]
+        workflow: Option<String>,
         #[command(flatten)]
         exec: ExecArgs,
     },

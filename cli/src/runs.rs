@@ -58,12 +58,20 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
             }
             execute(ctx, &run.id.clone(), &exec).await
         }
-        RunsCommand::Resume { id, exec } => {
+        RunsCommand::Resume {
+            id,
+            failed,
+            workflow,
+            exec,
+        } => {
             if exec.detach {
                 return Err(Failure::Usage(anyhow!(
                     "`runs resume` executes here; --detach is for commands that start a run"
                 )));
             }
+            let Some(id) = id.filter(|_| !failed) else {
+                return resume_failed(ctx, workflow, &exec).await;
+            };
             let state = ctx.engine.load(&id).await?;
             if state.run.status == RunStatus::Succeeded {
                 eprintln!("run {id} already succeeded; nothing to resume");
@@ -159,6 +167,43 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
             print!("{}", mermaid(&state));
             Ok(())
         }
+    }
+}
+
+/// Resumes every failed run and every abandoned one (running, lease lapsed), oldest first.
+async fn resume_failed(
+    ctx: &Context,
+    workflow: Option<String>,
+    exec: &ExecArgs,
+) -> Result<(), Failure> {
+    let now = engine::now_millis();
+    let mut runs = ctx
+        .engine
+        .list(&RunFilter {
+            workflow,
+            statuses: vec![RunStatus::Failed, RunStatus::Running],
+            limit: None,
+            id_prefix: None,
+        })
+        .await?;
+    runs.retain(|r| r.status == RunStatus::Failed || r.is_abandoned(now));
+    runs.reverse();
+    if runs.is_empty() {
+        eprintln!("no failed or abandoned runs");
+        return Ok(());
+    }
+    let mut failures = 0;
+    for r in &runs {
+        eprintln!("resuming run {} ({}, {})", r.id, r.workflow, r.status);
+        if execute(ctx, &r.id, exec).await.is_err() {
+            failures += 1;
+        }
+    }
+    eprintln!("{} resumed, {failures} still not succeeded", runs.len());
+    if failures == 0 {
+        Ok(())
+    } else {
+        Err(Failure::RunNotSucceeded)
     }
 }
 

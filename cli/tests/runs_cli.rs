@@ -345,3 +345,39 @@ fn the_default_database_lives_in_the_working_directory() {
     );
     assert!(dir.path().join(".nix-infra/state.db").is_file());
 }
+
+#[test]
+fn resume_failed_picks_up_every_failed_run_for_ci() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = testkit::sqlite_url(dir.path());
+    for id in ["f1", "f2"] {
+        let out = run(cli(&url)
+            .args(["runs", "start", "diag.chain", "--run-id", id])
+            .args([
+                "--input",
+                r#"{"steps":2,"fail_step":1,"fail_times":2,"max_attempts":2}"#,
+            ]));
+        assert_eq!(out.status.code(), Some(1));
+    }
+    let ok = run(cli(&url).args(["runs", "start", "diag.fanout", "--input", r#"{"steps":2}"#]));
+    assert!(ok.status.success());
+    let out = run(cli(&url).args(["runs", "resume", "--failed", "--workflow", "diag.chain"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 resumed, 0 still not succeeded"));
+    for id in ["f1", "f2"] {
+        assert_eq!(show(&url, id)["status"], "succeeded");
+    }
+    let again = run(cli(&url).args(["runs", "resume", "--failed"]));
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no failed or abandoned runs"));
+    let bad = run(cli(&url).args(["runs", "resume"]));
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a run id or --failed is required"
+    );
+}
