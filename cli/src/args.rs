@@ -148,6 +148,14 @@ pub enum ClusterCommand {
         #[command(flatten)]
         exec: ExecArgs,
     },
+    /// Unregister nodes, delete their servers, revoke their certificates, forget their host keys.
+    Destroy {
+        /// The nodes, space-separated: --target "node1 node2".
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
 }
 
 /// `nix-infra sandbox …`

@@ -18,6 +18,19 @@ pub fn input(global: &Global, cmd: &ClusterCommand) -> Result<Value, Failure> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "cluster".into());
+    let targets = |target: &str, role: Option<&str>| -> Result<Vec<Value>, Failure> {
+        let nodes: Vec<Value> = target
+            .split_whitespace()
+            .map(|n| match role {
+                Some(r) => json!({"name": n, "role": r}),
+                None => json!({"name": n}),
+            })
+            .collect();
+        if nodes.is_empty() {
+            return Err(Failure::Usage(anyhow!("--target names no node")));
+        }
+        Ok(nodes)
+    };
     match cmd {
         ClusterCommand::Provision {
             target,
@@ -26,19 +39,13 @@ pub fn input(global: &Global, cmd: &ClusterCommand) -> Result<Value, Failure> {
             image,
             location,
             ..
-        } => {
-            let nodes: Vec<Value> = target
-                .split_whitespace()
-                .map(|n| json!({"name": n, "role": role}))
-                .collect();
-            if nodes.is_empty() {
-                return Err(Failure::Usage(anyhow!("--target names no node")));
-            }
-            Ok(json!({
-                "cluster": cluster, "dir": dir, "nodes": nodes,
-                "server_type": server_type, "image": image, "location": location,
-            }))
-        }
+        } => Ok(json!({
+            "cluster": cluster, "dir": dir, "nodes": targets(target, Some(role))?,
+            "server_type": server_type, "image": image, "location": location,
+        })),
+        ClusterCommand::Destroy { target, .. } => Ok(json!({
+            "cluster": cluster, "dir": dir, "nodes": targets(target, None)?,
+        })),
     }
 }
 

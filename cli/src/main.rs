@@ -117,14 +117,13 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Cluster(cmd) => {
             let input = lifecycle::input(&cli.global, &cmd)?;
-            let args::ClusterCommand::Provision { exec, .. } = cmd;
-            runs::check_start(
-                "node.provision",
-                &input.to_string(),
-                cli.global.run_id.as_deref(),
-            )?;
+            let (workflow, exec) = match cmd {
+                args::ClusterCommand::Provision { exec, .. } => ("node.provision", exec),
+                args::ClusterCommand::Destroy { exec, .. } => ("node.destroy", exec),
+            };
+            runs::check_start(workflow, &input.to_string(), cli.global.run_id.as_deref())?;
             let ctx = Context::open(cli.global).await?;
-            lifecycle::start(&ctx, "node.provision", input, &exec).await
+            lifecycle::start(&ctx, workflow, input, &exec).await
         }
         Command::Sandbox(cmd) => {
             let dir = &cli.global.working_dir;

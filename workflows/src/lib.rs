@@ -12,8 +12,9 @@
 //! Built in so far:
 //! - [`diag`]: `diag.chain` and `diag.fanout`, synthetic workflows for
 //!   checking a setup, for the tests and for the benchmarks.
-//! - [`node`]: `node.provision`, per node: create or adopt the server, wait
-//!   for SSH, install NixOS, verify.
+//! - [`node`]: `node.provision` (create or adopt the server, wait for SSH,
+//!   install NixOS, verify) and `node.destroy` (unregister, delete, revoke,
+//!   forget the host key), per node.
 //!
 //! ```
 //! let registry = workflows::registry();
@@ -33,5 +34,6 @@ pub fn registry() -> engine::Registry {
     r.register(diag::chain());
     r.register(diag::fanout());
     r.register(node::provision());
+    r.register(node::destroy());
     r
 }

@@ -214,3 +214,141 @@ pub fn provision() -> Workflow {
             Ok(json!({ "nixos_version": version }))
         })
 }
+
+/// The input of `node.destroy`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestroyInput {
+    /// Cluster name (labels).
+    pub cluster: String,
+    /// The cluster directory.
+    pub dir: PathBuf,
+    /// The nodes.
+    pub nodes: Vec<NodeInput>,
+}
+
+/// The `node.destroy` workflow: unregister → delete the server → revoke its certificates → forget its host key.
+pub fn destroy() -> Workflow {
+    Workflow::new("node.destroy", 1)
+        .about("Unregister, delete the server, revoke the certificates and forget the host key of each node. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\"}]}")
+        .resources(|input| {
+            input["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["name"].as_str().map(|n| format!("node/{n}")))
+                .collect()
+        })
+        .planner(|input| {
+            let i: DestroyInput = serde_json::from_value(input.clone()).map_err(|e| PlanError::Input(e.to_string()))?;
+            if i.nodes.is_empty() {
+                return Err(PlanError::Input("no nodes to destroy".into()));
+            }
+            let retry = RetryPolicy { max_attempts: 5, initial_backoff_ms: 1_000, ..RetryPolicy::default() };
+            let mut steps = Vec::new();
+            for n in &i.nodes {
+                let p = json!({ "node": n.name });
+                let s = |stage: &str| format!("{stage}/{}", n.name);
+                steps.push(StepSpec::new(s("unregister"), "unregister").params(p.clone()).retry(retry.clone()));
+                steps.push(StepSpec::new(s("delete"), "delete").after(s("unregister")).params(p.clone()).retry(retry.clone()));
+                steps.push(StepSpec::new(s("revoke"), "revoke").after(s("delete")).params(p.clone()));
+                steps.push(StepSpec::new(s("forget"), "forget").after(s("delete")).params(p));
+            }
+            Ok(Plan::new(steps))
+        })
+        .step("unregister", |ctx| async move {
+            let i: DestroyInput = ctx.input()?;
+            let node = node_param(&ctx)?;
+            let Some(endpoints) = env_value(&i.dir, "ETCD_ENDPOINTS") else {
+                ctx.log.info("no registry configured (ETCD_ENDPOINTS); nothing to unregister");
+                return Ok(json!({ "unregistered": false }));
+            };
+            let reg = registry(&i.dir, &endpoints).await?;
+            reg.unregister_node(&node).await.map_err(StepError::retryable)?;
+            Ok(json!({ "unregistered": true }))
+        })
+        .step("delete", |ctx| async move {
+            let i: DestroyInput = ctx.input()?;
+            let node = node_param(&ctx)?;
+            let p = hetzner_for(&i.dir)?;
+            let found = p.list_servers(&i.cluster).await.map_err(provider_error)?;
+            let mut ipv4 = None;
+            for s in found.into_iter().filter(|s| s.node() == Some(node.as_str())) {
+                p.delete_server(s.id).await.map_err(provider_error)?;
+                ctx.log.info(format!("deleted server {} ({})", s.name, s.id));
+                ipv4 = s.ipv4;
+            }
+            Ok(json!({ "ipv4": ipv4 }))
+        })
+        .step("revoke", |ctx| async move {
+            let i: DestroyInput = ctx.input()?;
+            let node = node_param(&ctx)?;
+            if !i.dir.join("ca/root.pem").exists() {
+                return Ok(json!({ "revoked": 0 }));
+            }
+            let key = tasks::secrets::SecretKey::load_identity(&i.dir.join("keys/age.key")).map_err(StepError::permanent)?;
+            let ca = tasks::ca::Ca::load(&i.dir.join("ca"), key).map_err(StepError::permanent)?;
+            let n = ca.revoke_node(&node).map_err(StepError::retryable)?;
+            ctx.log.info(format!("revoked {n} certificate(s)"));
+            Ok(json!({ "revoked": n }))
+        })
+        .step("forget", |ctx| async move {
+            let i: DestroyInput = ctx.input()?;
+            let deleted: serde_json::Value = ctx.deps.values().next().cloned().unwrap_or_default();
+            let known = i.dir.join("ssh/known_hosts");
+            if let (Some(ip), true) = (deleted["ipv4"].as_str(), known.exists()) {
+                let out = std::process::Command::new("ssh-keygen")
+                    .arg("-R")
+                    .arg(ip)
+                    .arg("-f")
+                    .arg(&known)
+                    .output()
+                    .map_err(StepError::permanent)?;
+                if !out.status.success() {
+                    return Err(StepError::permanent(String::from_utf8_lossy(&out.stderr)));
+                }
+                let _ = std::fs::remove_file(known.with_extension("old"));
+                ctx.log.info(format!("forgot the host key of {ip}"));
+            }
+            Ok(json!({}))
+        })
+}
+
+fn node_param(ctx: &StepContext) -> Result<String, StepError> {
+    let p: serde_json::Value = ctx.params()?;
+    p["node"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| StepError::permanent("step without a node"))
+}
+
+fn env_value(dir: &Path, key: &str) -> Option<String> {
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            let text = std::fs::read_to_string(dir.join(".env")).ok()?;
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        })
+}
+
+/// Connects to the cluster's etcd with the orchestrator's certificate.
+async fn registry(dir: &Path, endpoints: &str) -> Result<tasks::registry::Registry, StepError> {
+    use age::secrecy::ExposeSecret;
+    let key = tasks::secrets::SecretKey::load_identity(&dir.join("keys/age.key"))
+        .map_err(StepError::permanent)?;
+    let ca = tasks::ca::Ca::load(&dir.join("ca"), key).map_err(StepError::permanent)?;
+    let me = ca.orchestrator().map_err(StepError::permanent)?;
+    let tls = tasks::registry::RegistryTls {
+        ca_pem: ca.root_pem().into(),
+        cert_pem: me.cert_pem.clone(),
+        key_pem: me.key_pem.expose_secret().into(),
+    };
+    let endpoints: Vec<String> = endpoints.split(',').map(|s| s.trim().to_string()).collect();
+    tasks::registry::Registry::connect(&endpoints, Some(&tls))
+        .await
+        .map_err(StepError::retryable)
+}
