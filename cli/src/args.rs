@@ -120,6 +120,14 @@ pub enum Command {
     /// Node lifecycles on the cluster in the working directory.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Try it: on the local sandbox, provision four nodes with NixOS, show them, destroy them.
+    ///
+    /// Needs root (the sandbox's nodes). Uses -d DIR, or ./nix-infra-demo.
+    Demo {
+        /// Leave the nodes and the sandbox running afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 /// `nix-infra cluster …`

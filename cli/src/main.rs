@@ -4,6 +4,7 @@
 
 mod args;
 mod cluster;
+mod demo;
 mod lifecycle;
 mod progress;
 mod runs;
@@ -125,6 +126,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             let ctx = Context::open(cli.global).await?;
             lifecycle::start(&ctx, workflow, input, &exec).await
         }
+        Command::Demo { keep } => demo::run(&cli.global, keep).await,
         Command::Sandbox(cmd) => {
             let dir = &cli.global.working_dir;
             match cmd {

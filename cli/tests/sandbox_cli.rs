@@ -114,3 +114,48 @@ async fn sandbox_up_serves_hetzner_and_down_removes_everything() {
         .unwrap();
     assert!(String::from_utf8_lossy(&status.stdout).contains("\"stopped\""));
 }
+
+#[test]
+fn the_demo_provisions_four_nixos_nodes_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let _down = Down(dir.path().to_path_buf());
+    let out = cli(dir.path()).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in ["ctrl1", "worker1", "worker2", "ingress1"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("{node} missing: {stdout}"));
+        assert!(line.contains("127.") && line.contains("(Vicuna)"), "{line}");
+    }
+    assert!(stdout.contains("runs show"));
+    assert!(stdout.contains("sandbox stopped"));
+    let status = cli(dir.path())
+        .args(["sandbox", "status", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("\"stopped\""));
+    let runs = cli(dir.path())
+        .args(["runs", "list", "--output", "json"])
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let workflows: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["workflow"].as_str().unwrap())
+        .collect();
+    assert_eq!(workflows, ["node.destroy", "node.provision"]);
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "succeeded")
+    );
+}

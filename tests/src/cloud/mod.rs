@@ -85,12 +85,14 @@ impl Shared {
     fn allocate_ip(&self) -> Result<Ipv4Addr, api::ApiError> {
         let mut block = self.ip_block.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..65_000 {
+            // The next address, never .0 or .255.
             let (a, b, c) = *block;
             *block = match (b, c) {
-                (_, 254) if b == 254 => (a, 1, 1),
+                (254, 254) => (a, 1, 1),
                 (_, 254) => (a, b + 1, 1),
                 _ => (a, b, c + 1),
             };
+            let (a, b, c) = *block;
             let ip = Ipv4Addr::new(127, a, b, c);
             // Another test process may use the same block: only take an address
             // whose SSH port is free.
