@@ -34,6 +34,16 @@ pub async fn run(global: &Global, keep: bool) -> Result<(), Failure> {
     cluster::init(&dir, "demo", Output::Text)?;
     eprintln!("== 2/5 sandbox cloud");
     sandbox::up(&dir, Output::Text)?;
+    let result = lifecycle(global, &dir, keep).await;
+    if !keep {
+        // Whatever happened above, leave no sandbox (and no nodes) behind.
+        sandbox::down(&dir, Output::Text)?;
+    }
+    result
+}
+
+async fn lifecycle(global: &Global, dir: &Path, keep: bool) -> Result<(), Failure> {
+    let dir = dir.to_path_buf();
     let mut g = global.clone();
     g.working_dir = dir.clone();
     g.database_url = None; // the demo's own SQLite state, in the demo directory
@@ -87,7 +97,7 @@ pub async fn run(global: &Global, keep: bool) -> Result<(), Failure> {
         );
         return provisioned;
     }
-    eprintln!("== 5/5 destroy and stop the sandbox");
+    eprintln!("== 5/5 destroy the nodes, then stop the sandbox");
     let names: Vec<_> = NODES.iter().map(|(n, _)| json!({"name": n})).collect();
     let input = json!({"cluster": "demo", "dir": dir, "nodes": names});
     let destroy = ctx
@@ -98,6 +108,5 @@ pub async fn run(global: &Global, keep: bool) -> Result<(), Failure> {
         .id
         .clone();
     let destroyed = runs::execute(&ctx, &destroy, &exec()).await;
-    sandbox::down(&dir, Output::Text)?;
     provisioned.and(destroyed)
 }
