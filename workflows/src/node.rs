@@ -166,8 +166,11 @@ pub fn provision() -> Workflow {
             let p = hetzner_for(&i.dir)?;
             let public = std::fs::read_to_string(i.dir.join("keys/id_ed25519.pub"))
                 .map_err(|e| StepError::permanent(format!("no cluster SSH key (run `nix-infra init`): {e}")))?;
-            let key_name = format!("nix-infra-{}", i.cluster);
-            p.ensure_ssh_key(&key_name, &public).await.map_err(provider_error)?;
+            let key = p
+                .ensure_ssh_key(&format!("nix-infra-{}", i.cluster), &public)
+                .await
+                .map_err(provider_error)?;
+            let key_name = key.name;
             let pg = p.ensure_placement_group(&format!("{}-spread", i.cluster)).await.map_err(provider_error)?;
             ctx.log.info(format!("ssh key {key_name}, placement group {pg}"));
             Ok(json!({ "key_name": key_name, "placement_group": pg }))

@@ -297,6 +297,17 @@ impl Provider for Hetzner {
                 fingerprint: k.fingerprint,
             });
         }
+        // Hetzner refuses a second key with the same fingerprint: adopt it under its own name.
+        let same: models::ListSshKeysResponse = self
+            .get(&format!("/ssh_keys?fingerprint={}", urlencode(&wanted)))
+            .await?;
+        if let Some(k) = same.ssh_keys.into_iter().next() {
+            return Ok(SshKeyInfo {
+                id: k.id,
+                name: k.name,
+                fingerprint: k.fingerprint,
+            });
+        }
         let mut req = models::CreateSshKeyRequest::new(name.into(), public_key.trim().into());
         req.labels = Some(
             [("nix-infra".to_string(), "true".to_string())]

@@ -125,7 +125,8 @@ impl ProviderError {
 /// A source of servers for a cluster.
 #[async_trait]
 pub trait Provider: Send + Sync {
-    /// Makes sure an SSH key of this name exists with this public key.
+    /// Makes sure the public key is uploaded; returns it, under the name it has
+    /// (an identical key uploaded under another name is adopted, not duplicated).
     async fn ensure_ssh_key(
         &self,
         name: &str,

@@ -159,6 +159,7 @@ async fn record(Ext(app): App, req: Request, next: Next) -> Response {
 #[derive(Deserialize, Default)]
 struct ListQuery {
     name: Option<String>,
+    fingerprint: Option<String>,
     label_selector: Option<String>,
     page: Option<usize>,
     per_page: Option<usize>,
@@ -199,6 +200,7 @@ async fn list_ssh_keys(Ext(app): App, Query(q): Query<ListQuery>) -> Reply {
         &q,
         s.ssh_keys
             .values()
+            .filter(|k| q.fingerprint.as_ref().is_none_or(|f| &k.fingerprint == f))
             .map(|k| (k.clone(), k.name.clone(), k.labels.clone())),
     )?;
     let keys: Vec<Value> = keys.iter().map(State::ssh_key_json).collect();
