@@ -49,6 +49,12 @@ async fn creates_40_servers_concurrently_and_lists_only_its_cluster_across_pages
     p.ensure_ssh_key("nix-infra", KEY).await.unwrap();
     let again = p.ensure_ssh_key("nix-infra", KEY).await.unwrap();
     assert_eq!(again.name, "nix-infra", "ensuring twice adopts the key");
+    // The same key under another name (another cluster): adopted, not refused.
+    let other_cluster = p.ensure_ssh_key("nix-infra-c2", KEY).await.unwrap();
+    assert_eq!(
+        (other_cluster.name.as_str(), other_cluster.id),
+        ("nix-infra", again.id)
+    );
     let pg = p.ensure_placement_group("c1-spread").await.unwrap();
     assert_eq!(p.ensure_placement_group("c1-spread").await.unwrap(), pg);
 
