@@ -133,24 +133,36 @@ async fn remote(ctx: &StepContext, i: &ProvisionInput) -> Result<Remote, StepErr
         .map_err(ssh_error)
 }
 
+/// The lock of every node a run touches: `node/<name>`.
+fn node_resources(input: &serde_json::Value) -> Vec<String> {
+    input["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(|n| format!("node/{n}")))
+        .collect()
+}
+
+/// The retry policy of steps that talk to the provider or the nodes.
+fn lifecycle_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        initial_backoff_ms: 1_000,
+        ..RetryPolicy::default()
+    }
+}
+
 /// The `node.provision` workflow.
 pub fn provision() -> Workflow {
     Workflow::new("node.provision", 1)
         .about("Create (or adopt) a server per node, wait for SSH, install NixOS, verify. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}")
-        .resources(|input| {
-            input["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n["name"].as_str().map(|n| format!("node/{n}")))
-                .collect()
-        })
+        .resources(node_resources)
         .planner(|input| {
             let i: ProvisionInput = serde_json::from_value(input.clone()).map_err(|e| PlanError::Input(e.to_string()))?;
             if i.nodes.is_empty() {
                 return Err(PlanError::Input("no nodes to provision".into()));
             }
-            let retry = RetryPolicy { max_attempts: 5, initial_backoff_ms: 1_000, ..RetryPolicy::default() };
+            let retry = lifecycle_retry();
             let mut steps = vec![StepSpec::new("prepare", "prepare").retry(retry.clone())];
             for n in &i.nodes {
                 let p = json!({ "node": n.name, "role": n.role });
@@ -234,20 +246,13 @@ pub struct DestroyInput {
 pub fn destroy() -> Workflow {
     Workflow::new("node.destroy", 1)
         .about("Unregister, delete the server, revoke the certificates and forget the host key of each node. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\"}]}")
-        .resources(|input| {
-            input["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n["name"].as_str().map(|n| format!("node/{n}")))
-                .collect()
-        })
+        .resources(node_resources)
         .planner(|input| {
             let i: DestroyInput = serde_json::from_value(input.clone()).map_err(|e| PlanError::Input(e.to_string()))?;
             if i.nodes.is_empty() {
                 return Err(PlanError::Input("no nodes to destroy".into()));
             }
-            let retry = RetryPolicy { max_attempts: 5, initial_backoff_ms: 1_000, ..RetryPolicy::default() };
+            let retry = lifecycle_retry();
             let mut steps = Vec::new();
             for n in &i.nodes {
                 let p = json!({ "node": n.name });
