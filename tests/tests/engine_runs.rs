@@ -110,17 +110,7 @@ async fn timeouts_are_retryable(store: Arc<dyn Store>) {
             Ok(json!({"attempt": ctx.attempt}))
         });
     let engine = common::engine(store, registry_with(wf));
-    let id = engine
-        .create("t.slow", json!({}), None)
-        .await
-        .unwrap()
-        .record()
-        .id
-        .clone();
-    let out = engine
-        .execute(&id, CancellationToken::new(), Observer::none())
-        .await
-        .unwrap();
+    let (id, out) = common::run_to_end(&engine, "t.slow", json!({})).await;
     assert_eq!(out.status, RunStatus::Succeeded);
     let attempts = attempts_of(&engine.load(&id).await.unwrap(), "slow");
     assert_eq!(attempts.len(), 2);
@@ -137,17 +127,7 @@ async fn permanent_errors_are_not_retried(store: Arc<dyn Store>) {
             Err::<(), _>(StepError::permanent("syntax error in node1.nix"))
         });
     let engine = common::engine(store, registry_with(wf));
-    let id = engine
-        .create("t.bad", json!({}), None)
-        .await
-        .unwrap()
-        .record()
-        .id
-        .clone();
-    let out = engine
-        .execute(&id, CancellationToken::new(), Observer::none())
-        .await
-        .unwrap();
+    let (id, out) = common::run_to_end(&engine, "t.bad", json!({})).await;
     assert_eq!(out.status, RunStatus::Failed);
     assert_eq!(
         out.failed_steps.get("bad").map(String::as_str),
@@ -178,17 +158,7 @@ async fn independent_branches_finish_after_a_failure(store: Arc<dyn Store>) {
             Ok(())
         });
     let engine = common::engine(store, registry_with(wf));
-    let id = engine
-        .create("t.branches", json!({}), None)
-        .await
-        .unwrap()
-        .record()
-        .id
-        .clone();
-    let out = engine
-        .execute(&id, CancellationToken::new(), Observer::none())
-        .await
-        .unwrap();
+    let (id, out) = common::run_to_end(&engine, "t.branches", json!({})).await;
     assert_eq!(out.status, RunStatus::Failed);
     let error = out.error.unwrap();
     assert!(error.contains("step `a` failed: a broke"), "{error}");
@@ -214,17 +184,8 @@ async fn concurrency_is_bounded(store: Arc<dyn Store>) {
     let mut config = common::fast_config();
     config.concurrency = 4;
     let engine = common::engine(store, workflows::registry()).with_config(config);
-    let id = engine
-        .create("diag.fanout", json!({"steps": 16, "sleep_ms": 60}), None)
-        .await
-        .unwrap()
-        .record()
-        .id
-        .clone();
-    let out = engine
-        .execute(&id, CancellationToken::new(), Observer::none())
-        .await
-        .unwrap();
+    let (id, out) =
+        common::run_to_end(&engine, "diag.fanout", json!({"steps": 16, "sleep_ms": 60})).await;
     assert_eq!(out.status, RunStatus::Succeeded);
     let state = engine.load(&id).await.unwrap();
     let spans: Vec<(i64, i64)> = state

@@ -179,17 +179,7 @@ async fn run_leaky(store: Arc<dyn Store>, secret: &str) -> String {
     let mut registry = Registry::new();
     registry.register(leaky_workflow(secret.to_string()));
     let engine = common::engine(store, registry);
-    let id = engine
-        .create("t.leaky", json!({}), None)
-        .await
-        .unwrap()
-        .record()
-        .id
-        .clone();
-    let out = engine
-        .execute(&id, CancellationToken::new(), Observer::none())
-        .await
-        .unwrap();
+    let (id, out) = common::run_to_end(&engine, "t.leaky", json!({})).await;
     assert_eq!(out.status, RunStatus::Succeeded);
     let logs = engine.logs(&id, None).await.unwrap();
     assert_eq!(logs.len(), 2, "both attempts logged");

@@ -45,6 +45,30 @@ pub fn engine(store: Arc<dyn Store>, registry: Registry) -> Engine {
     Engine::new(store, registry).with_config(fast_config())
 }
 
+/// Creates a run of `workflow` and executes it to the end: `(run id, outcome)`.
+pub async fn run_to_end(
+    engine: &Engine,
+    workflow: &str,
+    input: serde_json::Value,
+) -> (String, engine::RunOutcome) {
+    let id = engine
+        .create(workflow, input, None)
+        .await
+        .unwrap()
+        .record()
+        .id
+        .clone();
+    let out = engine
+        .execute(
+            &id,
+            tokio_util::sync::CancellationToken::new(),
+            engine::Observer::none(),
+        )
+        .await
+        .unwrap();
+    (id, out)
+}
+
 /// Generates `NAME::sqlite` and `NAME::postgres` tests calling `NAME(store)`.
 #[macro_export]
 macro_rules! on_both_backends {
