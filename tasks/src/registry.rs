@@ -4,12 +4,17 @@
 //! /cluster/nodes/<node>                              {"name","ipv4","services":[groups]}
 //! /cluster/{services,backends,frontends}/<app>/meta_data   {"publish":{"port"},"env_prefix","env":{…}}
 //! /cluster/{services,backends,frontends}/<app>/instances/<node>  {"node","ipv4","port"}
+//! /coreos.com/network/config                         flannel's network: {"Network","SubnetLen","Backend"}
 //! /coreos.com/network/subnets/<a.b.c.d-len>          flannel's lease: {"PublicIP",…}
 //! ```
+//! Overlay subnets are reserved here before a node's first rebuild (a lease
+//! without a TTL is a reservation flannel honours), so the node's overlay
+//! address is known when its configuration is rendered: one deploy, not two.
 //! Every write can be repeated; removing what is not there succeeds.
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, DeleteOptions, GetOptions, Identity, TlsOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -347,6 +352,65 @@ impl Registry {
             .put(key, value, None)
             .await
             .map_err(etcd)?;
+        Ok(())
+    }
+}
+
+/// The overlay network every cluster uses: flannel over WireGuard, a /24 per node.
+pub const OVERLAY_NETWORK: &str = "10.100.0.0/16";
+
+const SUBNETS: &str = "/coreos.com/network/subnets/";
+
+impl Registry {
+    /// Writes flannel's network configuration unless it is there already.
+    pub async fn ensure_network_config(&self) -> Result<(), RegistryError> {
+        let key = "/coreos.com/network/config";
+        let value = serde_json::json!({
+            "Network": OVERLAY_NETWORK, "SubnetLen": 24, "Backend": {"Type": "wireguard"}
+        })
+        .to_string();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        self.client.kv_client().txn(txn).await.map_err(etcd)?;
+        Ok(())
+    }
+
+    /// The overlay subnet of the node with public address `ipv4`: its lease
+    /// if it holds one, else a newly reserved free /24 (compare-and-set, so
+    /// two nodes reserving at once never get the same one).
+    pub async fn reserve_subnet(&self, ipv4: &str) -> Result<Subnet, RegistryError> {
+        if let Some(s) = self.overlay().await?.into_iter().find(|s| s.public_ip == ipv4) {
+            return Ok(s);
+        }
+        let value = serde_json::json!({
+            "PublicIP": ipv4, "PublicIPv6": null, "BackendType": "wireguard", "BackendData": null
+        })
+        .to_string();
+        for n in 1..=254u32 {
+            let key = format!("{SUBNETS}10.100.{n}.0-24");
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), value.as_str(), None)]);
+            if self.client.kv_client().txn(txn).await.map_err(etcd)?.succeeded() {
+                return Ok(Subnet {
+                    subnet: format!("10.100.{n}.0/24"),
+                    public_ip: ipv4.into(),
+                });
+            }
+        }
+        Err(RegistryError::BadValue {
+            key: SUBNETS.into(),
+            reason: format!("no free /24 left in {OVERLAY_NETWORK}"),
+        })
+    }
+
+    /// Drops the overlay lease of the node with public address `ipv4` (on unregister).
+    pub async fn release_subnet(&self, ipv4: &str) -> Result<(), RegistryError> {
+        for s in self.overlay().await?.into_iter().filter(|s| s.public_ip == ipv4) {
+            self.delete(&format!("{SUBNETS}{}", s.subnet.replacen('/', "-", 1)), false)
+                .await?;
+        }
         Ok(())
     }
 }

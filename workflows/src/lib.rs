@@ -12,9 +12,13 @@
 //! Built in so far:
 //! - [`diag`]: `diag.chain` and `diag.fanout`, synthetic workflows for
 //!   checking a setup, for the tests and for the benchmarks.
-//! - [`node`]: `node.provision` (create or adopt the server, wait for SSH,
-//!   install NixOS, verify) and `node.destroy` (unregister, delete, revoke,
-//!   forget the host key), per node.
+//! - [`node`]: the node lifecycles, fanned out per node:
+//!   - `node.provision`: create or adopt the server, wait for SSH, install NixOS, verify;
+//!   - `node.init`: by type, certificates → etcd (ctrl), or certificates →
+//!     overlay subnet → configuration → secrets → rebuild → confd → register;
+//!   - `node.update` (update-node, deploy-apps), `node.unregister`;
+//!   - `node.destroy`: unregister, delete, revoke, forget the host key;
+//!   - `cluster.up`: all of the above in one run, control nodes first.
 //!
 //! ```
 //! let registry = workflows::registry();
@@ -35,5 +39,9 @@ pub fn registry() -> engine::Registry {
     r.register(diag::fanout());
     r.register(node::provision());
     r.register(node::destroy());
+    r.register(node::init());
+    r.register(node::update());
+    r.register(node::unregister());
+    r.register(node::up());
     r
 }

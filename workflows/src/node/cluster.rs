@@ -1,0 +1,30 @@
+//! `cluster.up`: provision every node → init the control nodes → init the
+//! rest → register, in one durable run. A failing node blocks only its own
+//! later steps (and, for a control node, the steps that need etcd); the run
+//! then ends failed and its summary names the node and step.
+
+use super::init::{Mode, init_steps, plan_init};
+use super::provision::{plan_provision, provision_steps};
+use super::{node_resources, parse_input};
+use engine::{Plan, Workflow};
+
+/// The `cluster.up` workflow.
+pub fn up() -> Workflow {
+    let w = Workflow::new("cluster.up", 1)
+        .about("Provision every node, initialise the control nodes, then the others, and register them. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}")
+        .resources(node_resources)
+        .planner(|input| {
+            let i = parse_input(input)?;
+            let mut steps = Vec::new();
+            plan_provision(&i, &mut steps);
+            plan_init(
+                &i,
+                Mode::Init,
+                &|n| format!("create/{n}"),
+                &|n| vec![format!("verify/{n}")],
+                &mut steps,
+            );
+            Ok(Plan::new(steps))
+        });
+    init_steps(provision_steps(w))
+}

@@ -1,0 +1,269 @@
+//! Node lifecycles: `node.provision`, `node.init`, `node.update`,
+//! `node.unregister`, `node.destroy`, and `cluster.up`, which chains them.
+//!
+//! Every node workflow takes one input shape, [`NodesInput`], and names its
+//! steps `<stage>/<node>`, so a run fans out per node, a failed node blocks
+//! only its own later stages, and a summary can say which node failed where.
+//! Credentials are read when a step runs (environment, then the cluster's
+//! `.env`), never stored with a run.
+
+mod cluster;
+mod init;
+mod provision;
+mod steps;
+
+pub use cluster::up;
+pub use init::{init, unregister, update};
+pub use provision::{destroy, provision};
+
+use engine::{RetryPolicy, StepContext, StepError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tasks::provider::{Hetzner, Provider, ProviderError, ServerInfo};
+use tasks::ssh::{Remote, SshConfig, SshError};
+
+/// One node of a run.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInput {
+    /// Node name (also the server's name).
+    pub name: String,
+    /// `ctrl`, `cluster` or `ingress`.
+    #[serde(default = "default_role")]
+    pub role: String,
+    /// Service groups the node serves (default: its role).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+impl NodeInput {
+    /// Whether the node runs etcd.
+    pub fn is_ctrl(&self) -> bool {
+        self.role == "ctrl"
+    }
+
+    /// The service groups it registers with.
+    pub fn service_groups(&self) -> Vec<String> {
+        if self.groups.is_empty() {
+            vec![self.role.clone()]
+        } else {
+            self.groups.clone()
+        }
+    }
+}
+
+fn default_role() -> String {
+    "cluster".into()
+}
+
+/// The input every node workflow takes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesInput {
+    /// Cluster name (server labels, certificate names).
+    pub cluster: String,
+    /// The cluster directory: keys, CA, `.env`, `nodes/`, `node_types/`, ….
+    pub dir: PathBuf,
+    /// The env file to read (default: `DIR/.env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<PathBuf>,
+    /// The nodes.
+    pub nodes: Vec<NodeInput>,
+    /// Server type.
+    #[serde(default = "default_type")]
+    pub server_type: String,
+    /// Image to start from before NixOS is installed.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Location.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// NixOS channel to install.
+    #[serde(default = "default_channel")]
+    pub channel: String,
+}
+
+fn default_type() -> String {
+    "cx22".into()
+}
+fn default_image() -> String {
+    "ubuntu-24.04".into()
+}
+fn default_channel() -> String {
+    "nixos-24.11".into()
+}
+
+impl NodesInput {
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<&NodeInput, StepError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| StepError::permanent(format!("node `{name}` is not in the run")))
+    }
+
+    /// The env file steps read.
+    pub fn env_path(&self) -> PathBuf {
+        self.env_file
+            .clone()
+            .unwrap_or_else(|| self.dir.join(".env"))
+    }
+
+    /// `key` from the environment, else from the env file.
+    pub fn env(&self, key: &str) -> Option<String> {
+        std::env::var(key)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| {
+                dotenvy::from_path_iter(self.env_path())
+                    .ok()?
+                    .flatten()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v)
+            })
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The Hetzner client (`HCLOUD_TOKEN`, `HCLOUD_ENDPOINT`).
+    pub fn hetzner(&self) -> Result<Hetzner, StepError> {
+        let token = self.env("HCLOUD_TOKEN").ok_or_else(|| {
+            StepError::permanent(format!(
+                "HCLOUD_TOKEN is not set (environment or {})",
+                self.env_path().display()
+            ))
+        })?;
+        let endpoint = self
+            .env("HCLOUD_ENDPOINT")
+            .unwrap_or_else(|| tasks::provider::DEFAULT_ENDPOINT.into());
+        Hetzner::new(endpoint, token).map_err(provider_error)
+    }
+
+    /// The cluster's servers, as the provider lists them.
+    pub async fn servers(&self) -> Result<Vec<ServerInfo>, StepError> {
+        self.hetzner()?
+            .list_servers(&self.cluster)
+            .await
+            .map_err(provider_error)
+    }
+}
+
+/// `HCLOUD_TOKEN` and `HCLOUD_ENDPOINT` from the environment, else from `DIR/.env`.
+pub fn hetzner_for(dir: &Path) -> Result<Hetzner, StepError> {
+    NodesInput {
+        cluster: String::new(),
+        dir: dir.to_path_buf(),
+        env_file: None,
+        nodes: Vec::new(),
+        server_type: default_type(),
+        image: default_image(),
+        location: None,
+        channel: default_channel(),
+    }
+    .hetzner()
+}
+
+/// How the cluster's nodes are reached over SSH.
+pub fn ssh_config(dir: &Path) -> SshConfig {
+    SshConfig {
+        key: Some(dir.join("keys").join("id_ed25519")),
+        known_hosts: dir.join("ssh").join("known_hosts"),
+        // Control sockets need a short path.
+        control_dir: std::env::temp_dir().join(format!("nixinfra-{}", std::process::id())),
+        user: "root".into(),
+        port: 22,
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+pub(crate) fn provider_error(e: ProviderError) -> StepError {
+    if e.is_retryable() {
+        StepError::retryable(e)
+    } else {
+        StepError::permanent(e)
+    }
+}
+
+pub(crate) fn ssh_error(e: SshError) -> StepError {
+    if e.is_retryable() {
+        StepError::retryable(e)
+    } else {
+        StepError::permanent(e)
+    }
+}
+
+/// The step's `node` parameter.
+pub(crate) fn node_param(ctx: &StepContext) -> Result<String, StepError> {
+    let p: serde_json::Value = ctx.params()?;
+    p["node"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| StepError::permanent("step without a node"))
+}
+
+/// The node's public address, from the dependency that found its server
+/// (`create/<node>` or `locate/<node>`).
+pub(crate) fn address(ctx: &StepContext) -> Result<String, StepError> {
+    let node = node_param(ctx)?;
+    let ip = |v: &serde_json::Value| v["ipv4"].as_str().map(str::to_string);
+    ctx.deps
+        .values()
+        .find(|v| v["node"].as_str() == Some(node.as_str()))
+        .and_then(ip)
+        // Runs started before outputs named their node.
+        .or_else(|| ctx.deps.values().find_map(ip))
+        .ok_or_else(|| StepError::permanent(format!("no address known for node {node}")))
+}
+
+/// An SSH connection to the step's node, waiting for it to answer.
+pub(crate) async fn remote(ctx: &StepContext, i: &NodesInput) -> Result<Remote, StepError> {
+    let node = node_param(ctx)?;
+    let ip = address(ctx)?;
+    Remote::wait_for(&ssh_config(&i.dir), &node, &ip, Duration::from_secs(300))
+        .await
+        .map_err(ssh_error)
+}
+
+/// The lock of every node a run touches: `node/<name>`.
+pub(crate) fn node_resources(input: &serde_json::Value) -> Vec<String> {
+    input["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(|n| format!("node/{n}")))
+        .collect()
+}
+
+/// The retry policy of steps that talk to the provider or the nodes.
+pub(crate) fn lifecycle_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        initial_backoff_ms: 1_000,
+        ..RetryPolicy::default()
+    }
+}
+
+/// Parses a run input, as a planner error.
+pub(crate) fn parse_input(input: &serde_json::Value) -> Result<NodesInput, engine::PlanError> {
+    let i: NodesInput = serde_json::from_value(input.clone())
+        .map_err(|e| engine::PlanError::Input(e.to_string()))?;
+    if i.nodes.is_empty() {
+        return Err(engine::PlanError::Input("no nodes in the input".into()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for n in &i.nodes {
+        if !seen.insert(&n.name) {
+            return Err(engine::PlanError::Input(format!(
+                "node `{}` is listed twice",
+                n.name
+            )));
+        }
+        if !matches!(n.role.as_str(), "ctrl" | "cluster" | "ingress") {
+            return Err(engine::PlanError::Input(format!(
+                "node `{}` has role `{}`; roles are ctrl, cluster and ingress",
+                n.name, n.role
+            )));
+        }
+    }
+    Ok(i)
+}
