@@ -65,6 +65,14 @@ pub struct Global {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_ttl: u64,
 
+    /// The env file with HCLOUD_TOKEN, SECRETS_PASS, … [default: DIR/.env]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env: Option<PathBuf>,
+
+    /// Never prompt (for scripts and CI).
+    #[arg(long, global = true)]
+    pub batch: bool,
+
     /// More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -107,10 +115,18 @@ pub enum Command {
         /// The cluster's name (labels, certificate names); default: the directory's name.
         #[arg(long)]
         cluster: Option<String>,
-        /// Never prompt (for scripts); init asks nothing today.
+        /// Also write the example cluster repo (node_types/, nodes/, modules/,
+        /// app_modules/) where those files are missing.
         #[arg(long)]
-        batch: bool,
+        example: bool,
     },
+    /// Manage the cluster's SSH key, locally and at the provider.
+    #[command(subcommand)]
+    SshKey(SshKeyCommand),
+    /// Print the DAG a command would run, without running it; with --run-id
+    /// of an existing run, also which of its steps are done.
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Store and read the cluster's age-encrypted secrets (SECRETS_PASS or the identity).
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -120,7 +136,8 @@ pub enum Command {
     /// Node lifecycles on the cluster in the working directory.
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// Try it: on the local sandbox, provision four nodes with NixOS, show them, destroy them.
+    /// Try it: on the local sandbox, bring up a cluster (1 ctrl, 2 workers,
+    /// 1 ingress) from the example repo, show it, destroy it.
     ///
     /// Needs root (the sandbox's nodes). Uses -d DIR, or ./nix-infra-demo.
     Demo {
@@ -133,6 +150,26 @@ pub enum Command {
 /// `nix-infra cluster …`
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
+    /// Provision every node, initialise the control nodes, then the others, and register them.
+    ///
+    /// Nodes are named ctrl1.., worker1.., ingress1... One run (`cluster.up`)
+    /// does it all; a failing node does not stop the others, and `runs resume`
+    /// continues where it stopped.
+    Up {
+        /// Control nodes (etcd).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=7))]
+        ctrl: u32,
+        /// Cluster nodes (apps).
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// Ingress nodes.
+        #[arg(long, default_value_t = 1)]
+        ingress: u32,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
     /// Create (or adopt) a server per node, wait for SSH, install NixOS and verify it.
     ///
     /// Runs `node.provision` as a durable run: if it fails or is interrupted,
@@ -144,19 +181,58 @@ pub enum ClusterCommand {
         /// Their role: ctrl, cluster or ingress.
         #[arg(long, default_value = "cluster")]
         role: String,
-        /// Hetzner server type.
-        #[arg(long, default_value = "cx22")]
-        server_type: String,
-        /// Image to start from.
-        #[arg(long, default_value = "ubuntu-24.04")]
-        image: String,
-        /// Hetzner location.
-        #[arg(long)]
-        location: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Make provisioned nodes control nodes: certificates, control_node.nix, rebuild, etcd healthy.
+    InitCtrl {
+        /// The control nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Initialise provisioned cluster or ingress nodes: certificates, overlay
+    /// subnet, node type configuration, secrets, rebuild, confd, register.
+    InitNode {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// Service groups the nodes serve, comma-separated (default: their role).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Upload each node's configuration again (node type, nodes/<node>.nix, modules/), deploy its secrets, rebuild.
+    UpdateNode {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Upload app_modules/ and nodes/<node>.nix to each node and rebuild (same run as update-node).
+    DeployApps {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Take nodes out of the registry and release their overlay subnets (servers stay).
+    Unregister {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
         #[command(flatten)]
         exec: ExecArgs,
     },
     /// Unregister nodes, delete their servers, revoke their certificates, forget their host keys.
+    ///
+    /// Asks for confirmation on a terminal unless --batch.
     Destroy {
         /// The nodes, space-separated: --target "node1 node2".
         #[arg(long, required = true)]
@@ -164,6 +240,39 @@ pub enum ClusterCommand {
         #[command(flatten)]
         exec: ExecArgs,
     },
+}
+
+/// What servers to create.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Hetzner server type.
+    #[arg(long, default_value = "cx22")]
+    pub server_type: String,
+    /// Image to start from (NixOS is installed over it).
+    #[arg(long, default_value = "ubuntu-24.04")]
+    pub image: String,
+    /// Hetzner location (default: Hetzner's choice).
+    #[arg(long)]
+    pub location: Option<String>,
+}
+
+/// `nix-infra ssh-key …`
+#[derive(Subcommand, Debug)]
+pub enum SshKeyCommand {
+    /// Create the cluster's SSH key (keys/id_ed25519) if there is none.
+    Create,
+    /// Upload the cluster's public key to the provider (adopting an identical one).
+    Add,
+    /// Delete the cluster's key from the provider (servers keep theirs).
+    Remove,
+}
+
+/// `nix-infra plan …`
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// The plan of a cluster command.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 /// `nix-infra sandbox …`

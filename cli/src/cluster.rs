@@ -3,7 +3,7 @@
 //! Layout: `keys/age.key` (the cluster identity), `keys/id_ed25519` (the SSH
 //! key), `ca/` (root and intermediate CA, node certificates), `secrets/`.
 
-use crate::args::SecretsCommand;
+use crate::args::{SecretsCommand, SshKeyCommand};
 use crate::{Failure, Output};
 use age::secrecy::{ExposeSecret, SecretSlice, SecretString};
 use anyhow::anyhow;
@@ -20,7 +20,12 @@ pub fn identity_path(dir: &Path) -> PathBuf {
 
 /// Variables from the cluster's `.env` (missing file: none).
 pub fn read_env(dir: &Path) -> Result<BTreeMap<String, String>, Failure> {
-    let path = dir.join(".env");
+    read_env_file(&dir.join(".env"))
+}
+
+/// Variables from an env file (missing file: none); a malformed line is a usage error naming it.
+pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, Failure> {
+    let path = path.to_path_buf();
     if !path.exists() {
         return Ok(BTreeMap::new());
     }
@@ -56,28 +61,10 @@ pub fn init(dir: &Path, cluster: &str, output: Output) -> Result<(), Failure> {
         write_identity(&id).map_err(|e| io(&e))?;
         made.push("keys/age.key");
     }
-    let ssh = dir.join("keys").join("id_ed25519");
-    if ssh.exists() {
-        kept.push("keys/id_ed25519");
-    } else {
-        let status = std::process::Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                &format!("nix-infra@{cluster}"),
-                "-f",
-            ])
-            .arg(&ssh)
-            .status()
-            .map_err(|e| io(&format!("ssh-keygen: {e}")))?;
-        if !status.success() {
-            return Err(io(&"ssh-keygen failed"));
-        }
+    if create_ssh_key(dir, cluster)? {
         made.push("keys/id_ed25519");
+    } else {
+        kept.push("keys/id_ed25519");
     }
     let ca_dir = dir.join("ca");
     if ca_dir.join("root.pem").exists() {
@@ -99,6 +86,108 @@ pub fn init(dir: &Path, cluster: &str, output: Output) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `nix-infra init --example`: writes the example cluster repo's missing files.
+pub fn init_example(dir: &Path, output: Output) -> Result<(), Failure> {
+    let (made, kept) = crate::example::write(dir)
+        .map_err(|e| Failure::Other(anyhow!("{}: {e}", dir.display())))?;
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({"example": {"created": made, "kept": kept}})
+        );
+    } else {
+        for m in &made {
+            println!("created {m}");
+        }
+        for k in &kept {
+            println!("kept    {k} (exists)");
+        }
+    }
+    Ok(())
+}
+
+/// `nix-infra ssh-key …`: the cluster's key, locally and at the provider.
+pub async fn ssh_key(global: &crate::args::Global, cmd: SshKeyCommand) -> Result<(), Failure> {
+    use tasks::provider::Provider;
+    let c = crate::lifecycle::ClusterDir::open(global)?;
+    let public = c.dir.join("keys").join("id_ed25519.pub");
+    let say = |text: String, json: serde_json::Value| {
+        if global.output == Output::Json {
+            println!("{json}");
+        } else {
+            println!("{text}");
+        }
+    };
+    let key_name = format!("nix-infra-{}", c.name);
+    match cmd {
+        SshKeyCommand::Create => {
+            let made = create_ssh_key(&c.dir, &c.name)?;
+            let what = if made { "created" } else { "kept (exists)" };
+            say(
+                format!("{what} keys/id_ed25519"),
+                serde_json::json!({"created": made}),
+            );
+        }
+        SshKeyCommand::Add => {
+            let text = std::fs::read_to_string(&public).map_err(|e| {
+                Failure::Usage(anyhow!(
+                    "{}: {e} (run `nix-infra ssh-key create`)",
+                    public.display()
+                ))
+            })?;
+            let k = c
+                .provider()?
+                .ensure_ssh_key(&key_name, &text)
+                .await
+                .map_err(|e| Failure::Other(e.into()))?;
+            say(
+                format!("ssh key {} ({}) at the provider", k.name, k.fingerprint),
+                serde_json::json!({"name": k.name, "id": k.id, "fingerprint": k.fingerprint}),
+            );
+        }
+        SshKeyCommand::Remove => {
+            let removed = c
+                .provider()?
+                .delete_ssh_key(&key_name)
+                .await
+                .map_err(|e| Failure::Other(e.into()))?;
+            let what = if removed { "removed" } else { "not found:" };
+            say(
+                format!("{what} ssh key {key_name}"),
+                serde_json::json!({"removed": removed}),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates `keys/id_ed25519` unless it exists; whether it did.
+pub fn create_ssh_key(dir: &Path, cluster: &str) -> Result<bool, Failure> {
+    let ssh = dir.join("keys").join("id_ed25519");
+    if ssh.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir.join("keys")).map_err(|e| Failure::Other(e.into()))?;
+    let status = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            &format!("nix-infra@{cluster}"),
+            "-f",
+        ])
+        .arg(&ssh)
+        .status()
+        .map_err(|e| Failure::Other(anyhow!("ssh-keygen: {e}")))?;
+    if !status.success() {
+        return Err(Failure::Other(anyhow!("ssh-keygen failed")));
+    }
+    Ok(true)
 }
 
 /// `nix-infra secrets …`.

@@ -1,17 +1,10 @@
-//! `nix-infra demo`: the whole node lifecycle on the local sandbox, no account, no cost.
+//! `nix-infra demo`: a whole cluster lifecycle on the local sandbox, no account, no cost.
 
-use crate::args::{ExecArgs, Global, Output};
-use crate::{Context, Failure, cluster, runs, sandbox};
+use crate::args::{ClusterCommand, ExecArgs, Global, Output, ServerArgs};
+use crate::{Context, Failure, cluster, lifecycle, sandbox};
+use age::secrecy::SecretSlice;
 use anyhow::anyhow;
-use serde_json::json;
 use std::path::{Path, PathBuf};
-
-const NODES: [(&str, &str); 4] = [
-    ("ctrl1", "ctrl"),
-    ("worker1", "cluster"),
-    ("worker2", "cluster"),
-    ("ingress1", "ingress"),
-];
 
 fn exec() -> ExecArgs {
     ExecArgs {
@@ -30,11 +23,16 @@ pub async fn run(global: &Global, keep: bool) -> Result<(), Failure> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| Failure::Other(anyhow!("{}: {e}", dir.display())))?;
     let dir = std::fs::canonicalize(&dir).map_err(|e| Failure::Other(e.into()))?;
-    eprintln!("== 1/5 cluster directory {}", dir.display());
+    eprintln!(
+        "== 1/5 cluster repo {} (keys, CA, the example's node types and app)",
+        dir.display()
+    );
     cluster::init(&dir, "demo", Output::Text)?;
+    cluster::init_example(&dir, Output::Text)?;
+    store_demo_secret(&dir)?;
     eprintln!("== 2/5 sandbox cloud");
     sandbox::up(&dir, Output::Text)?;
-    let result = lifecycle(global, &dir, keep).await;
+    let result = lifecycle_run(global, &dir, keep).await;
     if !keep {
         // Whatever happened above, leave no sandbox (and no nodes) behind.
         sandbox::down(&dir, Output::Text)?;
@@ -42,71 +40,87 @@ pub async fn run(global: &Global, keep: bool) -> Result<(), Failure> {
     result
 }
 
-async fn lifecycle(global: &Global, dir: &Path, keep: bool) -> Result<(), Failure> {
-    let dir = dir.to_path_buf();
-    let mut g = global.clone();
-    g.working_dir = dir.clone();
-    g.database_url = None; // the demo's own SQLite state, in the demo directory
-    let ctx = Context::open(g).await?;
-    eprintln!(
-        "== 3/5 provision {} nodes (servers, SSH, NixOS)",
-        NODES.len()
-    );
-    let nodes: Vec<_> = NODES
+/// The example's `hello` app reads the secret `hello-greeting`.
+fn store_demo_secret(dir: &Path) -> Result<(), Failure> {
+    let store = tasks::secrets::SecretStore::new(dir.join("secrets"), cluster::secret_key(dir)?);
+    let have = store
+        .list()
+        .map_err(|e| Failure::Other(e.into()))?
         .iter()
-        .map(|(n, r)| json!({"name": n, "role": r}))
-        .collect();
-    let input = json!({"cluster": "demo", "dir": dir, "nodes": nodes});
-    let id = ctx
-        .engine
-        .create("node.provision", input, None)
-        .await?
-        .record()
-        .id
-        .clone();
-    let provisioned = runs::execute(&ctx, &id, &exec()).await;
-    eprintln!("== 4/5 summary");
-    let state = ctx.engine.load(&id).await?;
-    println!("\n{:<10} {:<8} {:<16} NIXOS", "NODE", "ROLE", "ADDRESS");
-    for (node, role) in NODES {
-        let out = |step: &str| {
-            state
-                .attempts
-                .iter()
-                .rev()
-                .find(|a| a.step == format!("{step}/{node}") && a.output.is_some())
-                .and_then(|a| a.output.clone())
-                .unwrap_or_default()
-        };
+        .any(|s| s.name == "hello-greeting");
+    if !have {
+        let value: [u8; 16] = rand::random();
+        let text: String = value.iter().map(|b| format!("{b:02x}")).collect();
+        store
+            .store("hello-greeting", &SecretSlice::from(text.into_bytes()))
+            .map_err(|e| Failure::Other(e.into()))?;
         println!(
-            "{node:<10} {role:<8} {:<16} {}",
-            out("create")["ipv4"].as_str().unwrap_or("-"),
-            out("verify")["nixos_version"]
-                .as_str()
-                .unwrap_or("(failed)")
+            "stored secret hello-greeting (random; `nix-infra secrets get --name hello-greeting`)"
         );
     }
-    println!(
-        "\nlook at the run:  nix-infra -d {} runs show {id}   (also: runs logs, runs graph)",
-        dir.display()
+    Ok(())
+}
+
+async fn lifecycle_run(global: &Global, dir: &Path, keep: bool) -> Result<(), Failure> {
+    let mut g = global.clone();
+    g.working_dir = dir.to_path_buf();
+    g.database_url = None; // the demo's own SQLite state, in the demo directory
+    g.run_id = None;
+    g.output = Output::Text;
+    let up = ClusterCommand::Up {
+        ctrl: 1,
+        workers: 2,
+        ingress: 1,
+        server: ServerArgs {
+            server_type: "cx22".into(),
+            image: "ubuntu-24.04".into(),
+            location: None,
+        },
+        exec: exec(),
+    };
+    let (workflow, input) = lifecycle::prepare(&g, &up).await?;
+    let nodes: Vec<String> = input["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .collect();
+    let ctx = Context::open(g.clone()).await?;
+    eprintln!(
+        "== 3/5 cluster up: {} (servers, NixOS, etcd, overlay, secrets, registry)",
+        nodes.join(", ")
     );
-    if keep {
+    let before = ctx.engine.list(&engine::RunFilter::default()).await?.len();
+    let upped = lifecycle::start(&ctx, workflow, input, &exec()).await;
+    let runs = ctx.engine.list(&engine::RunFilter::default()).await?;
+    let id = runs.first().map(|r| r.id.clone()).unwrap_or_default();
+    eprintln!("== 4/5 look at it");
+    println!(
+        "the run:      nix-infra -d {d} runs show {id}   (also: runs logs {id}, runs graph {id})",
+        d = dir.display()
+    );
+    if runs.len() > before {
         println!(
-            "kept: the sandbox is still up; `nix-infra -d {} sandbox down` stops it",
+            "its plan:     nix-infra -d {} plan --run-id {id} cluster up",
             dir.display()
         );
-        return provisioned;
+    }
+    if keep {
+        println!(
+            "kept: the nodes and the sandbox are still up; `nix-infra -d {d} cluster destroy --batch --target \"{}\"` then `nix-infra -d {d} sandbox down`",
+            nodes.join(" "),
+            d = dir.display()
+        );
+        return upped;
     }
     eprintln!("== 5/5 destroy the nodes, then stop the sandbox");
-    let names: Vec<_> = NODES.iter().map(|(n, _)| json!({"name": n})).collect();
-    let input = json!({"cluster": "demo", "dir": dir, "nodes": names});
-    let destroy = ctx
-        .engine
-        .create("node.destroy", input, None)
-        .await?
-        .record()
-        .id
-        .clone();
-    let destroyed = runs::execute(&ctx, &destroy, &exec()).await;
-    provisioned.and(destroyed)
+    let destroy = ClusterCommand::Destroy {
+        target: nodes.join(" "),
+        exec: exec(),
+    };
+    let destroyed = match lifecycle::prepare(&g, &destroy).await {
+        Ok((workflow, input)) => lifecycle::start(&ctx, workflow, input, &exec()).await,
+        Err(e) => Err(e),
+    };
+    upped.and(destroyed)
 }

@@ -5,11 +5,13 @@
 mod args;
 mod cluster;
 mod demo;
+mod example;
 mod lifecycle;
 mod progress;
 mod runs;
 mod sandbox;
 mod schedules;
+mod summary;
 mod views;
 mod worker;
 
@@ -106,7 +108,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Init { cluster, batch: _ } => {
+        Command::Init { cluster, example } => {
             let dir = &cli.global.working_dir;
             let name = cluster.unwrap_or_else(|| {
                 std::fs::canonicalize(dir)
@@ -114,15 +116,19 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
                     .unwrap_or_else(|| "cluster".into())
             });
-            cluster::init(dir, &name, cli.global.output)
+            cluster::init(dir, &name, cli.global.output)?;
+            if example {
+                cluster::init_example(dir, cli.global.output)?;
+            }
+            Ok(())
         }
+        Command::SshKey(cmd) => cluster::ssh_key(&cli.global, cmd).await,
+        Command::Plan(cmd) => lifecycle::plan(&cli.global, &cmd).await,
         Command::Cluster(cmd) => {
-            let input = lifecycle::input(&cli.global, &cmd)?;
-            let (workflow, exec) = match cmd {
-                args::ClusterCommand::Provision { exec, .. } => ("node.provision", exec),
-                args::ClusterCommand::Destroy { exec, .. } => ("node.destroy", exec),
-            };
+            let (workflow, input) = lifecycle::prepare(&cli.global, &cmd).await?;
             runs::check_start(workflow, &input.to_string(), cli.global.run_id.as_deref())?;
+            lifecycle::confirm(&cli.global, &cmd, &input)?;
+            let exec = lifecycle::exec_of(&cmd).clone();
             let ctx = Context::open(cli.global).await?;
             lifecycle::start(&ctx, workflow, input, &exec).await
         }

@@ -51,7 +51,7 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
                 }
             }
             if run.status.is_final() {
-                return finish(ctx, &RunOutcome::from_record(run));
+                return finish(ctx, &RunOutcome::from_record(run), None);
             }
             if exec.detach {
                 return detach(ctx, &run.id.clone(), &exec.queue).await;
@@ -228,6 +228,16 @@ pub async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Fail
 
 /// Executes a run here with progress on stderr; Ctrl-C or SIGTERM cancels it.
 pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(), Failure> {
+    let outcome = execute_outcome(ctx, run_id, exec).await?;
+    finish(ctx, &outcome, None)
+}
+
+/// Executes a run here with progress on stderr; Ctrl-C or SIGTERM cancels it.
+pub async fn execute_outcome(
+    ctx: &Context,
+    run_id: &str,
+    exec: &ExecArgs,
+) -> Result<RunOutcome, Failure> {
     let mut config = ctx.engine.config().clone();
     config.concurrency = exec.concurrency as usize;
     let engine = ctx.engine.clone().with_config(config);
@@ -238,21 +248,27 @@ pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(),
     let result = engine.execute(run_id, cancel, observer).await;
     signals.abort();
     let _ = reporter.await;
-    finish(ctx, &result?)
+    Ok(result?)
 }
 
-/// Prints a run's final line and maps its status to the exit status.
-fn finish(ctx: &Context, outcome: &RunOutcome) -> Result<(), Failure> {
+/// Prints a run's final line (with `nodes`, for node lifecycles) and maps
+/// its status to the exit status.
+pub fn finish(
+    ctx: &Context,
+    outcome: &RunOutcome,
+    nodes: Option<serde_json::Value>,
+) -> Result<(), Failure> {
     if ctx.json() {
-        println!(
-            "{}",
-            serde_json::json!({
-                "id": outcome.run_id,
-                "status": outcome.status,
-                "error": outcome.error,
-                "failed_steps": outcome.failed_steps,
-            })
-        );
+        let mut line = serde_json::json!({
+            "id": outcome.run_id,
+            "status": outcome.status,
+            "error": outcome.error,
+            "failed_steps": outcome.failed_steps,
+        });
+        if let Some(n) = nodes {
+            line["nodes"] = n;
+        }
+        println!("{line}");
     } else {
         println!("run {} {}", outcome.run_id, outcome.status);
         if let Some(e) = outcome.error.as_ref().filter(|e| *e != "cancelled") {

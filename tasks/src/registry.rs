@@ -380,7 +380,12 @@ impl Registry {
     /// if it holds one, else a newly reserved free /24 (compare-and-set, so
     /// two nodes reserving at once never get the same one).
     pub async fn reserve_subnet(&self, ipv4: &str) -> Result<Subnet, RegistryError> {
-        if let Some(s) = self.overlay().await?.into_iter().find(|s| s.public_ip == ipv4) {
+        if let Some(s) = self
+            .overlay()
+            .await?
+            .into_iter()
+            .find(|s| s.public_ip == ipv4)
+        {
             return Ok(s);
         }
         let value = serde_json::json!({
@@ -392,7 +397,14 @@ impl Registry {
             let txn = Txn::new()
                 .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(key.as_str(), value.as_str(), None)]);
-            if self.client.kv_client().txn(txn).await.map_err(etcd)?.succeeded() {
+            if self
+                .client
+                .kv_client()
+                .txn(txn)
+                .await
+                .map_err(etcd)?
+                .succeeded()
+            {
                 return Ok(Subnet {
                     subnet: format!("10.100.{n}.0/24"),
                     public_ip: ipv4.into(),
@@ -407,9 +419,17 @@ impl Registry {
 
     /// Drops the overlay lease of the node with public address `ipv4` (on unregister).
     pub async fn release_subnet(&self, ipv4: &str) -> Result<(), RegistryError> {
-        for s in self.overlay().await?.into_iter().filter(|s| s.public_ip == ipv4) {
-            self.delete(&format!("{SUBNETS}{}", s.subnet.replacen('/', "-", 1)), false)
-                .await?;
+        for s in self
+            .overlay()
+            .await?
+            .into_iter()
+            .filter(|s| s.public_ip == ipv4)
+        {
+            self.delete(
+                &format!("{SUBNETS}{}", s.subnet.replacen('/', "-", 1)),
+                false,
+            )
+            .await?;
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 # A control node: runs etcd, the cluster's registry, over mutual TLS.
-# nix-infra fills the [%%key%%] placeholders when it uploads this file as
+# nix-infra fills the placeholders (see README.md) when it uploads this file as
 # /etc/nixos/node_type.nix; the certificates in [%%certsDir%%] come from the
 # cluster CA (`nix-infra init`).
 { config, pkgs, lib, ... }:

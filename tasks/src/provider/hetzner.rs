@@ -407,4 +407,20 @@ impl Provider for Hetzner {
             Err(e) => Err(e),
         }
     }
+
+    async fn delete_ssh_key(&self, name: &str) -> Result<bool, ProviderError> {
+        let found: models::ListSshKeysResponse = self
+            .get(&format!("/ssh_keys?name={}", urlencode(name)))
+            .await?;
+        let Some(k) = found.ssh_keys.into_iter().next() else {
+            return Ok(false);
+        };
+        match self
+            .call::<serde_json::Value>(Method::DELETE, &format!("/ssh_keys/{}", k.id), None)
+            .await
+        {
+            Ok(_) | Err(ProviderError::Api { status: 404, .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -140,6 +140,8 @@ pub trait Provider: Send + Sync {
     async fn list_servers(&self, cluster: &str) -> Result<Vec<ServerInfo>, ProviderError>;
     /// Deletes a server; one that is already gone is not an error.
     async fn delete_server(&self, id: i64) -> Result<(), ProviderError>;
+    /// Deletes the SSH key called `name`; `false` if there was none.
+    async fn delete_ssh_key(&self, name: &str) -> Result<bool, ProviderError>;
 }
 
 /// The MD5 fingerprint (`aa:bb:…`) of an OpenSSH public key line, as Hetzner shows it.

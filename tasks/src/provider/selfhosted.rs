@@ -118,6 +118,11 @@ impl Provider for SelfHosted {
         })
     }
 
+    async fn delete_ssh_key(&self, _: &str) -> Result<bool, ProviderError> {
+        // Keys of self-hosted servers are managed on the servers themselves.
+        Ok(false)
+    }
+
     async fn delete_server(&self, id: i64) -> Result<(), ProviderError> {
         Err(refuse(&format!("destroy server {id}")))
     }

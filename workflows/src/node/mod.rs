@@ -15,6 +15,7 @@ mod steps;
 pub use cluster::up;
 pub use init::{init, unregister, update};
 pub use provision::{destroy, provision};
+pub use steps::{NODE_CERTS, node_type_file, referenced_secrets, stage_config};
 
 use engine::{RetryPolicy, StepContext, StepError};
 use serde::{Deserialize, Serialize};

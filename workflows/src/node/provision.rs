@@ -182,9 +182,13 @@ async fn delete(ctx: StepContext) -> Result<Value, StepError> {
     let p = i.hetzner()?;
     let found = p.list_servers(&i.cluster).await.map_err(provider_error)?;
     let mut ipv4 = None;
-    for s in found.into_iter().filter(|s| s.node() == Some(node.as_str())) {
+    for s in found
+        .into_iter()
+        .filter(|s| s.node() == Some(node.as_str()))
+    {
         p.delete_server(s.id).await.map_err(provider_error)?;
-        ctx.log.info(format!("deleted server {} ({})", s.name, s.id));
+        ctx.log
+            .info(format!("deleted server {} ({})", s.name, s.id));
         ipv4 = s.ipv4;
     }
     Ok(json!({ "ipv4": ipv4 }))

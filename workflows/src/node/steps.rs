@@ -127,7 +127,11 @@ pub(crate) async fn certs(ctx: StepContext) -> Result<Value, StepError> {
         ("peer.pem", &certs.peer.cert_pem, 0o644),
         ("peer-key.pem", certs.peer.key_pem.expose_secret(), 0o600),
         ("client.pem", &certs.client.cert_pem, 0o644),
-        ("client-key.pem", certs.client.key_pem.expose_secret(), 0o600),
+        (
+            "client-key.pem",
+            certs.client.key_pem.expose_secret(),
+            0o600,
+        ),
     ];
     for (name, pem, mode) in files {
         r.upload(pem.as_bytes(), &format!("{NODE_CERTS}/{name}"), mode)
@@ -162,7 +166,10 @@ pub(crate) async fn overlay(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
     let ip = address(&ctx)?;
     let reg = registry(&ctx, &i).await?;
-    let s = reg.reserve_subnet(&ip).await.map_err(StepError::retryable)?;
+    let s = reg
+        .reserve_subnet(&ip)
+        .await
+        .map_err(StepError::retryable)?;
     ctx.log.info(format!("overlay {} for {ip}", s.subnet));
     Ok(json!({ "subnet": s.subnet, "overlay_ip": s.overlay_ip() }))
 }
@@ -198,7 +205,10 @@ pub fn referenced_secrets(root: &Path) -> BTreeSet<String> {
             let p = e.path();
             if let Ok(rel) = p.strip_prefix(root.join("app_modules"))
                 && let Some(app) = rel.components().next()
-                && !own.contains(&format!("app_modules/{}", app.as_os_str().to_string_lossy()))
+                && !own.contains(&format!(
+                    "app_modules/{}",
+                    app.as_os_str().to_string_lossy()
+                ))
             {
                 continue;
             }
@@ -268,12 +278,12 @@ pub(crate) async fn config(ctx: StepContext) -> Result<Value, StepError> {
         ("nodeName".into(), node.clone()),
         ("nodeRole".into(), n.role.clone()),
         ("localIp".into(), ip.clone()),
-        ("overlayNetwork".into(), tasks::registry::OVERLAY_NETWORK.into()),
-        ("certsDir".into(), NODE_CERTS.into()),
         (
-            "serviceGroups".into(),
-            n.service_groups().join(","),
+            "overlayNetwork".into(),
+            tasks::registry::OVERLAY_NETWORK.into(),
         ),
+        ("certsDir".into(), NODE_CERTS.into()),
+        ("serviceGroups".into(), n.service_groups().join(",")),
     ]);
     if n.is_ctrl() {
         let members = ctrl_servers(&i).await?;
@@ -308,10 +318,8 @@ pub(crate) async fn config(ctx: StepContext) -> Result<Value, StepError> {
         .await
         .map_err(ssh_error)?;
     let _ = r.close().await;
-    ctx.log.info(format!(
-        "uploaded /etc/nixos ({})",
-        node_type_file(&n.role)
-    ));
+    ctx.log
+        .info(format!("uploaded /etc/nixos ({})", node_type_file(&n.role)));
     Ok(json!({ "secrets": secrets, "overlay_ip": vars.get("overlayIp") }))
 }
 
@@ -365,7 +373,12 @@ pub(crate) async fn confd(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
     let r = remote(&ctx, &i).await?;
     let result = r
-        .run("systemctl restart confd", None, &LogSink(ctx.log.clone()), None)
+        .run(
+            "systemctl restart confd",
+            None,
+            &LogSink(ctx.log.clone()),
+            None,
+        )
         .await;
     let _ = r.close().await;
     result.map_err(ssh_error)?;
@@ -399,7 +412,8 @@ pub(crate) async fn unregister(ctx: StepContext) -> Result<Value, StepError> {
     }
     let endpoints = ctrl_endpoints(&i).await?;
     if endpoints.is_empty() || !i.dir.join("ca/root.pem").exists() {
-        ctx.log.info("no registry (no control node); nothing to unregister");
+        ctx.log
+            .info("no registry (no control node); nothing to unregister");
         return Ok(json!({ "unregistered": false }));
     }
     let reg = connect(&i, &endpoints).await?;
@@ -409,14 +423,21 @@ pub(crate) async fn unregister(ctx: StepContext) -> Result<Value, StepError> {
         .filter(|n| n.name == node)
         .map(|n| n.ipv4.clone())
         .collect();
-    if let Some(s) = i.servers().await?.into_iter().find(|s| s.node() == Some(node.as_str())) {
+    if let Some(s) = i
+        .servers()
+        .await?
+        .into_iter()
+        .find(|s| s.node() == Some(node.as_str()))
+    {
         ips.extend(s.ipv4);
     }
     reg.unregister_node(&node)
         .await
         .map_err(StepError::retryable)?;
     for ip in ips {
-        reg.release_subnet(&ip).await.map_err(StepError::retryable)?;
+        reg.release_subnet(&ip)
+            .await
+            .map_err(StepError::retryable)?;
     }
     ctx.log.info(format!("unregistered {node}"));
     Ok(json!({ "unregistered": true }))
