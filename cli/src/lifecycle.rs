@@ -155,7 +155,6 @@ pub async fn prepare(
         .map(String::from)
         .to_vec();
     c.need(&keys, INIT_HINT)?;
-    c.provider()?;
     let types = |roles: &[&str]| -> Result<(), Failure> {
         let files: Vec<String> = roles
             .iter()
@@ -290,6 +289,7 @@ pub async fn prepare(
             "node.destroy"
         }
     };
+    c.provider()?;
     Ok((workflow, input))
 }
 

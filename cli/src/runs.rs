@@ -227,7 +227,12 @@ pub async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Fail
 }
 
 /// Executes a run here with progress on stderr; Ctrl-C or SIGTERM cancels it.
+/// Node lifecycle runs end with their per-node summary.
 pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(), Failure> {
+    let workflow = ctx.engine.load(run_id).await?.run.workflow;
+    if workflow.starts_with("node.") || workflow.starts_with("cluster.") {
+        return crate::lifecycle::execute(ctx, run_id, exec).await;
+    }
     let outcome = execute_outcome(ctx, run_id, exec).await?;
     finish(ctx, &outcome, None)
 }

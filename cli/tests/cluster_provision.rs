@@ -1,63 +1,17 @@
 //! `nix-infra cluster provision` on the sandbox: durable, resumable, never two servers per node.
 
+mod common;
+
+use common::{Down, cli, show};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use tasks::provider::{Hetzner, Provider};
-
-const BIN: &str = env!("CARGO_BIN_EXE_nix-infra");
-
-fn cli(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_remove("DATABASE_URL")
-        .env_remove("HCLOUD_TOKEN")
-        .env_remove("HCLOUD_ENDPOINT")
-        .arg("-d")
-        .arg(dir)
-        .args(["--lease-ttl", "2"]);
-    c
-}
-
-struct Down(std::path::PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = cli(&self.0).args(["sandbox", "down"]).output();
-    }
-}
+use std::process::Stdio;
 
 async fn servers(dir: &std::path::Path) -> Vec<String> {
-    let env: std::collections::BTreeMap<String, String> = std::fs::read_to_string(dir.join(".env"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let p = Hetzner::new(&env["HCLOUD_ENDPOINT"], &env["HCLOUD_TOKEN"]).unwrap();
-    let cluster = std::fs::canonicalize(dir)
-        .unwrap()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_string();
-    let mut names: Vec<String> = p
-        .list_servers(&cluster)
+    common::servers(dir)
         .await
-        .unwrap()
         .into_iter()
-        .map(|s| s.name)
-        .collect();
-    names.sort();
-    names
-}
-
-fn show(dir: &std::path::Path, id: &str) -> serde_json::Value {
-    let out = cli(dir)
-        .args(["runs", "show", id, "--output", "json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+        .map(|(n, _)| n)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,14 +120,25 @@ fn bad_input_is_refused_before_anything_is_created() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("run `nix-infra init`"), "{stderr}");
+    common::ok(cli(dir.path()).arg("init"));
+    let out = cli(dir.path())
+        .args(["cluster", "provision", "--target", "  "])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--target names no node"));
-    assert!(!dir.path().join(".nix-infra").exists());
-    // No token anywhere: the run fails at its first step with a clear, permanent error.
+    // No token anywhere: refused before a run exists.
     let out = cli(dir.path())
         .args(["cluster", "provision", "--target", "n1"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("HCLOUD_TOKEN is not set"), "{stdout}");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HCLOUD_TOKEN is not set"), "{stderr}");
+    assert!(
+        !dir.path().join(".nix-infra").exists(),
+        "no state was written"
+    );
 }
