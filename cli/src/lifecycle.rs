@@ -374,7 +374,6 @@ pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(),
 /// --run-id, the run's persisted plan and which steps are done).
 pub async fn plan(global: &Global, cmd: &PlanCommand) -> Result<(), Failure> {
     let PlanCommand::Cluster(cmd) = cmd;
-    let (workflow, input) = prepare(global, cmd).await?;
     if let Some(id) = &global.run_id {
         let ctx = Context::open(global.clone()).await?;
         if let Ok(state) = ctx.engine.load(id).await {
@@ -411,6 +410,7 @@ pub async fn plan(global: &Global, cmd: &PlanCommand) -> Result<(), Failure> {
             return Ok(());
         }
     }
+    let (workflow, input) = prepare(global, cmd).await?;
     let w = workflows::registry()
         .get(workflow)
         .ok_or_else(|| Failure::Other(anyhow!("unknown workflow {workflow}")))?;

@@ -363,7 +363,21 @@ pub(crate) async fn rebuild(ctx: StepContext) -> Result<Value, StepError> {
 pub(crate) async fn etcd(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
     let endpoint = format!("https://{}:2379", address(&ctx)?);
-    connect(&i, std::slice::from_ref(&endpoint)).await?;
+    // etcd takes a moment to start after the switch: wait for it here rather
+    // than fail the attempt (a member of a new multi-node cluster waits for quorum).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match connect(&i, std::slice::from_ref(&endpoint)).await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => {
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return Err(StepError::retryable("cancelled")),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
     ctx.log.info(format!("etcd healthy at {endpoint}"));
     Ok(json!({ "endpoint": endpoint }))
 }
