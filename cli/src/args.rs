@@ -474,7 +474,7 @@ pub struct ExecArgs {
     /// The queue a detached run goes to.
     #[arg(long, default_value = "nix-infra")]
     pub queue: String,
-    /// Most steps of the run executing at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Most steps of the run executing at once (steps mostly wait on the network).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 }

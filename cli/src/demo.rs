@@ -10,7 +10,7 @@ fn exec() -> ExecArgs {
     ExecArgs {
         detach: false,
         queue: "nix-infra".into(),
-        concurrency: 16,
+        concurrency: 64,
     }
 }
 

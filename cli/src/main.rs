@@ -191,7 +191,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(async {
+        let result = dispatch(cli).await;
+        workflows::node::close_connections().await;
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::RunNotSucceeded) => ExitCode::from(1),
         Err(Failure::Other(e)) => report(&e, 1),

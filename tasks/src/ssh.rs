@@ -168,7 +168,11 @@ impl Remote {
             .user_known_hosts_file(&cfg.known_hosts)
             .control_directory(&cfg.control_dir)
             .connect_timeout(cfg.connect_timeout)
-            .server_alive_interval(Duration::from_secs(15));
+            .server_alive_interval(Duration::from_secs(15))
+            // A master nobody uses for a minute exits, even if its process died.
+            .control_persist(openssh::ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(60).expect("non-zero"),
+            ));
         if let Some(key) = &cfg.key {
             b.keyfile(key);
         }
@@ -216,13 +220,31 @@ impl Remote {
         patience: Duration,
     ) -> Result<Remote, SshError> {
         let started = Instant::now();
-        let mut wait = Duration::from_millis(100);
+        let mut wait = Duration::from_millis(50);
         loop {
-            match Remote::connect(cfg, node, host).await {
+            // A closed port is cheap to see; an SSH attempt spawns ssh. Knock first,
+            // so a booting node is noticed within a few tens of milliseconds.
+            let knock = tokio::time::timeout(
+                cfg.connect_timeout,
+                tokio::net::TcpStream::connect((host, cfg.port)),
+            )
+            .await;
+            let result = match knock {
+                Ok(Ok(_)) => Remote::connect(cfg, node, host).await,
+                Ok(Err(e)) => Err(SshError::Unreachable {
+                    node: node.into(),
+                    reason: format!("{host}:{}: {e}", cfg.port),
+                }),
+                Err(_) => Err(SshError::Unreachable {
+                    node: node.into(),
+                    reason: format!("{host}:{}: timed out", cfg.port),
+                }),
+            };
+            match result {
                 Err(e @ SshError::Unreachable { .. }) if started.elapsed() + wait < patience => {
                     tracing::debug!("{e}; retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    wait = wait.mul_f64(1.5).min(Duration::from_secs(2));
                 }
                 other => return other,
             }
@@ -347,6 +369,11 @@ impl Remote {
             })
     }
 
+    /// Whether the connection still works (its mux master answers).
+    pub async fn is_alive(&self) -> bool {
+        self.session.check().await.is_ok()
+    }
+
     /// Closes the connection and its control socket.
     pub async fn close(self) -> Result<(), SshError> {
         let node = self.node.clone();
@@ -379,4 +406,52 @@ async fn lines(r: impl AsyncRead + Unpin, stream: Stream, sink: &dyn LineSink) -
 /// Quotes a word for `sh`.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Open connections shared by the steps of one process, one per node and address.
+///
+/// A step asks for its node's connection; a live one is reused (one SSH
+/// handshake per node, not one per step), a dead one (the node rebooted, or
+/// was re-created) is replaced.
+#[derive(Default)]
+pub struct Pool {
+    open: tokio::sync::Mutex<std::collections::HashMap<(String, String), std::sync::Arc<Remote>>>,
+}
+
+impl Pool {
+    /// The connection to `node` at `host`, waiting up to `patience` for a new one.
+    pub async fn get(
+        &self,
+        cfg: &SshConfig,
+        node: &str,
+        host: &str,
+        patience: Duration,
+    ) -> Result<std::sync::Arc<Remote>, SshError> {
+        let key = (node.to_string(), host.to_string());
+        if let Some(r) = self.open.lock().await.get(&key).cloned()
+            && r.is_alive().await
+        {
+            return Ok(r);
+        }
+        let fresh = std::sync::Arc::new(Remote::wait_for(cfg, node, host, patience).await?);
+        let mut open = self.open.lock().await;
+        open.retain(|(n, _), _| n != node);
+        open.insert(key, fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Drops the connections to `node` (it is being deleted).
+    pub async fn forget(&self, node: &str) {
+        self.open.lock().await.retain(|(n, _), _| n != node);
+    }
+
+    /// Closes every connection no step holds any more (at the end of a process).
+    pub async fn close_all(&self) {
+        let open: Vec<_> = self.open.lock().await.drain().map(|(_, r)| r).collect();
+        for r in open {
+            if let Ok(r) = std::sync::Arc::try_unwrap(r) {
+                let _ = r.close().await;
+            }
+        }
+    }
 }

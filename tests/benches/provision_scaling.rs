@@ -90,5 +90,6 @@ fn main() {
             "  ratio:    {:.2}x (goal <= 1.5x)",
             t.as_secs_f64() / o.as_secs_f64()
         );
+        workflows::node::close_connections().await;
     });
 }

@@ -20,9 +20,10 @@ pub use steps::{NODE_CERTS, node_type_file, referenced_secrets, stage_config};
 use engine::{RetryPolicy, StepContext, StepError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tasks::provider::{Hetzner, Provider, ProviderError, ServerInfo};
-use tasks::ssh::{Remote, SshConfig, SshError};
+use tasks::ssh::{Pool, Remote, SshConfig, SshError};
 
 /// One node of a run.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -216,11 +217,20 @@ pub(crate) fn address(ctx: &StepContext) -> Result<String, StepError> {
         .ok_or_else(|| StepError::permanent(format!("no address known for node {node}")))
 }
 
-/// An SSH connection to the step's node, waiting for it to answer.
-pub(crate) async fn remote(ctx: &StepContext, i: &NodesInput) -> Result<Remote, StepError> {
+/// This process's SSH connections, shared by the steps of every run it executes.
+pub(crate) static CONNECTIONS: std::sync::LazyLock<Pool> = std::sync::LazyLock::new(Pool::default);
+
+/// Closes this process's idle SSH connections to nodes; call it before the process exits.
+pub async fn close_connections() {
+    CONNECTIONS.close_all().await;
+}
+
+/// An SSH connection to the step's node (shared, or new once it answers).
+pub(crate) async fn remote(ctx: &StepContext, i: &NodesInput) -> Result<Arc<Remote>, StepError> {
     let node = node_param(ctx)?;
     let ip = address(ctx)?;
-    Remote::wait_for(&ssh_config(&i.dir), &node, &ip, Duration::from_secs(300))
+    CONNECTIONS
+        .get(&ssh_config(&i.dir), &node, &ip, Duration::from_secs(300))
         .await
         .map_err(ssh_error)
 }

@@ -115,7 +115,6 @@ async fn install(ctx: StepContext) -> Result<Value, StepError> {
             .map_err(ssh_error)?;
         ctx.log.info(format!("installed {}", i.channel));
     }
-    let _ = r.close().await;
     Ok(json!({ "installed": !already }))
 }
 
@@ -123,7 +122,6 @@ async fn verify(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
     let r = remote(&ctx, &i).await?;
     let version = tasks::nixos::verify(&r).await.map_err(ssh_error)?;
-    let _ = r.close().await;
     ctx.log.info(format!("NixOS {version}"));
     Ok(json!({ "nixos_version": version }))
 }
@@ -180,6 +178,7 @@ async fn delete(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
     let node = node_param(&ctx)?;
     let p = i.hetzner()?;
+    super::CONNECTIONS.forget(&node).await;
     let found = p.list_servers(&i.cluster).await.map_err(provider_error)?;
     let mut ipv4 = None;
     for s in found

@@ -138,7 +138,6 @@ pub(crate) async fn certs(ctx: StepContext) -> Result<Value, StepError> {
             .await
             .map_err(ssh_error)?;
     }
-    let _ = r.close().await;
     ctx.log.info(format!("certificates for {node} at {ip}"));
     Ok(json!({ "peer_serial": certs.peer.serial, "client_serial": certs.client.serial }))
 }
@@ -317,7 +316,6 @@ pub(crate) async fn config(ctx: StepContext) -> Result<Value, StepError> {
     r.upload_tree(rendered.path(), "/etc/nixos")
         .await
         .map_err(ssh_error)?;
-    let _ = r.close().await;
     ctx.log
         .info(format!("uploaded /etc/nixos ({})", node_type_file(&n.role)));
     Ok(json!({ "secrets": secrets, "overlay_ip": vars.get("overlayIp") }))
@@ -344,7 +342,6 @@ pub(crate) async fn secrets(ctx: StepContext) -> Result<Value, StepError> {
             .await
             .map_err(StepError::retryable)?;
     }
-    let _ = r.close().await;
     ctx.log.info(format!("deployed {}", names.join(", ")));
     Ok(json!({ "deployed": names }))
 }
@@ -354,7 +351,6 @@ pub(crate) async fn rebuild(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
     let r = remote(&ctx, &i).await?;
     let result = tasks::nixos::rebuild(&r, &LogSink(ctx.log.clone())).await;
-    let _ = r.close().await;
     result.map_err(ssh_error)?;
     Ok(json!({ "switched": true }))
 }
@@ -394,7 +390,6 @@ pub(crate) async fn confd(ctx: StepContext) -> Result<Value, StepError> {
             None,
         )
         .await;
-    let _ = r.close().await;
     result.map_err(ssh_error)?;
     Ok(json!({ "restarted": "confd" }))
 }
