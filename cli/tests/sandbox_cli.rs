@@ -116,7 +116,7 @@ async fn sandbox_up_serves_hetzner_and_down_removes_everything() {
 }
 
 #[test]
-fn the_demo_provisions_four_nixos_nodes_and_cleans_up() {
+fn the_demo_brings_a_cluster_up_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let _down = Down(dir.path().to_path_buf());
     let out = cli(dir.path()).arg("demo").output().unwrap();
@@ -131,7 +131,13 @@ fn the_demo_provisions_four_nixos_nodes_and_cleans_up() {
             .lines()
             .find(|l| l.starts_with(node))
             .unwrap_or_else(|| panic!("{node} missing: {stdout}"));
-        assert!(line.contains("127.") && line.contains("(Vicuna)"), "{line}");
+        assert!(line.contains(" ok ") && line.contains("127."), "{line}");
+        let last = if node == "ctrl1" {
+            "done (etcd)"
+        } else {
+            "done (register)"
+        };
+        assert!(line.contains(last), "{line}");
     }
     assert!(stdout.contains("runs show"));
     assert!(stdout.contains("sandbox stopped"));
@@ -151,7 +157,7 @@ fn the_demo_provisions_four_nixos_nodes_and_cleans_up() {
         .iter()
         .map(|r| r["workflow"].as_str().unwrap())
         .collect();
-    assert_eq!(workflows, ["node.destroy", "node.provision"]);
+    assert_eq!(workflows, ["node.destroy", "cluster.up"]);
     assert!(
         runs.as_array()
             .unwrap()
