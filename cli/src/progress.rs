@@ -1,10 +1,12 @@
-//! Progress on stderr while a run executes: a live bar on a terminal, plain lines otherwise.
+//! Progress on stderr while a run executes: on a terminal a live bar plus one
+//! line per node (its current step), otherwise plain lines, one per step event.
 //!
 //! Like colmena's job monitor, the engine only emits [`RunEvent`]s; this
 //! module is the one place that turns them into something a person reads.
 
 use engine::{RunEvent, RunStatus};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -12,8 +14,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// Consumes a run's events until the channel closes.
 pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
     let live = std::io::stderr().is_terminal();
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let mut nodes = NodeLines::default();
     let bar = if live {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        let bar = multi.add(ProgressBar::new(0));
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps  {msg}")
                 .expect("static template")
@@ -25,7 +29,9 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
         None
     };
     let say = |line: String| match &bar {
-        Some(b) => b.println(line),
+        Some(_) => {
+            let _ = multi.println(line);
+        }
         None => eprintln!("{line}"),
     };
     let mut running: Vec<String> = Vec::new();
@@ -51,6 +57,9 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
                 if bar.is_none() && attempt > 1 {
                     say(format!("  ↻ {step} attempt {attempt}"));
                 }
+                if live {
+                    nodes.show(&multi, &step, "…");
+                }
                 running.push(step);
             }
             RunEvent::StepSucceeded {
@@ -67,6 +76,9 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
                 } else {
                     String::new()
                 };
+                if live {
+                    nodes.show(&multi, &step, "✓");
+                }
                 say(format!("  ✓ {step} ({}{tries})", human(elapsed)));
             }
             RunEvent::StepFailed {
@@ -76,6 +88,14 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
                 retry_in,
             } => {
                 running.retain(|s| s != &step);
+                if live {
+                    let mark = if retry_in.is_some() {
+                        "retrying"
+                    } else {
+                        "✗ failed"
+                    };
+                    nodes.show(&multi, &step, mark);
+                }
                 match retry_in {
                     Some(wait) => say(format!(
                         "  ! {step} attempt {attempt} failed, retrying in {}: {error}",
@@ -88,6 +108,7 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
+                nodes.finish();
                 let mark = if status == RunStatus::Succeeded {
                     "✓"
                 } else {
@@ -102,6 +123,37 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
     }
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+}
+
+/// One live line per node of a node lifecycle run (steps named `<stage>/<node>`).
+#[derive(Default)]
+struct NodeLines {
+    lines: BTreeMap<String, ProgressBar>,
+}
+
+impl NodeLines {
+    fn show(&mut self, multi: &MultiProgress, step: &str, state: &str) {
+        let Some((stage, node)) = step.split_once('/') else {
+            return;
+        };
+        let line = self.lines.entry(node.to_string()).or_insert_with(|| {
+            let b = multi.add(ProgressBar::new_spinner());
+            b.set_style(
+                ProgressStyle::with_template("  {spinner} {prefix:<14} {msg}")
+                    .expect("static template"),
+            );
+            b.set_prefix(node.to_string());
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        line.set_message(format!("{stage} {state}"));
+    }
+
+    fn finish(&mut self) {
+        for b in self.lines.values() {
+            b.finish_and_clear();
+        }
     }
 }
 
