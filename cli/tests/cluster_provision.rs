@@ -3,8 +3,6 @@
 mod common;
 
 use common::{Down, cli, show};
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 
 async fn servers(dir: &std::path::Path) -> Vec<String> {
     common::servers(dir)
@@ -34,27 +32,17 @@ async fn provision_survives_kill_9_and_adopts_instead_of_duplicating() {
     );
 
     // Kill -9 once the first server exists.
-    let mut child = cli(dir.path())
-        .args([
+    common::kill_9_at(
+        cli(dir.path()).args([
             "cluster",
             "provision",
             "--target",
             "n1 n2 n3 n4",
             "--run-id",
             "prov-1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        if line.unwrap().contains("✓ create/") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+        ]),
+        "✓ create/",
+    );
     assert_eq!(show(dir.path(), "prov-1")["status"], "running");
 
     let out = cli(dir.path())

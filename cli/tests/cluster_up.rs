@@ -6,7 +6,7 @@ mod common;
 use age::secrecy::ExposeSecret;
 use common::{Down, cli, ok, servers};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use tasks::registry::{Registry, RegistryTls};
@@ -72,21 +72,12 @@ async fn cluster_up_survives_kill_9_registers_exactly_and_destroys_cleanly() {
     cluster_repo(dir, "hello-from-the-test-7f3a");
 
     // Killed with -9 in mid-provision (the first server exists)...
-    let mut child = cli(dir)
-        .env("DATABASE_URL", &url)
-        .args(["cluster", "up", "--run-id", "up-1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        if line.unwrap().contains("✓ create/") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::kill_9_at(
+        cli(dir)
+            .env("DATABASE_URL", &url)
+            .args(["cluster", "up", "--run-id", "up-1"]),
+        "✓ create/",
+    );
     assert_eq!(
         show_pg(dir, &url, "up-1")["status"],
         "running",

@@ -1,37 +1,19 @@
 //! `nix-infra sandbox`: a local Hetzner stand-in the ordinary tooling talks to.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 use tasks::provider::{Hetzner, Provider, ServerSpec};
 
-const BIN: &str = env!("CARGO_BIN_EXE_nix-infra");
+mod common;
 
+use common::{BIN, Down, env as env_file};
+
+/// `nix-infra -d DIR`, inheriting the caller's environment.
 fn cli(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     c.arg("-d").arg(dir);
     c
-}
-
-fn env_file(dir: &std::path::Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(dir.join(".env"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
-/// Stops the sandbox even when the test fails half-way (it runs detached on purpose).
-struct Down(std::path::PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = cli(&self.0).args(["sandbox", "down"]).output();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use tasks::provider::{Hetzner, Provider};
 
 /// The binary under test.
@@ -89,4 +90,21 @@ pub fn show(dir: &Path, id: &str) -> serde_json::Value {
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Starts `c`, kills it with SIGKILL as soon as a line of its stderr contains `marker`.
+pub fn kill_9_at(c: &mut Command, marker: &str) {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        if line.unwrap().contains(marker) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -2,28 +2,15 @@
 # etcd, on the flannel (WireGuard) overlay. Its overlay address is reserved
 # before the first deploy, so it is right here the first time.
 { config, pkgs, lib, ... }:
-let
-  etcdEndpoints = "[%%etcdEndpoints%%]";
-in
 {
   imports = [ ./modules/base.nix ./modules/mesh.nix ];
 
-  services.flannel = {
-    enable = true;
-    network = "[%%overlayNetwork%%]";
-    publicIp = "[%%localIp%%]";
-    backend = { Type = "wireguard"; };
-    etcd = {
-      endpoints = lib.splitString "," etcdEndpoints;
-      caFile = "[%%certsDir%%]/ca.pem";
-      certFile = "[%%certsDir%%]/client.pem";
-      keyFile = "[%%certsDir%%]/client-key.pem";
-    };
-  };
-
   nix-infra.mesh = {
-    etcdEndpoints = etcdEndpoints;
+    etcdEndpoints = "[%%etcdEndpoints%%]";
+    publicIp = "[%%localIp%%]";
+    overlayNetwork = "[%%overlayNetwork%%]";
     overlayIp = "[%%overlayIp%%]";
+    certsDir = "[%%certsDir%%]";
     serviceGroups = lib.splitString "," "[%%serviceGroups%%]";
   };
 
