@@ -69,10 +69,6 @@ pub struct Global {
     #[arg(long, global = true, value_name = "FILE")]
     pub env: Option<PathBuf>,
 
-    /// Never prompt (for scripts and CI).
-    #[arg(long, global = true)]
-    pub batch: bool,
-
     /// More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -119,6 +115,9 @@ pub enum Command {
         /// app_modules/) where those files are missing.
         #[arg(long)]
         example: bool,
+        /// Never prompt (init asks nothing; accepted as the Dart tool did).
+        #[arg(long)]
+        batch: bool,
     },
     /// Manage the cluster's SSH key, locally and at the provider.
     #[command(subcommand)]
@@ -133,9 +132,16 @@ pub enum Command {
     /// A local stand-in for Hetzner Cloud whose servers are sshd "nodes" on loopback (needs root).
     #[command(subcommand)]
     Sandbox(SandboxCommand),
-    /// Node lifecycles on the cluster in the working directory.
+    /// Node lifecycles and day-2 operations on the cluster in the working directory.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The same commands for fleet nodes: NixOS machines outside the overlay
+    /// and the registry (node type node_types/fleet_node.nix).
+    #[command(subcommand)]
+    Fleet(ClusterCommand),
+    /// App lifecycles: register, deploy, register-instance, unregister-instance, remove, unregister.
+    #[command(subcommand)]
+    App(AppCommand),
     /// Try it: on the local sandbox, bring up a cluster (1 ctrl, 2 workers,
     /// 1 ingress) from the example repo, show it, destroy it.
     ///
@@ -237,9 +243,208 @@ pub enum ClusterCommand {
         /// The nodes, space-separated: --target "node1 node2".
         #[arg(long, required = true)]
         target: String,
+        /// Do not ask (for scripts and CI).
+        #[arg(long)]
+        batch: bool,
         #[command(flatten)]
         exec: ExecArgs,
     },
+    /// Run a shell command on each node; shows each node's exit code and output.
+    ///
+    /// Exits non-zero if the command failed (or could not run) on any node.
+    Cmd {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// Variables to export first, KEY=VALUE,… or @FILE (KEY=VALUE lines). The
+        /// values travel encrypted and on stdin: never in argv, logs or output.
+        #[arg(long, value_name = "KEY=VALUE,…|@FILE")]
+        env_vars: Option<String>,
+        /// The command.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Run an app's action.sh on each node.
+    Action {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// The app (app_modules/<app>/action.sh).
+        #[arg(long)]
+        app: String,
+        /// Store the action's stdout as this secret instead of showing it (one node only).
+        #[arg(long, value_name = "NAME")]
+        save_as_secret: Option<String>,
+        /// Arguments to action.sh.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Copy a local file or folder to a path on each node.
+    Upload {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// The local file or folder.
+        #[arg(long)]
+        src: PathBuf,
+        /// Where on the node.
+        #[arg(long)]
+        dst: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Forward a local port to a port on a node (until Ctrl-C).
+    PortForward {
+        /// The node.
+        #[arg(long, required = true)]
+        target: String,
+        /// Local port (on 127.0.0.1).
+        #[arg(long)]
+        local_port: u16,
+        /// Port on the node's loopback.
+        #[arg(long)]
+        remote_port: u16,
+    },
+    /// Open a shell on a node (or run COMMAND there), with the cluster's key and pinned host key.
+    Ssh {
+        /// The node.
+        #[arg(long, required = true)]
+        target: String,
+        /// A command instead of a shell.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Read the registry (etcd).
+    Etcd {
+        /// What to show.
+        #[arg(value_enum)]
+        what: EtcdWhat,
+    },
+    /// Collect garbage in each node's Nix store.
+    Gc {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Upgrade NixOS, --batch nodes at a time; a failed batch stops the rest.
+    UpgradeNixos {
+        /// The nodes, space-separated, in the order to upgrade them.
+        #[arg(long, required = true)]
+        target: String,
+        /// Nodes per batch.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Switch each node back to its previous NixOS generation.
+    Rollback {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+}
+
+/// What `cluster etcd` shows.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtcdWhat {
+    /// Registered nodes.
+    Nodes,
+    /// Internal services and their instances.
+    Services,
+    /// Backends and their instances.
+    Backends,
+    /// Frontends and their instances.
+    Frontends,
+    /// Overlay subnets (flannel leases).
+    Network,
+}
+
+/// `nix-infra app …`
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Register the app's meta_data (publish port, env prefix, env).
+    Register {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The port it publishes.
+        #[arg(long)]
+        port: u16,
+        /// Prefix of the variables other apps get for it (default: APP in upper case).
+        #[arg(long)]
+        env_prefix: Option<String>,
+        /// Extra environment, KEY=VALUE (repeatable).
+        #[arg(long = "env-var", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Upload the app and nodes/<node>.nix to each node, deploy its secrets, rebuild.
+    Deploy {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The nodes (their nodes/<node>.nix must import app_modules/<app>).
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Register an instance of the app on each node.
+    RegisterInstance {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The nodes.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Remove the app's instance on each node from the registry.
+    UnregisterInstance {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The nodes.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Take the app off each node: unregister its instance, rebuild without it, prune its secrets.
+    Remove {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The nodes (their nodes/<node>.nix must no longer import the app).
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Remove the app from the registry: its meta_data and every instance.
+    Unregister {
+        #[command(flatten)]
+        app: AppArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+}
+
+/// Which app.
+#[derive(Args, Debug, Clone)]
+pub struct AppArgs {
+    /// The app (its folder under app_modules/).
+    #[arg(long)]
+    pub app: String,
+    /// Where it is registered: service, backend or frontend.
+    #[arg(long, default_value = "backend")]
+    pub kind: String,
 }
 
 /// What servers to create.
@@ -273,6 +478,12 @@ pub enum PlanCommand {
     /// The plan of a cluster command.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The plan of a fleet command.
+    #[command(subcommand)]
+    Fleet(ClusterCommand),
+    /// The plan of an app command.
+    #[command(subcommand)]
+    App(AppCommand),
 }
 
 /// `nix-infra sandbox …`
@@ -321,6 +532,24 @@ pub enum SecretsCommand {
         /// The secret's name.
         #[arg(long)]
         name: String,
+    },
+    /// Rotate a secret as a durable run (secret.rotate): stage a new version,
+    /// deploy it where it is used, restart, verify, retire the old one.
+    Rotate {
+        /// The secret's name.
+        #[arg(long)]
+        name: String,
+        /// Random bytes of a generated value (hex-encoded).
+        #[arg(long, default_value_t = 32, conflicts_with = "from_action")]
+        bytes: usize,
+        /// Take the new value from an app's action: APP@NODE, with --action-arg for its arguments.
+        #[arg(long, value_name = "APP@NODE")]
+        from_action: Option<String>,
+        /// Arguments to the action (repeatable).
+        #[arg(long = "action-arg", requires = "from_action")]
+        action_args: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
     },
 }
 

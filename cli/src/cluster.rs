@@ -190,6 +190,46 @@ pub fn create_ssh_key(dir: &Path, cluster: &str) -> Result<bool, Failure> {
     Ok(true)
 }
 
+/// The `secret.rotate` run of `secrets rotate`.
+pub fn rotate_run(
+    global: &crate::args::Global,
+    name: &str,
+    bytes: usize,
+    from_action: Option<String>,
+    action_args: Vec<String>,
+) -> Result<crate::prepare::Prepared, Failure> {
+    let c = crate::lifecycle::ClusterDir::open(global)?;
+    let store = SecretStore::new(c.dir.join("secrets"), secret_key(&c.dir)?);
+    let info = store.info(name).map_err(|e| Failure::Usage(e.into()))?;
+    if info.current.is_none() {
+        return Err(Failure::Usage(anyhow!(
+            "no secret named {name} to rotate (store it first: `nix-infra secrets store --name {name}`)"
+        )));
+    }
+    let mut args = serde_json::json!({ "secret": name });
+    match from_action {
+        Some(spec) => {
+            let (app, node) = spec
+                .split_once('@')
+                .ok_or_else(|| Failure::Usage(anyhow!("--from-action {spec}: give APP@NODE")))?;
+            args["from_action"] =
+                serde_json::json!({ "app": app, "node": node, "args": action_args });
+        }
+        None => args["bytes"] = serde_json::json!(bytes),
+    }
+    let mut input =
+        serde_json::json!({ "cluster": c.name, "dir": c.dir, "nodes": [], "args": args });
+    if let Some(f) = &c.env_file {
+        input["env_file"] = serde_json::json!(f);
+    }
+    c.provider()?;
+    Ok(crate::prepare::Prepared {
+        workflow: "secret.rotate",
+        input,
+        run_secret: None,
+    })
+}
+
 /// `nix-infra secrets …`.
 pub fn secrets(dir: &Path, cmd: SecretsCommand, output: Output) -> Result<(), Failure> {
     let store = SecretStore::new(dir.join("secrets"), secret_key(dir)?);
@@ -198,6 +238,9 @@ pub fn secrets(dir: &Path, cmd: SecretsCommand, output: Output) -> Result<(), Fa
         other => Failure::Usage(other.into()),
     };
     match cmd {
+        SecretsCommand::Rotate { .. } => {
+            return Err(Failure::Usage(anyhow!("`secrets rotate` starts a run")));
+        }
         SecretsCommand::Store {
             name,
             secret,

@@ -1,7 +1,7 @@
 //! `nix-infra demo`: a whole cluster lifecycle on the local sandbox, no account, no cost.
 
 use crate::args::{ClusterCommand, ExecArgs, Global, Output, ServerArgs};
-use crate::{Context, Failure, cluster, lifecycle, sandbox};
+use crate::{Context, Failure, cluster, lifecycle, prepare, sandbox};
 use age::secrecy::SecretSlice;
 use anyhow::anyhow;
 use std::path::{Path, PathBuf};
@@ -78,7 +78,8 @@ async fn lifecycle_run(global: &Global, dir: &Path, keep: bool) -> Result<(), Fa
         },
         exec: exec(),
     };
-    let (workflow, input) = lifecycle::prepare(&g, &up).await?;
+    let prepared = prepare::cluster_run(&mut g, &up, false, false).await?;
+    let (workflow, input) = (prepared.workflow, prepared.input);
     let nodes: Vec<String> = input["nodes"]
         .as_array()
         .into_iter()
@@ -116,10 +117,11 @@ async fn lifecycle_run(global: &Global, dir: &Path, keep: bool) -> Result<(), Fa
     eprintln!("== 5/5 destroy the nodes, then stop the sandbox");
     let destroy = ClusterCommand::Destroy {
         target: nodes.join(" "),
+        batch: true,
         exec: exec(),
     };
-    let destroyed = match lifecycle::prepare(&g, &destroy).await {
-        Ok((workflow, input)) => lifecycle::start(&ctx, workflow, input, &exec()).await,
+    let destroyed = match prepare::cluster_run(&mut g, &destroy, false, false).await {
+        Ok(p) => lifecycle::start(&ctx, p.workflow, p.input, &exec()).await,
         Err(e) => Err(e),
     };
     upped.and(destroyed)

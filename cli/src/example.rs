@@ -10,11 +10,12 @@ macro_rules! files {
 }
 
 /// (path, contents) of every file of the example repo.
-pub const FILES: [(&str, &str); 10] = files![
+pub const FILES: [(&str, &str); 11] = files![
     "env.example",
     "node_types/control_node.nix",
     "node_types/cluster_node.nix",
     "node_types/ingress_node.nix",
+    "node_types/fleet_node.nix",
     "modules/base.nix",
     "modules/mesh.nix",
     "nodes/worker1.nix",

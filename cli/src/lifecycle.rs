@@ -65,7 +65,7 @@ impl ClusterDir {
     }
 
     /// Fails unless every file exists, naming the missing ones.
-    fn need(&self, files: &[String], hint: &str) -> Result<(), Failure> {
+    pub(crate) fn need(&self, files: &[String], hint: &str) -> Result<(), Failure> {
         let missing: Vec<_> = files
             .iter()
             .filter(|f| !self.dir.join(f).exists())
@@ -100,7 +100,7 @@ impl ClusterDir {
     }
 
     /// Node name → role of every server of the cluster.
-    async fn inventory(&self) -> Result<BTreeMap<String, String>, Failure> {
+    pub(crate) async fn inventory(&self) -> Result<BTreeMap<String, String>, Failure> {
         let servers = self
             .provider()?
             .list_servers(&self.name)
@@ -116,203 +116,13 @@ impl ClusterDir {
     }
 }
 
-fn check_name(n: &str) -> Result<(), Failure> {
-    let ok = !n.is_empty()
-        && n.len() <= 63
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !n.starts_with('-')
-        && !n.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::Usage(anyhow!(
-            "`{n}` is not a node name (lowercase letters, digits and '-', at most 63)"
-        )))
-    }
-}
-
-fn targets(target: &str) -> Result<Vec<String>, Failure> {
-    let nodes: Vec<String> = target.split_whitespace().map(str::to_string).collect();
-    if nodes.is_empty() {
-        return Err(Failure::Usage(anyhow!("--target names no node")));
-    }
-    for n in &nodes {
-        check_name(n)?;
-    }
-    Ok(nodes)
-}
-
-const INIT_HINT: &str = "run `nix-infra init`";
-
-/// The workflow and run input a cluster command runs, after checking everything it needs.
-pub async fn prepare(
-    global: &Global,
-    cmd: &ClusterCommand,
-) -> Result<(&'static str, Value), Failure> {
-    let c = ClusterDir::open(global)?;
-    let keys: Vec<String> = ["keys/id_ed25519.pub", "keys/age.key", "ca/root.pem"]
-        .map(String::from)
-        .to_vec();
-    c.need(&keys, INIT_HINT)?;
-    let types = |roles: &[&str]| -> Result<(), Failure> {
-        let files: Vec<String> = roles
-            .iter()
-            .map(|r| workflows::node::node_type_file(r))
-            .collect();
-        c.need(
-            &files,
-            "add the node type, or `nix-infra init --example` for a starting point",
-        )
-    };
-    let mut input = json!({ "cluster": c.name, "dir": c.dir });
-    if let Some(f) = &c.env_file {
-        input["env_file"] = json!(f);
-    }
-    let server = |input: &mut Value, s: &crate::args::ServerArgs| {
-        input["server_type"] = json!(s.server_type);
-        input["image"] = json!(s.image);
-        input["location"] = json!(s.location);
-    };
-    // Targets that must already be servers, with their roles from the labels.
-    let existing = |nodes: Vec<String>,
-                    inv: &BTreeMap<String, String>|
-     -> Result<Vec<(String, String)>, Failure> {
-        nodes
-            .into_iter()
-            .map(|n| match inv.get(&n) {
-                Some(role) => Ok((n, role.clone())),
-                None => Err(Failure::Usage(anyhow!(
-                    "no server named {n} in cluster {} (its nodes: {})",
-                    c.name,
-                    if inv.is_empty() {
-                        "none".to_string()
-                    } else {
-                        inv.keys().cloned().collect::<Vec<_>>().join(", ")
-                    }
-                ))),
-            })
-            .collect()
-    };
-    let as_nodes = |nodes: &[(String, String)]| -> Value {
-        nodes
-            .iter()
-            .map(|(n, r)| json!({ "name": n, "role": r }))
-            .collect()
-    };
-    let workflow = match cmd {
-        ClusterCommand::Up {
-            ctrl,
-            workers,
-            ingress,
-            server: s,
-            ..
-        } => {
-            let mut nodes = Vec::new();
-            let mut roles = vec!["ctrl"];
-            for (count, prefix, role) in [
-                (*ctrl, "ctrl", "ctrl"),
-                (*workers, "worker", "cluster"),
-                (*ingress, "ingress", "ingress"),
-            ] {
-                if count > 0 && !roles.contains(&role) {
-                    roles.push(role);
-                }
-                nodes.extend((1..=count).map(|k| (format!("{prefix}{k}"), role.to_string())));
-            }
-            types(&roles)?;
-            input["nodes"] = as_nodes(&nodes);
-            server(&mut input, s);
-            "cluster.up"
-        }
-        ClusterCommand::Provision {
-            target,
-            role,
-            server: s,
-            ..
-        } => {
-            if !matches!(role.as_str(), "ctrl" | "cluster" | "ingress") {
-                return Err(Failure::Usage(anyhow!(
-                    "--role {role}: roles are ctrl, cluster and ingress"
-                )));
-            }
-            let nodes: Vec<_> = targets(target)?
-                .into_iter()
-                .map(|n| (n, role.clone()))
-                .collect();
-            input["nodes"] = as_nodes(&nodes);
-            server(&mut input, s);
-            "node.provision"
-        }
-        ClusterCommand::InitCtrl { target, .. } => {
-            let nodes = existing(targets(target)?, &c.inventory().await?)?;
-            if let Some((n, r)) = nodes.iter().find(|(_, r)| r != "ctrl") {
-                return Err(Failure::Usage(anyhow!(
-                    "{n} is a {r} node, not a control node; use `cluster init-node`"
-                )));
-            }
-            types(&["ctrl"])?;
-            input["nodes"] = as_nodes(&nodes);
-            "node.init"
-        }
-        ClusterCommand::InitNode { target, groups, .. } => {
-            let nodes = existing(targets(target)?, &c.inventory().await?)?;
-            if let Some((n, _)) = nodes.iter().find(|(_, r)| r == "ctrl") {
-                return Err(Failure::Usage(anyhow!(
-                    "{n} is a control node; use `cluster init-ctrl`"
-                )));
-            }
-            let roles: Vec<&str> = nodes.iter().map(|(_, r)| r.as_str()).collect();
-            types(&roles)?;
-            input["nodes"] = as_nodes(&nodes);
-            if !groups.is_empty() {
-                for n in input["nodes"].as_array_mut().into_iter().flatten() {
-                    n["groups"] = json!(groups);
-                }
-            }
-            "node.init"
-        }
-        ClusterCommand::UpdateNode { target, .. } | ClusterCommand::DeployApps { target, .. } => {
-            let nodes = existing(targets(target)?, &c.inventory().await?)?;
-            let roles: Vec<&str> = nodes.iter().map(|(_, r)| r.as_str()).collect();
-            types(&roles)?;
-            input["nodes"] = as_nodes(&nodes);
-            "node.update"
-        }
-        ClusterCommand::Unregister { target, .. } => {
-            input["nodes"] = as_nodes(&existing(targets(target)?, &c.inventory().await?)?);
-            "node.unregister"
-        }
-        ClusterCommand::Destroy { target, .. } => {
-            let nodes = existing(targets(target)?, &c.inventory().await?)?;
-            input["nodes"] = as_nodes(&nodes);
-            "node.destroy"
-        }
-    };
-    c.provider()?;
-    Ok((workflow, input))
-}
-
-/// The execution options of a cluster command.
-pub fn exec_of(cmd: &ClusterCommand) -> &ExecArgs {
-    match cmd {
-        ClusterCommand::Up { exec, .. }
-        | ClusterCommand::Provision { exec, .. }
-        | ClusterCommand::InitCtrl { exec, .. }
-        | ClusterCommand::InitNode { exec, .. }
-        | ClusterCommand::UpdateNode { exec, .. }
-        | ClusterCommand::DeployApps { exec, .. }
-        | ClusterCommand::Unregister { exec, .. }
-        | ClusterCommand::Destroy { exec, .. } => exec,
-    }
-}
-
 /// Asks before destroying, on a terminal without --batch.
-pub fn confirm(global: &Global, cmd: &ClusterCommand, input: &Value) -> Result<(), Failure> {
-    if !matches!(cmd, ClusterCommand::Destroy { .. })
-        || global.batch
-        || !std::io::stdin().is_terminal()
-    {
+pub fn confirm(cmd: &ClusterCommand, input: &Value) -> Result<(), Failure> {
+    let batch = match cmd {
+        ClusterCommand::Destroy { batch, .. } => *batch,
+        _ => return Ok(()),
+    };
+    if batch || !std::io::stdin().is_terminal() {
         return Ok(());
     }
     let names: Vec<&str> = input["nodes"]
@@ -365,7 +175,12 @@ pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(),
     let state = ctx.engine.load(run_id).await?;
     let nodes = summary::nodes(&state);
     if !ctx.json() {
-        println!("\n{}", summary::table(&nodes));
+        if matches!(state.run.workflow.as_str(), "node.cmd" | "node.action") {
+            print_output(ctx, &state).await?;
+        }
+        if !nodes.is_empty() {
+            println!("\n{}", summary::table(&nodes));
+        }
     }
     runs::finish(ctx, &outcome, Some(json!(nodes)))
 }
@@ -373,7 +188,6 @@ pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(),
 /// `nix-infra plan …`: the steps a command would run (or, for an existing
 /// --run-id, the run's persisted plan and which steps are done).
 pub async fn plan(global: &Global, cmd: &PlanCommand) -> Result<(), Failure> {
-    let PlanCommand::Cluster(cmd) = cmd;
     if let Some(id) = &global.run_id {
         let ctx = Context::open(global.clone()).await?;
         if let Ok(state) = ctx.engine.load(id).await {
@@ -410,7 +224,13 @@ pub async fn plan(global: &Global, cmd: &PlanCommand) -> Result<(), Failure> {
             return Ok(());
         }
     }
-    let (workflow, input) = prepare(global, cmd).await?;
+    let mut g = global.clone();
+    let prepared = match cmd {
+        PlanCommand::Cluster(c) => crate::prepare::cluster_run(&mut g, c, false, true).await?,
+        PlanCommand::Fleet(c) => crate::prepare::cluster_run(&mut g, c, true, true).await?,
+        PlanCommand::App(c) => crate::prepare::app_run(&g, c).await?.0,
+    };
+    let (workflow, input) = (prepared.workflow, prepared.input);
     let w = workflows::registry()
         .get(workflow)
         .ok_or_else(|| Failure::Other(anyhow!("unknown workflow {workflow}")))?;
@@ -426,6 +246,30 @@ pub async fn plan(global: &Global, cmd: &PlanCommand) -> Result<(), Failure> {
         println!("{workflow}: {} steps", plan.steps.len());
         for s in &plan.steps {
             println!("  {:<24} after {}", s.name, deps(&s.deps));
+        }
+    }
+    Ok(())
+}
+
+/// Each node's output of a command run, `node | line`, from the run's logs.
+async fn print_output(ctx: &Context, state: &engine::RunState) -> Result<(), Failure> {
+    for step in state
+        .run
+        .plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind.as_str(), "cmd" | "action"))
+    {
+        let node = step
+            .name
+            .split_once('/')
+            .map(|(_, n)| n)
+            .unwrap_or(&step.name);
+        let lines = ctx.engine.logs(&state.run.id, Some(&step.name)).await?;
+        // Only the last attempt's lines: a resumed command shows what it last printed.
+        let last = lines.iter().map(|l| l.attempt).max();
+        for l in lines.iter().filter(|l| Some(l.attempt) == last) {
+            println!("{node:<14}| {}", l.line);
         }
     }
     Ok(())

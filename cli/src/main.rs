@@ -4,9 +4,11 @@
 
 mod args;
 mod cluster;
+mod day2;
 mod demo;
 mod example;
 mod lifecycle;
+mod prepare;
 mod progress;
 mod runs;
 mod sandbox;
@@ -108,7 +110,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Init { cluster, example } => {
+        Command::Init {
+            cluster,
+            example,
+            batch: _,
+        } => {
             let dir = &cli.global.working_dir;
             let name = cluster.unwrap_or_else(|| {
                 std::fs::canonicalize(dir)
@@ -124,13 +130,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::SshKey(cmd) => cluster::ssh_key(&cli.global, cmd).await,
         Command::Plan(cmd) => lifecycle::plan(&cli.global, &cmd).await,
-        Command::Cluster(cmd) => {
-            let (workflow, input) = lifecycle::prepare(&cli.global, &cmd).await?;
-            runs::check_start(workflow, &input.to_string(), cli.global.run_id.as_deref())?;
-            lifecycle::confirm(&cli.global, &cmd, &input)?;
-            let exec = lifecycle::exec_of(&cmd).clone();
-            let ctx = Context::open(cli.global).await?;
-            lifecycle::start(&ctx, workflow, input, &exec).await
+        Command::Cluster(cmd) => cluster_command(cli.global, cmd, false).await,
+        Command::Fleet(cmd) => cluster_command(cli.global, cmd, true).await,
+        Command::App(cmd) => {
+            let (prepared, exec) = prepare::app_run(&cli.global, &cmd).await?;
+            start_prepared(cli.global, prepared, &exec).await
         }
         Command::Demo { keep } => demo::run(&cli.global, keep).await,
         Command::Sandbox(cmd) => {
@@ -141,6 +145,17 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 args::SandboxCommand::Status => sandbox::status(dir, cli.global.output),
                 args::SandboxCommand::Serve { listen } => sandbox::serve(listen).await,
             }
+        }
+        Command::Secrets(args::SecretsCommand::Rotate {
+            name,
+            bytes,
+            from_action,
+            action_args,
+            exec,
+        }) => {
+            let prepared =
+                cluster::rotate_run(&cli.global, &name, bytes, from_action, action_args)?;
+            start_prepared(cli.global, prepared, &exec).await
         }
         Command::Secrets(cmd) => cluster::secrets(&cli.global.working_dir, cmd, cli.global.output),
         Command::Worker { concurrency, queue } => {
@@ -165,6 +180,55 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             runs::run(&ctx, cmd).await
         }
     }
+}
+
+/// `nix-infra cluster …` and `nix-infra fleet …`.
+async fn cluster_command(
+    mut global: Global,
+    cmd: args::ClusterCommand,
+    fleet: bool,
+) -> Result<(), Failure> {
+    if let Some(done) = day2::direct(&global, &cmd).await {
+        return done;
+    }
+    let prepared = prepare::cluster_run(&mut global, &cmd, fleet, false).await?;
+    lifecycle::confirm(&cmd, &prepared.input)?;
+    let exec = prepare::exec_of(&cmd)
+        .cloned()
+        .expect("a command that starts a run");
+    start_prepared(global, prepared, &exec).await
+}
+
+/// Starts a prepared run here (or queues it) and reports it; removes the
+/// run's own secret once the run succeeded.
+async fn start_prepared(
+    global: Global,
+    prepared: prepare::Prepared,
+    exec: &args::ExecArgs,
+) -> Result<(), Failure> {
+    let check = runs::check_start(
+        prepared.workflow,
+        &prepared.input.to_string(),
+        global.run_id.as_deref(),
+    );
+    let dir = global.working_dir.clone();
+    let forget = |name: &Option<String>| {
+        if let Some(name) = name
+            && let Ok(key) = cluster::secret_key(&dir)
+        {
+            let _ = tasks::secrets::SecretStore::new(dir.join("secrets"), key).remove(name);
+        }
+    };
+    if let Err(e) = check {
+        forget(&prepared.run_secret);
+        return Err(e);
+    }
+    let ctx = Context::open(global).await?;
+    let result = lifecycle::start(&ctx, prepared.workflow, prepared.input, exec).await;
+    if result.is_ok() && !exec.detach {
+        forget(&prepared.run_secret);
+    }
+    result
 }
 
 /// Prints an error and its causes (skipping causes its message already includes).

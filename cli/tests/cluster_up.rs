@@ -228,7 +228,7 @@ async fn cluster_up_survives_kill_9_registers_exactly_and_destroys_cleanly() {
     );
     ok(cli(dir)
         .env("DATABASE_URL", &url)
-        .args(["--batch", "cluster", "destroy", "--target", "ctrl1"]));
+        .args(["cluster", "destroy", "--batch", "--target", "ctrl1"]));
     assert!(common::servers(dir).await.is_empty(), "the cloud is empty");
 }
 

@@ -336,6 +336,17 @@ impl SecretStore {
         Ok(out)
     }
 
+    /// One secret's versions.
+    pub fn info(&self, name: &str) -> Result<SecretInfo, SecretError> {
+        check_name(name)?;
+        let s = self.state(name)?;
+        Ok(SecretInfo {
+            name: name.into(),
+            current: s.current,
+            pending: s.pending,
+        })
+    }
+
     /// Removes a secret and all its versions.
     pub fn remove(&self, name: &str) -> Result<(), SecretError> {
         check_name(name)?;

@@ -308,8 +308,21 @@ impl Remote {
             lines(out, Stream::Stdout, sink),
             lines(err, Stream::Stderr, sink)
         );
-        let status = child.wait().await.map_err(|e| io(&e))?;
         let output = RemoteOutput { stdout, stderr };
+        let status = match child.wait().await {
+            Ok(status) => status,
+            // openssh reports exit status 127 (command not found) as this error.
+            Err(openssh::Error::Remote(_)) => {
+                let tail: Vec<&str> = output.stderr.lines().rev().take(20).collect();
+                return Err(SshError::Exit {
+                    node: self.node.clone(),
+                    command: command.into(),
+                    code: 127,
+                    stderr_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                });
+            }
+            Err(e) => return Err(io(&e)),
+        };
         if status.success() {
             return Ok(output);
         }

@@ -43,5 +43,18 @@ pub fn registry() -> engine::Registry {
     r.register(node::update());
     r.register(node::unregister());
     r.register(node::up());
+    r.register(node::cmd());
+    r.register(node::action());
+    r.register(node::upload());
+    r.register(node::gc());
+    r.register(node::rollback());
+    r.register(node::upgrade());
+    r.register(node::app::register());
+    r.register(node::app::deploy());
+    r.register(node::app::register_instance());
+    r.register(node::app::unregister_instance());
+    r.register(node::app::remove());
+    r.register(node::app::unregister());
+    r.register(node::rotate());
     r
 }

@@ -60,7 +60,14 @@ pub(crate) fn plan_init(
         steps.push(spec(s("etcd", node), "etcd", node).after(s("rebuild", node)));
         ctrl_done.push(s("etcd", node));
     }
-    if i.nodes.iter().all(|n| n.is_ctrl()) {
+    // Fleet nodes: no control plane, no overlay; configuration, secrets, rebuild.
+    for n in i.nodes.iter().filter(|n| n.is_fleet()) {
+        let node = n.name.as_str();
+        steps.push(spec(s("config", node), "config", node));
+        steps.push(spec(s("secrets", node), "secrets", node).after(s("config", node)));
+        steps.push(spec(s("rebuild", node), "rebuild", node).after(s("secrets", node)));
+    }
+    if i.nodes.iter().all(|n| n.is_ctrl() || n.is_fleet()) {
         return;
     }
     let mut ctrl = StepSpec::new("ctrl", "ctrl").retry(retry.clone());
@@ -68,7 +75,7 @@ pub(crate) fn plan_init(
         ctrl = ctrl.after(d);
     }
     steps.push(ctrl);
-    for n in i.nodes.iter().filter(|n| !n.is_ctrl()) {
+    for n in i.nodes.iter().filter(|n| !n.is_ctrl() && !n.is_fleet()) {
         let node = n.name.as_str();
         steps.push(spec(s("overlay", node), "overlay", node).after("ctrl"));
         let mut config = spec(s("config", node), "config", node)

@@ -7,15 +7,22 @@
 //! Credentials are read when a step runs (environment, then the cluster's
 //! `.env`), never stored with a run.
 
+pub mod app;
 mod cluster;
+mod day2;
 mod init;
 mod provision;
+mod rotate;
 mod steps;
 
 pub use cluster::up;
+pub use day2::{action, cmd, gc, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
 pub use provision::{destroy, provision};
-pub use steps::{NODE_CERTS, node_type_file, referenced_secrets, stage_config};
+pub use rotate::rotate;
+pub use steps::{
+    NODE_CERTS, node_apps, node_type_file, open_registry, referenced_secrets, stage_config,
+};
 
 use engine::{RetryPolicy, StepContext, StepError};
 use serde::{Deserialize, Serialize};
@@ -31,7 +38,7 @@ use tasks::ssh::{Pool, Remote, SshConfig, SshError};
 pub struct NodeInput {
     /// Node name (also the server's name).
     pub name: String,
-    /// `ctrl`, `cluster` or `ingress`.
+    /// `ctrl`, `cluster`, `ingress`, or `fleet` (no overlay, no registry).
     #[serde(default = "default_role")]
     pub role: String,
     /// Service groups the node serves (default: its role).
@@ -43,6 +50,11 @@ impl NodeInput {
     /// Whether the node runs etcd.
     pub fn is_ctrl(&self) -> bool {
         self.role == "ctrl"
+    }
+
+    /// Whether the node is a fleet node: NixOS managed by nix-infra, outside the overlay and registry.
+    pub fn is_fleet(&self) -> bool {
+        self.role == "fleet"
     }
 
     /// The service groups it registers with.
@@ -84,6 +96,16 @@ pub struct NodesInput {
     /// NixOS channel to install.
     #[serde(default = "default_channel")]
     pub channel: String,
+    /// What a day-2 workflow does, in its own shape (`node.cmd`: the command, …).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub args: serde_json::Value,
+}
+
+impl NodesInput {
+    /// Decodes `args` into a workflow's own type.
+    pub fn args<T: serde::de::DeserializeOwned>(&self) -> Result<T, StepError> {
+        T::deserialize(&self.args).map_err(|e| StepError::permanent(format!("args: {e}")))
+    }
 }
 
 fn default_type() -> String {
@@ -161,6 +183,7 @@ pub fn hetzner_for(dir: &Path) -> Result<Hetzner, StepError> {
         image: default_image(),
         location: None,
         channel: default_channel(),
+        args: serde_json::Value::Null,
     }
     .hetzner()
 }
@@ -269,9 +292,9 @@ pub(crate) fn parse_input(input: &serde_json::Value) -> Result<NodesInput, engin
                 n.name
             )));
         }
-        if !matches!(n.role.as_str(), "ctrl" | "cluster" | "ingress") {
+        if !matches!(n.role.as_str(), "ctrl" | "cluster" | "ingress" | "fleet") {
             return Err(engine::PlanError::Input(format!(
-                "node `{}` has role `{}`; roles are ctrl, cluster and ingress",
+                "node `{}` has role `{}`; roles are ctrl, cluster, ingress and fleet",
                 n.name, n.role
             )));
         }

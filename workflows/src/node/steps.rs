@@ -17,7 +17,7 @@ use tasks::ssh::{LineSink, Stream};
 pub const NODE_CERTS: &str = "/root/certs";
 
 /// Persists a remote command's output as the step's log lines.
-struct LogSink(StepLogger);
+pub(crate) struct LogSink(pub(crate) StepLogger);
 
 impl LineSink for LogSink {
     fn line(&self, stream: Stream, line: &str) {
@@ -39,6 +39,11 @@ fn secret_key(i: &NodesInput) -> Result<SecretKey, StepError> {
         Some(p) => Ok(SecretKey::Passphrase(p.into())),
         None => identity(i),
     }
+}
+
+/// The cluster's secret store (`DIR/secrets`).
+pub(crate) fn secret_store(i: &NodesInput) -> Result<SecretStore, StepError> {
+    Ok(SecretStore::new(i.dir.join("secrets"), secret_key(i)?))
 }
 
 /// The cluster CA.
@@ -86,8 +91,20 @@ async fn connect(i: &NodesInput, endpoints: &[String]) -> Result<Registry, StepE
         .map_err(StepError::retryable)
 }
 
+/// The cluster's registry: `ETCD_ENDPOINTS`, else the control nodes' etcd.
+pub async fn open_registry(i: &NodesInput) -> Result<Registry, StepError> {
+    let endpoints = ctrl_endpoints(i).await?;
+    if endpoints.is_empty() {
+        return Err(StepError::permanent(format!(
+            "cluster {} has no control node (and ETCD_ENDPOINTS is not set)",
+            i.cluster
+        )));
+    }
+    connect(i, &endpoints).await
+}
+
 /// The registry through the `ctrl` step's endpoints.
-async fn registry(ctx: &StepContext, i: &NodesInput) -> Result<Registry, StepError> {
+pub(crate) async fn registry(ctx: &StepContext, i: &NodesInput) -> Result<Registry, StepError> {
     let ctrl: Value = ctx.dep("ctrl")?;
     let endpoints: Vec<String> = serde_json::from_value(ctrl["endpoints"].clone())?;
     connect(i, &endpoints).await
@@ -230,6 +247,26 @@ pub fn referenced_secrets(root: &Path) -> BTreeSet<String> {
     out
 }
 
+/// The apps of `app_modules/` that a node file names (`app_modules/<app>`).
+pub fn node_apps(dir: &Path, node_file: &str) -> Vec<String> {
+    let mut apps: Vec<String> = std::fs::read_dir(dir.join("app_modules"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|app| {
+            let needle = format!("app_modules/{app}");
+            node_file.match_indices(&needle).any(|(at, _)| {
+                let next = node_file[at + needle.len()..].chars().next();
+                !matches!(next, Some(c) if c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        })
+        .collect();
+    apps.sort();
+    apps
+}
+
 /// Stages `/etc/nixos` for a node: a generated `configuration.nix` importing
 /// the node type, `nodes/<node>.nix`, `modules/` and `app_modules/`.
 pub fn stage_config(
@@ -249,11 +286,15 @@ pub fn stage_config(
         std::fs::copy(&own, s.join("node.nix")).map_err(|e| io(&own, e))?;
         imports.push("./node.nix");
     }
-    for sub in ["modules", "app_modules"] {
-        let from = dir.join(sub);
-        if from.is_dir() {
-            copy_tree(&from, &s.join(sub)).map_err(|e| io(&from, e))?;
-        }
+    let modules = dir.join("modules");
+    if modules.is_dir() {
+        copy_tree(&modules, &s.join("modules")).map_err(|e| io(&modules, e))?;
+    }
+    // Only the apps the node runs: those its nodes/<node>.nix names.
+    let own_text = std::fs::read_to_string(&own).unwrap_or_default();
+    for app in node_apps(dir, &own_text) {
+        let from = dir.join("app_modules").join(&app);
+        copy_tree(&from, &s.join("app_modules").join(&app)).map_err(|e| io(&from, e))?;
     }
     let configuration = format!(
         "# Written by nix-infra for node {node} ({role}). Edit {} and nodes/{node}.nix instead.\n\
@@ -300,6 +341,8 @@ pub(crate) async fn config(ctx: StepContext) -> Result<Value, StepError> {
                 .collect::<Vec<_>>()
                 .join(","),
         );
+    } else if n.is_fleet() {
+        // Outside the overlay and the registry: nothing more to fill.
     } else {
         let overlay: Value = ctx.dep(&format!("overlay/{node}"))?;
         let ctrl: Value = ctx.dep("ctrl")?;
@@ -313,6 +356,15 @@ pub(crate) async fn config(ctx: StepContext) -> Result<Value, StepError> {
     let rendered = stage_config(&i.dir, &node, &n.role, &vars).map_err(StepError::permanent)?;
     let secrets = referenced_secrets(rendered.path());
     let r = remote(&ctx, &i).await?;
+    // Apps the node no longer runs leave with their folders.
+    r.run(
+        "rm -rf /etc/nixos/app_modules",
+        None,
+        &tasks::ssh::Discard,
+        None,
+    )
+    .await
+    .map_err(ssh_error)?;
     r.upload_tree(rendered.path(), "/etc/nixos")
         .await
         .map_err(ssh_error)?;
@@ -327,11 +379,18 @@ pub(crate) async fn secrets(ctx: StepContext) -> Result<Value, StepError> {
     let node = node_param(&ctx)?;
     let config: Value = ctx.dep(&format!("config/{node}"))?;
     let names: Vec<String> = serde_json::from_value(config["secrets"].clone())?;
-    if names.is_empty() {
-        return Ok(json!({ "deployed": names }));
-    }
-    let store = SecretStore::new(i.dir.join("secrets"), secret_key(&i)?);
     let r = remote(&ctx, &i).await?;
+    // The node keeps exactly the secrets its configuration references.
+    let removed = tasks::deploy::prune_secrets(&r, &names)
+        .await
+        .map_err(StepError::retryable)?;
+    if !removed.is_empty() {
+        ctx.log.info(format!("removed {}", removed.join(", ")));
+    }
+    if names.is_empty() {
+        return Ok(json!({ "deployed": names, "removed": removed }));
+    }
+    let store = secret_store(&i)?;
     for name in &names {
         let value = store.get(name).map_err(|e| {
             StepError::permanent(format!(
@@ -343,7 +402,7 @@ pub(crate) async fn secrets(ctx: StepContext) -> Result<Value, StepError> {
             .map_err(StepError::retryable)?;
     }
     ctx.log.info(format!("deployed {}", names.join(", ")));
-    Ok(json!({ "deployed": names }))
+    Ok(json!({ "deployed": names, "removed": removed }))
 }
 
 /// `rebuild/<node>`: `nixos-rebuild switch`; its output is the step's log.
@@ -416,7 +475,10 @@ pub(crate) async fn register(ctx: StepContext) -> Result<Value, StepError> {
 pub(crate) async fn unregister(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
     let node = node_param(&ctx)?;
-    if i.nodes.iter().any(|n| n.name == node && n.is_ctrl()) {
+    if i.nodes
+        .iter()
+        .any(|n| n.name == node && (n.is_ctrl() || n.is_fleet()))
+    {
         return Ok(json!({ "unregistered": false }));
     }
     let endpoints = ctrl_endpoints(&i).await?;

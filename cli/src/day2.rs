@@ -1,0 +1,168 @@
+//! The `cluster`/`fleet` commands that do not start a run: `ssh`,
+//! `port-forward` (interactive) and `etcd …` (a read of the registry).
+
+use crate::args::{ClusterCommand, EtcdWhat, Global, Output};
+use crate::lifecycle::ClusterDir;
+use crate::{Failure, prepare};
+use anyhow::anyhow;
+use serde_json::json;
+use tasks::provider::Provider;
+use tasks::registry::AppKind;
+
+/// The node's public address, from the provider.
+async fn address(c: &ClusterDir, target: &str) -> Result<(String, String), Failure> {
+    let nodes = prepare::targets(target)?;
+    let [node] = nodes.as_slice() else {
+        return Err(Failure::Usage(anyhow!("--target names one node here")));
+    };
+    let servers = c
+        .provider()?
+        .list_servers(&c.name)
+        .await
+        .map_err(|e| Failure::Other(anyhow!("cannot list the cluster's servers: {e}")))?;
+    let ip = servers
+        .into_iter()
+        .find(|s| s.node() == Some(node.as_str()))
+        .and_then(|s| s.ipv4)
+        .ok_or_else(|| Failure::Usage(anyhow!("no server named {node} in cluster {}", c.name)))?;
+    Ok((node.clone(), ip))
+}
+
+/// Runs a command that does not start a run; `None` if `cmd` starts one.
+pub async fn direct(global: &Global, cmd: &ClusterCommand) -> Option<Result<(), Failure>> {
+    let c = match ClusterDir::open(global) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    match cmd {
+        ClusterCommand::Ssh { target, command } => Some(ssh(&c, target, command).await),
+        ClusterCommand::PortForward {
+            target,
+            local_port,
+            remote_port,
+        } => Some(forward(&c, target, *local_port, *remote_port).await),
+        ClusterCommand::Etcd { what } => Some(etcd(&c, *what, global.output).await),
+        _ => None,
+    }
+}
+
+async fn ssh(c: &ClusterDir, target: &str, command: &[String]) -> Result<(), Failure> {
+    let (_, ip) = address(c, target).await?;
+    let status = std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(c.dir.join("keys/id_ed25519"))
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            c.dir.join("ssh/known_hosts").display()
+        ))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg(format!("root@{ip}"))
+        .args(command)
+        .status()
+        .map_err(|e| Failure::Other(anyhow!("ssh: {e}")))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        _ => Err(Failure::Other(anyhow!(
+            "ssh to {target} exited with {status}"
+        ))),
+    }
+}
+
+async fn forward(c: &ClusterDir, target: &str, local: u16, remote: u16) -> Result<(), Failure> {
+    let (node, ip) = address(c, target).await?;
+    let r = tasks::ssh::Remote::connect(&workflows::node::ssh_config(&c.dir), &node, &ip)
+        .await
+        .map_err(|e| Failure::Other(e.into()))?;
+    let from = std::net::SocketAddr::from(([127, 0, 0, 1], local));
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], remote));
+    r.forward(from, to)
+        .await
+        .map_err(|e| Failure::Other(e.into()))?;
+    eprintln!("forwarding {from} → {node}:{remote} (Ctrl-C stops)");
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = r.close().await;
+    Ok(())
+}
+
+async fn etcd(c: &ClusterDir, what: EtcdWhat, output: Output) -> Result<(), Failure> {
+    let input: workflows::node::NodesInput = serde_json::from_value(json!({
+        "cluster": c.name, "dir": c.dir, "env_file": c.env_file, "nodes": [],
+    }))
+    .map_err(|e| Failure::Other(e.into()))?;
+    c.provider()?;
+    let reg = workflows::node::open_registry(&input)
+        .await
+        .map_err(|e| Failure::Other(anyhow!("{}", e.message)))?;
+    let err = |e: tasks::registry::RegistryError| Failure::Other(e.into());
+    let json = output == Output::Json;
+    match what {
+        EtcdWhat::Nodes => {
+            let nodes = reg.nodes().await.map_err(err)?;
+            if json {
+                println!("{}", json!(nodes));
+            } else {
+                println!("{:<14} {:<16} SERVICES", "NODE", "ADDRESS");
+                for n in nodes {
+                    println!("{:<14} {:<16} {}", n.name, n.ipv4, n.services.join(","));
+                }
+            }
+        }
+        EtcdWhat::Network => {
+            let subnets = reg.overlay().await.map_err(err)?;
+            if json {
+                let rows: Vec<_> = subnets
+                    .iter()
+                    .map(|s| json!({"subnet": s.subnet, "public_ip": s.public_ip}))
+                    .collect();
+                println!("{}", json!(rows));
+            } else {
+                println!("{:<18} PUBLIC IP", "SUBNET");
+                for s in subnets {
+                    println!("{:<18} {}", s.subnet, s.public_ip);
+                }
+            }
+        }
+        EtcdWhat::Services | EtcdWhat::Backends | EtcdWhat::Frontends => {
+            let kind = match what {
+                EtcdWhat::Services => AppKind::Service,
+                EtcdWhat::Backends => AppKind::Backend,
+                _ => AppKind::Frontend,
+            };
+            let apps = reg.apps(kind).await.map_err(err)?;
+            if json {
+                let rows: serde_json::Map<String, serde_json::Value> = apps
+                    .iter()
+                    .map(|(name, a)| {
+                        (
+                            name.clone(),
+                            json!({"meta_data": a.meta, "instances": a.instances}),
+                        )
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Object(rows));
+            } else {
+                println!("{:<16} {:<6} INSTANCES", "APP", "PORT");
+                for (name, a) in apps {
+                    let port = a
+                        .meta
+                        .as_ref()
+                        .map(|m| m.publish.port.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    let inst: Vec<String> = a
+                        .instances
+                        .values()
+                        .map(|i| format!("{}@{}:{}", i.node, i.ipv4, i.port))
+                        .collect();
+                    println!("{name:<16} {port:<6} {}", inst.join(" "));
+                }
+            }
+        }
+    }
+    Ok(())
+}
