@@ -409,7 +409,7 @@ pub async fn app_run(global: &Global, cmd: &AppCommand) -> Result<(Prepared, Exe
             app,
             port,
             env_prefix,
-            env,
+            app_env: env,
             exec,
         } => {
             let mut args = app_of(app)?;

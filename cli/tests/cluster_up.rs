@@ -3,64 +3,11 @@
 
 mod common;
 
-use age::secrecy::ExposeSecret;
-use common::{Down, cli, ok, servers};
+use common::{Down, cli, cluster_repo, etcd, last_json, ok, on_node, servers};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
-use tasks::registry::{Registry, RegistryTls};
-use tasks::ssh::{Discard, Remote};
 
 const NODES: [&str; 4] = ["ctrl1", "ingress1", "worker1", "worker2"];
-
-/// A cluster repo from the example, with its app's secret stored and a sandbox running.
-fn cluster_repo(dir: &Path, greeting: &str) {
-    ok(cli(dir).args(["init", "--example"]));
-    let mut store = cli(dir)
-        .args(["secrets", "store", "--name", "hello-greeting"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    store
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(greeting.as_bytes())
-        .unwrap();
-    assert!(store.wait().unwrap().success());
-    ok(cli(dir).args(["sandbox", "up"]));
-}
-
-/// The cluster's etcd, as the orchestrator sees it.
-async fn etcd(dir: &Path, ctrl_ip: &str) -> Registry {
-    let key = tasks::secrets::SecretKey::load_identity(&dir.join("keys/age.key")).unwrap();
-    let ca = tasks::ca::Ca::load(&dir.join("ca"), key).unwrap();
-    let me = ca.orchestrator().unwrap();
-    let tls = RegistryTls {
-        ca_pem: ca.root_pem().into(),
-        cert_pem: me.cert_pem.clone(),
-        key_pem: me.key_pem.expose_secret().into(),
-    };
-    Registry::connect(&[format!("https://{ctrl_ip}:2379")], Some(&tls))
-        .await
-        .unwrap()
-}
-
-/// Runs `cmd` on a node over SSH and returns its stdout.
-async fn on_node(dir: &Path, node: &str, ip: &str, cmd: &str) -> String {
-    let r = Remote::connect(&workflows::node::ssh_config(dir), node, ip)
-        .await
-        .unwrap();
-    let out = r.run(cmd, None, &Discard, None).await.unwrap();
-    let _ = r.close().await;
-    out.stdout
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_up_survives_kill_9_registers_exactly_and_destroys_cleanly() {

@@ -1,11 +1,15 @@
 //! What the cluster CLI tests share: the binary, a sandbox guard, the fake cloud's servers.
 #![allow(dead_code)]
 
+use age::secrecy::ExposeSecret;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use tasks::provider::{Hetzner, Provider};
+use tasks::registry::{Registry, RegistryTls};
+use tasks::ssh::{Discard, Remote};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_nix-infra");
@@ -107,4 +111,78 @@ pub fn kill_9_at(c: &mut Command, marker: &str) {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A cluster repo from the example, with its app's secret stored and a sandbox running.
+pub fn cluster_repo(dir: &Path, greeting: &str) {
+    ok(cli(dir).args(["init", "--example"]));
+    let mut store = cli(dir)
+        .args(["secrets", "store", "--name", "hello-greeting"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    store
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(greeting.as_bytes())
+        .unwrap();
+    assert!(store.wait().unwrap().success());
+    ok(cli(dir).args(["sandbox", "up"]));
+}
+
+/// The cluster's etcd, as the orchestrator sees it.
+pub async fn etcd(dir: &Path, ctrl_ip: &str) -> Registry {
+    let key = tasks::secrets::SecretKey::load_identity(&dir.join("keys/age.key")).unwrap();
+    let ca = tasks::ca::Ca::load(&dir.join("ca"), key).unwrap();
+    let me = ca.orchestrator().unwrap();
+    let tls = RegistryTls {
+        ca_pem: ca.root_pem().into(),
+        cert_pem: me.cert_pem.clone(),
+        key_pem: me.key_pem.expose_secret().into(),
+    };
+    Registry::connect(&[format!("https://{ctrl_ip}:2379")], Some(&tls))
+        .await
+        .unwrap()
+}
+
+/// Runs `cmd` on a node over SSH and returns its stdout.
+pub async fn on_node(dir: &Path, node: &str, ip: &str, cmd: &str) -> String {
+    let r = Remote::connect(&workflows::node::ssh_config(dir), node, ip)
+        .await
+        .unwrap();
+    let out = r.run(cmd, None, &Discard, None).await.unwrap();
+    let _ = r.close().await;
+    out.stdout
+}
+
+/// A `nix-infra worker` process; killed (SIGKILL) on drop if still running.
+pub struct Worker(pub std::process::Child);
+
+impl Worker {
+    /// Starts a worker on the cluster directory's state.
+    pub fn start(dir: &Path, url: &str) -> Worker {
+        let child = cli(dir)
+            .env("DATABASE_URL", url)
+            .args(["worker", "--concurrency", "4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Worker(child)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The last stdout line as JSON.
+pub fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
 }

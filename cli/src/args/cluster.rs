@@ -1,0 +1,338 @@
+//! The node, app and fleet commands: `cluster …`, `fleet …`, `app …`, `ssh-key …`, `plan …`.
+
+use super::ExecArgs;
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// `nix-infra cluster …`
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Provision every node, initialise the control nodes, then the others, and register them.
+    ///
+    /// Nodes are named ctrl1.., worker1.., ingress1... One run (`cluster.up`)
+    /// does it all; a failing node does not stop the others, and `runs resume`
+    /// continues where it stopped.
+    Up {
+        /// Control nodes (etcd).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=7))]
+        ctrl: u32,
+        /// Cluster nodes (apps).
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// Ingress nodes.
+        #[arg(long, default_value_t = 1)]
+        ingress: u32,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Create (or adopt) a server per node, wait for SSH, install NixOS and verify it.
+    ///
+    /// Runs `node.provision` as a durable run: if it fails or is interrupted,
+    /// `runs resume` continues it, and servers that exist are adopted, never doubled.
+    Provision {
+        /// The nodes, space-separated: --target "node1 node2".
+        #[arg(long, required = true)]
+        target: String,
+        /// Their role: ctrl, cluster or ingress.
+        #[arg(long, default_value = "cluster")]
+        role: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Make provisioned nodes control nodes: certificates, control_node.nix, rebuild, etcd healthy.
+    InitCtrl {
+        /// The control nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Initialise provisioned cluster or ingress nodes: certificates, overlay
+    /// subnet, node type configuration, secrets, rebuild, confd, register.
+    InitNode {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// Service groups the nodes serve, comma-separated (default: their role).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Upload each node's configuration again (node type, nodes/<node>.nix, modules/), deploy its secrets, rebuild.
+    UpdateNode {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Upload app_modules/ and nodes/<node>.nix to each node and rebuild (same run as update-node).
+    DeployApps {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Take nodes out of the registry and release their overlay subnets (servers stay).
+    Unregister {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Unregister nodes, delete their servers, revoke their certificates, forget their host keys.
+    ///
+    /// Asks for confirmation on a terminal unless --batch.
+    Destroy {
+        /// The nodes, space-separated: --target "node1 node2".
+        #[arg(long, required = true)]
+        target: String,
+        /// Do not ask (for scripts and CI).
+        #[arg(long)]
+        batch: bool,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Run a shell command on each node; shows each node's exit code and output.
+    ///
+    /// Exits non-zero if the command failed (or could not run) on any node.
+    Cmd {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// Variables to export first, KEY=VALUE,… or @FILE (KEY=VALUE lines). The
+        /// values travel encrypted and on stdin: never in argv, logs or output.
+        #[arg(long, value_name = "KEY=VALUE,…|@FILE")]
+        env_vars: Option<String>,
+        /// The command.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Run an app's action.sh on each node.
+    Action {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// The app (app_modules/<app>/action.sh).
+        #[arg(long)]
+        app: String,
+        /// Store the action's stdout as this secret instead of showing it (one node only).
+        #[arg(long, value_name = "NAME")]
+        save_as_secret: Option<String>,
+        /// Arguments to action.sh.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Copy a local file or folder to a path on each node.
+    Upload {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// The local file or folder.
+        #[arg(long)]
+        src: PathBuf,
+        /// Where on the node.
+        #[arg(long)]
+        dst: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Forward a local port to a port on a node (until Ctrl-C).
+    PortForward {
+        /// The node.
+        #[arg(long, required = true)]
+        target: String,
+        /// Local port (on 127.0.0.1).
+        #[arg(long)]
+        local_port: u16,
+        /// Port on the node's loopback.
+        #[arg(long)]
+        remote_port: u16,
+    },
+    /// Open a shell on a node (or run COMMAND there), with the cluster's key and pinned host key.
+    Ssh {
+        /// The node.
+        #[arg(long, required = true)]
+        target: String,
+        /// A command instead of a shell.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Read the registry (etcd).
+    Etcd {
+        /// What to show.
+        #[arg(value_enum)]
+        what: EtcdWhat,
+    },
+    /// Collect garbage in each node's Nix store.
+    Gc {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Upgrade NixOS, --batch nodes at a time; a failed batch stops the rest.
+    UpgradeNixos {
+        /// The nodes, space-separated, in the order to upgrade them.
+        #[arg(long, required = true)]
+        target: String,
+        /// Nodes per batch.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Switch each node back to its previous NixOS generation.
+    Rollback {
+        /// The nodes, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+}
+
+/// What `cluster etcd` shows.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtcdWhat {
+    /// Registered nodes.
+    Nodes,
+    /// Internal services and their instances.
+    Services,
+    /// Backends and their instances.
+    Backends,
+    /// Frontends and their instances.
+    Frontends,
+    /// Overlay subnets (flannel leases).
+    Network,
+}
+
+/// `nix-infra app …`
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Register the app's meta_data (publish port, env prefix, env).
+    Register {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The port it publishes.
+        #[arg(long)]
+        port: u16,
+        /// Prefix of the variables other apps get for it (default: APP in upper case).
+        #[arg(long)]
+        env_prefix: Option<String>,
+        /// Extra environment, KEY=VALUE (repeatable).
+        #[arg(long = "env-var", value_name = "KEY=VALUE")]
+        app_env: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Upload the app and nodes/<node>.nix to each node, deploy its secrets, rebuild.
+    Deploy {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The nodes (their nodes/<node>.nix must import app_modules/<app>).
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Register an instance of the app on each node.
+    RegisterInstance {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The nodes.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Remove the app's instance on each node from the registry.
+    UnregisterInstance {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The nodes.
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Take the app off each node: unregister its instance, rebuild without it, prune its secrets.
+    Remove {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The nodes (their nodes/<node>.nix must no longer import the app).
+        #[arg(long, required = true)]
+        target: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Remove the app from the registry: its meta_data and every instance.
+    Unregister {
+        #[command(flatten)]
+        app: AppArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+}
+
+/// Which app.
+#[derive(Args, Debug, Clone)]
+pub struct AppArgs {
+    /// The app (its folder under app_modules/).
+    #[arg(long)]
+    pub app: String,
+    /// Where it is registered: service, backend or frontend.
+    #[arg(long, default_value = "backend")]
+    pub kind: String,
+}
+
+/// What servers to create.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Hetzner server type.
+    #[arg(long, default_value = "cx22")]
+    pub server_type: String,
+    /// Image to start from (NixOS is installed over it).
+    #[arg(long, default_value = "ubuntu-24.04")]
+    pub image: String,
+    /// Hetzner location (default: Hetzner's choice).
+    #[arg(long)]
+    pub location: Option<String>,
+}
+
+/// `nix-infra ssh-key …`
+#[derive(Subcommand, Debug)]
+pub enum SshKeyCommand {
+    /// Create the cluster's SSH key (keys/id_ed25519) if there is none.
+    Create,
+    /// Upload the cluster's public key to the provider (adopting an identical one).
+    Add,
+    /// Delete the cluster's key from the provider (servers keep theirs).
+    Remove,
+}
+
+/// `nix-infra plan …`
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// The plan of a cluster command.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// The plan of a fleet command.
+    #[command(subcommand)]
+    Fleet(ClusterCommand),
+    /// The plan of an app command.
+    #[command(subcommand)]
+    App(AppCommand),
+}
