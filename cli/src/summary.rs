@@ -36,6 +36,14 @@ pub fn nodes(state: &RunState) -> Vec<NodeResult> {
         }
     }
     let cancelled = state.run.status == engine::RunStatus::Cancelled;
+    // Addresses a run's `locate` step found, by node.
+    let located: std::collections::BTreeMap<String, String> = state
+        .attempts
+        .iter()
+        .filter_map(|a| a.output.as_ref()?.get("servers")?.as_object())
+        .flat_map(|m| m.iter())
+        .filter_map(|(n, s)| Some((n.clone(), s["ipv4"].as_str()?.to_string())))
+        .collect();
     order
         .into_iter()
         .map(|node| {
@@ -47,7 +55,8 @@ pub fn nodes(state: &RunState) -> Vec<NodeResult> {
                 .iter()
                 .flat_map(|v| v.attempts.iter())
                 .filter_map(|a| a.output.as_ref())
-                .find_map(|o| o.get("ipv4").and_then(Value::as_str).map(str::to_string));
+                .find_map(|o| o.get("ipv4").and_then(Value::as_str).map(str::to_string))
+                .or_else(|| located.get(&node).cloned());
             let stage = |v: &StepView| v.name.split_once('/').map(|(s, _)| s.to_string());
             let stuck = mine.iter().find(|v| v.status != StepStatus::Succeeded);
             let (result, step, error) = match stuck {

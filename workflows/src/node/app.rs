@@ -6,7 +6,7 @@
 //! Input: the usual node input with `args: {"app","kind","port","env_prefix","env"}`;
 //! `nodes` may be empty for `app.register` and `app.unregister`.
 
-use super::init::{Mode, init_steps, plan_init};
+use super::init::{Mode, init_steps, located};
 use super::steps::{locate, registry};
 use super::{NodesInput, address, lifecycle_retry, node_param, node_resources};
 use engine::{Plan, PlanError, StepContext, StepError, StepSpec, Workflow};
@@ -91,20 +91,16 @@ fn app_workflow(name: &str, about: &str) -> Workflow {
 
 fn per_node(i: &NodesInput, kind: &str, after_locate: bool) -> Vec<StepSpec> {
     let mut steps = vec![StepSpec::new("ctrl", "ctrl").retry(lifecycle_retry())];
+    if after_locate {
+        steps.push(StepSpec::new("locate", "locate").retry(lifecycle_retry()));
+    }
     for n in &i.nodes {
-        let p = json!({ "node": n.name });
         let mut s = StepSpec::new(format!("{kind}/{}", n.name), kind)
             .after("ctrl")
-            .params(p.clone())
+            .params(json!({ "node": n.name }))
             .retry(lifecycle_retry());
         if after_locate {
-            let locate = format!("locate/{}", n.name);
-            steps.push(
-                StepSpec::new(locate.clone(), "locate")
-                    .params(p)
-                    .retry(lifecycle_retry()),
-            );
-            s = s.after(locate);
+            s = s.after("locate");
         }
         steps.push(s);
     }
@@ -143,10 +139,7 @@ pub fn deploy() -> Workflow {
         .planner(|input| {
             let (i, _) = parse(input, true)?;
             let mut steps = Vec::new();
-            for n in &i.nodes {
-                steps.push(StepSpec::new(format!("locate/{}", n.name), "locate").params(json!({ "node": n.name })).retry(lifecycle_retry()));
-            }
-            plan_init(&i, Mode::Update, &|n| format!("locate/{n}"), &|_| Vec::new(), &mut steps);
+            located(&i, Mode::Update, &mut steps);
             Ok(Plan::new(steps))
         });
     init_steps(w)
@@ -159,11 +152,7 @@ pub fn remove() -> Workflow {
         .planner(|input| {
             let (i, _) = parse(input, true)?;
             let mut steps = Vec::new();
-            for n in &i.nodes {
-                let p = json!({ "node": n.name });
-                steps.push(StepSpec::new(format!("locate/{}", n.name), "locate").params(p.clone()).retry(lifecycle_retry()));
-            }
-            plan_init(&i, Mode::Update, &|n| format!("locate/{n}"), &|_| Vec::new(), &mut steps);
+            located(&i, Mode::Update, &mut steps);
             for n in &i.nodes {
                 let config = format!("config/{}", n.name);
                 let drop = format!("uninstance/{}", n.name);

@@ -92,19 +92,12 @@ fn command_error(e: SshError, values: &[String]) -> StepError {
 }
 
 fn per_node(i: &NodesInput, kind: &str, retry: RetryPolicy) -> Vec<StepSpec> {
-    let mut steps = Vec::new();
+    let mut steps = vec![StepSpec::new("locate", "locate").retry(lifecycle_retry())];
     for n in &i.nodes {
-        let p = json!({ "node": n.name });
-        let locate = format!("locate/{}", n.name);
-        steps.push(
-            StepSpec::new(locate.clone(), "locate")
-                .params(p.clone())
-                .retry(lifecycle_retry()),
-        );
         steps.push(
             StepSpec::new(format!("{kind}/{}", n.name), kind)
-                .after(locate)
-                .params(p)
+                .after("locate")
+                .params(json!({ "node": n.name }))
                 .retry(retry.clone()),
         );
     }
@@ -279,21 +272,19 @@ pub fn upgrade() -> Workflow {
             if a.batch == 0 {
                 return Err(engine::PlanError::Input("batch must be at least 1".into()));
             }
-            let mut steps = Vec::new();
+            let mut steps = vec![StepSpec::new("locate", "locate").retry(lifecycle_retry())];
             let mut previous: Vec<String> = Vec::new();
             for batch in i.nodes.chunks(a.batch) {
                 let mut this = Vec::new();
                 for n in batch {
-                    let p = json!({ "node": n.name });
-                    let locate = format!("locate/{}", n.name);
-                    let mut locate_step = StepSpec::new(locate.clone(), "locate").params(p.clone()).retry(lifecycle_retry());
-                    let mut up = StepSpec::new(format!("upgrade/{}", n.name), "upgrade").after(locate).params(p).retry(RetryPolicy::none());
+                    let mut up = StepSpec::new(format!("upgrade/{}", n.name), "upgrade")
+                        .after("locate")
+                        .params(json!({ "node": n.name }))
+                        .retry(RetryPolicy::none());
                     for prev in &previous {
-                        locate_step = locate_step.after(prev.clone());
                         up = up.after(prev.clone());
                     }
                     this.push(format!("upgrade/{}", n.name));
-                    steps.push(locate_step);
                     steps.push(up);
                 }
                 previous = this;

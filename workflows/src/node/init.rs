@@ -112,20 +112,10 @@ pub(crate) fn init_steps(w: Workflow) -> Workflow {
         .step("register", steps::register)
 }
 
-/// `locate/<node>` for every node: plans of nodes that already exist start there.
-fn plan_locate(i: &NodesInput, steps: &mut Vec<StepSpec>) {
-    for n in &i.nodes {
-        steps.push(
-            StepSpec::new(format!("locate/{}", n.name), "locate")
-                .params(json!({ "node": n.name }))
-                .retry(lifecycle_retry()),
-        );
-    }
-}
-
-fn located(i: &NodesInput, mode: Mode, steps: &mut Vec<StepSpec>) {
-    plan_locate(i, steps);
-    plan_init(i, mode, &|n| format!("locate/{n}"), &|_| Vec::new(), steps);
+/// One `locate` step, then the plan: for nodes that already exist.
+pub(crate) fn located(i: &NodesInput, mode: Mode, steps: &mut Vec<StepSpec>) {
+    steps.push(StepSpec::new("locate", "locate").retry(lifecycle_retry()));
+    plan_init(i, mode, &|_| "locate".to_string(), &|_| Vec::new(), steps);
 }
 
 /// The `node.init` workflow: a provisioned node becomes a control node (etcd)

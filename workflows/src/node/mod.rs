@@ -227,17 +227,26 @@ pub(crate) fn node_param(ctx: &StepContext) -> Result<String, StepError> {
 }
 
 /// The node's public address, from the dependency that found its server
-/// (`create/<node>` or `locate/<node>`).
+/// (`create/<node>`, or the run's `locate`).
 pub(crate) fn address(ctx: &StepContext) -> Result<String, StepError> {
     let node = node_param(ctx)?;
     let ip = |v: &serde_json::Value| v["ipv4"].as_str().map(str::to_string);
     ctx.deps
         .values()
-        .find(|v| v["node"].as_str() == Some(node.as_str()))
-        .and_then(ip)
+        .find_map(|v| ip(&v["servers"][node.as_str()]))
+        .or_else(|| {
+            ctx.deps
+                .values()
+                .find(|v| v["node"].as_str() == Some(node.as_str()))
+                .and_then(ip)
+        })
         // Runs started before outputs named their node.
         .or_else(|| ctx.deps.values().find_map(ip))
-        .ok_or_else(|| StepError::permanent(format!("no address known for node {node}")))
+        .ok_or_else(|| {
+            StepError::permanent(format!(
+                "no address known for node {node} (has it a server? provision it first)"
+            ))
+        })
 }
 
 /// This process's SSH connections, shared by the steps of every run it executes.

@@ -110,23 +110,38 @@ pub(crate) async fn registry(ctx: &StepContext, i: &NodesInput) -> Result<Regist
     connect(i, &endpoints).await
 }
 
-/// `locate/<node>`: the node's server, found by its labels.
+/// `locate`: the run's nodes' servers, found by their labels in one listing:
+/// `{"servers": {"<node>": {"node","role","id","ipv4"}}}`. A node without a
+/// server is left out, so only that node's steps fail.
 pub(crate) async fn locate(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
-    let node = node_param(&ctx)?;
-    let s = i
-        .servers()
-        .await?
-        .into_iter()
-        .find(|s| s.node() == Some(node.as_str()))
-        .ok_or_else(|| {
-            StepError::permanent(format!(
-                "node {node} has no server in cluster {}; provision it first",
-                i.cluster
-            ))
-        })?;
-    let role = s.labels.get(LABEL_ROLE).cloned().unwrap_or_default();
-    Ok(json!({ "node": node, "role": role, "id": s.id, "ipv4": s.ipv4 }))
+    let mut found = serde_json::Map::new();
+    for s in i.servers().await? {
+        let Some(node) = s.node().map(str::to_string) else {
+            continue;
+        };
+        if i.nodes.iter().any(|n| n.name == node) {
+            let role = s.labels.get(LABEL_ROLE).cloned().unwrap_or_default();
+            found.insert(
+                node.clone(),
+                json!({ "node": node, "role": role, "id": s.id, "ipv4": s.ipv4 }),
+            );
+        }
+    }
+    let missing: Vec<&str> = i
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| !found.contains_key(*n))
+        .collect();
+    if !missing.is_empty() {
+        ctx.log.warn(format!(
+            "no server in cluster {} for: {}; provision them first",
+            i.cluster,
+            missing.join(", ")
+        ));
+    }
+    Ok(json!({ "servers": found }))
 }
 
 /// `certs/<node>`: issues (once) and uploads the node's etcd certificates.
