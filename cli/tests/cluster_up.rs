@@ -161,9 +161,9 @@ async fn cluster_up_survives_kill_9_registers_exactly_and_destroys_cleanly() {
 
     // Destroying the other nodes leaves etcd clean; then the control node goes too.
     ok(cli(dir).env("DATABASE_URL", &url).args([
-        "--batch",
         "cluster",
         "destroy",
+        "--batch",
         "--target",
         "worker1 worker2 ingress1",
     ]));

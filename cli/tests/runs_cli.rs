@@ -266,7 +266,7 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         (
             &["runs", "start", "no.such"],
             2,
-            "unknown workflow `no.such` (known: cluster.up, diag.chain",
+            "unknown workflow `no.such` (known: app.deploy, app.register,",
         ),
         (
             &["runs", "start", "diag.chain", "--input", r#"{"steps":0}"#],
