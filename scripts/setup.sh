@@ -12,6 +12,7 @@ packages=(
   protobuf-compiler libprotobuf-dev   # etcd-client build
   util-linux            # unshare and setpriv for test nodes and servers
   systemd               # systemd-creds, used for real on test nodes
+  podman                # `podman load` on test nodes (registry publish-image)
 )
 
 missing=()

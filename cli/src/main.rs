@@ -132,6 +132,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Plan(cmd) => lifecycle::plan(&cli.global, &cmd).await,
         Command::Cluster(cmd) => cluster_command(cli.global, cmd, false).await,
         Command::Fleet(cmd) => cluster_command(cli.global, cmd, true).await,
+        Command::Registry(args::RegistryCommand::PublishImage { file, target, exec }) => {
+            let prepared = prepare::publish_run(&cli.global, &file, target.as_deref()).await?;
+            start_prepared(cli.global, prepared, &exec).await
+        }
         Command::App(cmd) => {
             let (prepared, exec) = prepare::app_run(&cli.global, &cmd).await?;
             start_prepared(cli.global, prepared, &exec).await

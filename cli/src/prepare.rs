@@ -482,3 +482,45 @@ pub async fn app_run(global: &Global, cmd: &AppCommand) -> Result<(Prepared, Exe
         exec.clone(),
     ))
 }
+
+/// The run of `registry publish-image`.
+pub async fn publish_run(
+    global: &Global,
+    file: &std::path::Path,
+    target: Option<&str>,
+) -> Result<Prepared, Failure> {
+    let c = ClusterDir::open(global)?;
+    c.need_init()?;
+    let file = std::fs::canonicalize(file)
+        .map_err(|e| Failure::Usage(anyhow!("--file {}: {e}", file.display())))?;
+    let mut input = c.base_input();
+    let nodes = match target {
+        // Any node runs podman: cluster and fleet nodes alike.
+        Some(t) => match c.existing(t, false).await {
+            Ok(n) => n,
+            Err(_) => c.existing(t, true).await?,
+        },
+        None => {
+            let all: Vec<(String, String)> = c
+                .inventory()
+                .await?
+                .into_iter()
+                .filter(|(_, role)| role == "cluster")
+                .collect();
+            if all.is_empty() {
+                return Err(Failure::Usage(anyhow!(
+                    "cluster {} has no cluster nodes",
+                    c.name
+                )));
+            }
+            all
+        }
+    };
+    input["nodes"] = as_nodes(&nodes);
+    input["args"] = json!({ "file": file });
+    Ok(Prepared {
+        workflow: "image.publish",
+        input,
+        run_secret: None,
+    })
+}

@@ -153,6 +153,34 @@ async fn an_app_goes_through_its_lifecycle_and_leaves_nothing_behind() {
         ])
     );
 
+    let listed = last_json(&ok(
+        cli(dir).args(["--output", "json", "cluster", "etcd", "backends"])
+    ));
+    assert_eq!(listed["hello"]["instances"]["worker2"]["ipv4"], o2.as_str());
+    let nodes = ok(cli(dir).args(["cluster", "etcd", "nodes"]));
+    assert!(
+        nodes.contains("worker1") && nodes.contains("worker2") && !nodes.contains("ctrl1"),
+        "{nodes}"
+    );
+
+    // An action's output saved as a secret is never shown nor stored in the clear.
+    let out = ok(cli(dir).args([
+        "cluster",
+        "action",
+        "--target",
+        "worker1",
+        "--app",
+        "hello",
+        "--save-as-secret",
+        "greeting2",
+        "new-greeting",
+    ]));
+    let saved = ok(cli(dir).args(["secrets", "get", "--name", "greeting2"]));
+    assert!(saved.starts_with("hello "), "{saved}");
+    assert!(!out.contains(saved.trim()), "printed: {out}");
+    let db = std::fs::read(dir.join(".nix-infra/state.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains(saved.trim()));
+
     ok(cli(dir).args([
         "app",
         "unregister-instance",
@@ -329,6 +357,153 @@ async fn cmd_reports_each_node_and_a_rolling_upgrade_stops_at_the_failed_batch()
     assert_eq!(result["f4"], "ok", "its batch-mate finishes");
     assert_eq!(result["f5"], "blocked", "the next batch is untouched");
     assert_eq!(generation("f5").await, before);
+
+    // Rollback and garbage collection, per node.
+    let upgraded = generation("f1").await.parse::<u32>().unwrap();
+    ok(cli(dir).args(["fleet", "rollback", "--target", "f1"]));
+    assert_eq!(generation("f1").await.parse::<u32>().unwrap(), upgraded - 1);
+    ok(cli(dir).args(["fleet", "gc", "--target", "f1 f2"]));
+    for n in ["f1", "f2"] {
+        let log = on_node(dir, n, &ip[n], "cat /var/lib/nixos-standin/gc.log").await;
+        assert!(log.contains("-d"), "{n}: {log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_ssh_port_forward_and_publish_image_reach_the_nodes() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let _down = Down(dir.to_path_buf());
+    ok(cli(dir).arg("init"));
+    ok(cli(dir).args(["sandbox", "up"]));
+    ok(cli(dir).args(["fleet", "provision", "--target", "f1 f2"]));
+
+    write(dir, "motd.txt", "welcome to f\n");
+    let motd = dir.join("motd.txt");
+    ok(cli(dir)
+        .args([
+            "fleet",
+            "upload",
+            "--target",
+            "f1 f2",
+            "--dst",
+            "/root/motd.txt",
+            "--src",
+        ])
+        .arg(&motd));
+    for n in ["f1", "f2"] {
+        assert_eq!(
+            ok(cli(dir).args(["fleet", "ssh", "--target", n, "cat", "/root/motd.txt"])),
+            "welcome to f\n"
+        );
+    }
+
+    // The node shares this machine's loopback: forward a local port to a listener here.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let remote = listener.local_addr().unwrap().port();
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut fwd = cli(dir)
+        .args([
+            "fleet",
+            "port-forward",
+            "--target",
+            "f1",
+            "--local-port",
+            &local.to_string(),
+            "--remote-port",
+            &remote.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(fwd.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("forwarding"), "{first}");
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    client.write_all(b"ping").unwrap();
+    let (mut served, _) = listener.accept().unwrap();
+    let mut got = [0u8; 4];
+    served.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    fwd.kill().unwrap();
+    fwd.wait().unwrap();
+
+    // An image archive made here lands in each node's podman.
+    let store = tempfile::tempdir().unwrap();
+    let root = store.path().join("rootfs");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), "hi").unwrap();
+    let podman = |args: &[&str]| {
+        let out = std::process::Command::new("podman")
+            .arg("--root")
+            .arg(store.path().join("root"))
+            .arg("--runroot")
+            .arg(store.path().join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let tar = store.path().join("rootfs.tar");
+    assert!(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    podman(&[
+        "import",
+        tar.to_str().unwrap(),
+        "localhost/nix-infra-demo:1",
+    ]);
+    let archive = store.path().join("image.tar");
+    podman(&[
+        "save",
+        "-o",
+        archive.to_str().unwrap(),
+        "localhost/nix-infra-demo:1",
+    ]);
+    let out = ok(cli(dir)
+        .args([
+            "--output",
+            "json",
+            "registry",
+            "publish-image",
+            "--target",
+            "f1 f2",
+            "--file",
+        ])
+        .arg(&archive));
+    assert_eq!(last_json(&out)["status"], "succeeded");
+    let images = ok(cli(dir).args([
+        "fleet",
+        "cmd",
+        "--target",
+        "f1 f2",
+        "podman images --format '{{.Repository}}:{{.Tag}}'",
+    ]));
+    for n in ["f1", "f2"] {
+        assert!(
+            images.contains(&format!("{n:<14}| localhost/nix-infra-demo:1")),
+            "{images}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

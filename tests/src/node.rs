@@ -2,7 +2,7 @@
 //!
 //! Each node runs `sshd` under `unshare` with private mount, UTS and PID
 //! namespaces: its own hostname, and its own `/etc/nixos`, `/root`,
-//! `/run/keys` and `/var/lib` (bind mounts of folders in the node's temp
+//! `/run/keys`, `/run/containers` and `/var/lib` (bind mounts of folders in the node's temp
 //! directory). Stand-ins for NixOS's own tools sit in `/usr/local/sbin`,
 //! first on root's PATH; see [`STANDINS`]. `systemd-creds` is the real one.
 //!
@@ -86,6 +86,7 @@ impl Node {
             "etc-nixos",
             "root/.ssh",
             "run-keys",
+            "run-containers",
             "var-lib",
             "bin",
             "ssh",
@@ -119,13 +120,14 @@ impl Node {
             "ListenAddress {ip}:22\nHostKey {key}\nPidFile none\nUsePAM no\nStrictModes no\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nAuthorizedKeysFile /root/.ssh/authorized_keys\n\
-             Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n",
+             Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n\
+             SetEnv STORAGE_DRIVER=vfs\n",
             ip = spec.ip,
             key = key.display()
         );
         write(&d.join("ssh/sshd_config"), &config, 0o600)?;
         // Mount points must exist on the host; they stay empty there.
-        for p in ["/etc/nixos", "/run/keys", "/run/sshd"] {
+        for p in ["/etc/nixos", "/run/keys", "/run/sshd", "/run/containers"] {
             std::fs::create_dir_all(p)?;
         }
         let q = |p: &str| shell_quote(&d.join(p));
@@ -133,12 +135,14 @@ impl Node {
             "set -e\nhostname {name}\n\
              mount --bind {etc} /etc/nixos\nmount --bind {root} /root\n\
              mount --bind {keys} /run/keys\nmount --bind {lib} /var/lib\n\
+             mount --bind {containers} /run/containers\n\
              mount --bind {bin} /usr/local/sbin\n\
              exec /usr/sbin/sshd -D -e -f {cfg}\n",
             name = spec.name,
             etc = q("etc-nixos"),
             root = q("root"),
             keys = q("run-keys"),
+            containers = q("run-containers"),
             lib = q("var-lib"),
             bin = q("bin"),
             cfg = q("ssh/sshd_config"),

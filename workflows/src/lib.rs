@@ -49,6 +49,7 @@ pub fn registry() -> engine::Registry {
     r.register(node::gc());
     r.register(node::rollback());
     r.register(node::upgrade());
+    r.register(node::publish_image());
     r.register(node::app::register());
     r.register(node::app::deploy());
     r.register(node::app::register_instance());

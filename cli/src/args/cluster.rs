@@ -312,6 +312,22 @@ pub struct ServerArgs {
     pub location: Option<String>,
 }
 
+/// `nix-infra registry …`
+#[derive(Subcommand, Debug)]
+pub enum RegistryCommand {
+    /// Load a local image archive (`podman save`, `docker save`) into podman on the nodes.
+    PublishImage {
+        /// The image archive.
+        #[arg(long)]
+        file: PathBuf,
+        /// The nodes, space-separated [default: every cluster node].
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+}
+
 /// `nix-infra ssh-key …`
 #[derive(Subcommand, Debug)]
 pub enum SshKeyCommand {

@@ -145,6 +145,9 @@ pub enum Command {
     /// App lifecycles: register, deploy, register-instance, unregister-instance, remove, unregister.
     #[command(subcommand)]
     App(AppCommand),
+    /// Container images on the nodes.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Try it: on the local sandbox, bring up a cluster (1 ctrl, 2 workers,
     /// 1 ingress) from the example repo, show it, destroy it.
     ///

@@ -43,6 +43,14 @@ struct UploadArgs {
     dst: String,
 }
 
+/// `args` of `image.publish`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishArgs {
+    /// A local image archive (`podman save` / `docker save`).
+    file: std::path::PathBuf,
+}
+
 /// `args` of `nixos.upgrade`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,6 +244,52 @@ pub fn upload() -> Workflow {
             }
             ctx.log.info(format!("{} → {}", a.src.display(), a.dst));
             Ok(json!({ "uploaded": a.dst }))
+        },
+    )
+}
+
+/// `image.publish`: an image archive loaded into each node's podman.
+pub fn publish_image() -> Workflow {
+    simple(
+        "image.publish",
+        "Load a local image archive (podman/docker save) into podman on each node. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"file\"}}",
+        "publish",
+        |ctx| async move {
+            let i: NodesInput = ctx.input()?;
+            let a: PublishArgs = i.args()?;
+            let data = std::fs::read(&a.file)
+                .map_err(|e| StepError::permanent(format!("{}: {e}", a.file.display())))?;
+            let r = remote(&ctx, &i).await?;
+            let path = format!(
+                "/var/lib/nix-infra/images/{}.tar",
+                ctx.run_id
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            );
+            r.upload(&data, &path, 0o600)
+                .await
+                .map_err(super::ssh_error)?;
+            let q = shell_quote(&path);
+            let out = r
+                .run(
+                    &format!("podman load -q -i {q}; status=$?; rm -f {q}; exit $status"),
+                    None,
+                    &LogSink(ctx.log.clone()),
+                    None,
+                )
+                .await
+                .map_err(|e| command_error(e, &[]))?;
+            let images: Vec<String> = out
+                .stdout
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("Loaded image:")
+                        .or_else(|| l.strip_prefix("Loaded image(s):"))
+                })
+                .flat_map(|l| l.split(','))
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            Ok(json!({ "loaded": images }))
         },
     )
 }

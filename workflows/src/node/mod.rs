@@ -16,7 +16,7 @@ mod rotate;
 mod steps;
 
 pub use cluster::up;
-pub use day2::{action, cmd, gc, rollback, upgrade, upload};
+pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
 pub use provision::{destroy, provision};
 pub use rotate::rotate;
