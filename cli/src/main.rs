@@ -61,6 +61,10 @@ impl From<storage::ConnectError> for Failure {
     }
 }
 
+/// This process's trace exporter, if OTEL_EXPORTER_OTLP_* configures one.
+static TRACES: std::sync::OnceLock<Option<Arc<observability::traces::RunTraces>>> =
+    std::sync::OnceLock::new();
+
 /// What every command works with.
 pub struct Context {
     /// Global options.
@@ -79,7 +83,10 @@ impl Context {
         };
         let store = storage::connect(&url).await?;
         let config = EngineConfig::default().lease_ttl(Duration::from_secs(global.lease_ttl));
-        let engine = Engine::new(Arc::new(store), workflows::registry()).with_config(config);
+        let mut engine = Engine::new(Arc::new(store), workflows::registry()).with_config(config);
+        if let Some(traces) = TRACES.get().cloned().flatten() {
+            engine = engine.watch(traces.watcher());
+        }
         Ok(Context {
             global,
             engine,
@@ -260,8 +267,19 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let traces = match observability::traces::RunTraces::from_env() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("warning: not exporting traces: {e}");
+                None
+            }
+        };
+        let _ = TRACES.set(traces.clone());
         let result = dispatch(cli).await;
         workflows::node::close_connections().await;
+        if let Some(t) = traces {
+            t.shutdown().await;
+        }
         result
     });
     match result {

@@ -66,6 +66,7 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
                 step,
                 attempt,
                 elapsed,
+                ..
             } => {
                 running.retain(|s| s != &step);
                 if let Some(b) = &bar {

@@ -167,6 +167,16 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> Result<(), Failure> {
             print!("{}", mermaid(&state));
             Ok(())
         }
+        RunsCommand::Trace { id } => {
+            ctx.engine.load(&id).await?;
+            let trace = observability::traces::trace_id(&id).to_string();
+            if ctx.json() {
+                println!("{}", serde_json::json!({"id": id, "trace_id": trace}));
+            } else {
+                println!("{trace}");
+            }
+            Ok(())
+        }
     }
 }
 

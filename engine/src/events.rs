@@ -31,6 +31,8 @@ pub enum RunEvent {
         attempt: i64,
         /// How long the attempt took.
         elapsed: Duration,
+        /// What the step returned.
+        output: serde_json::Value,
     },
     /// An attempt failed; `retry_in` is set when another attempt will follow.
     StepFailed {
@@ -54,23 +56,36 @@ pub enum RunEvent {
 
 /// Where an execution sends its [`RunEvent`]s; sending never blocks and a closed receiver is ignored.
 #[derive(Clone, Debug, Default)]
-pub struct Observer(Option<mpsc::UnboundedSender<RunEvent>>);
+pub struct Observer(Vec<mpsc::UnboundedSender<RunEvent>>);
 
 impl Observer {
     /// An observer that discards events.
     pub fn none() -> Self {
-        Observer(None)
+        Observer(Vec::new())
     }
 
     /// An observer and the receiving end of its channel.
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<RunEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Observer(Some(tx)), rx)
+        (Observer(vec![tx]), rx)
+    }
+
+    /// One observer that sends every event to both.
+    pub fn merge(mut self, other: Observer) -> Self {
+        self.0.extend(other.0);
+        self
     }
 
     pub(crate) fn emit(&self, event: RunEvent) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.send(event);
+        if let Some((last, rest)) = self.0.split_last() {
+            for tx in rest {
+                let _ = tx.send(event.clone());
+            }
+            let _ = last.send(event);
         }
     }
 }
+
+/// Watches every execution of an [`crate::Engine`]: given the run, returns
+/// where that execution's events go (an exporter of traces, for example).
+pub type Watcher = std::sync::Arc<dyn Fn(&crate::RunRecord) -> Observer + Send + Sync>;

@@ -448,6 +448,7 @@ impl Execution {
                     step: step.clone(),
                     attempt,
                     elapsed,
+                    output: v.clone(),
                 };
                 let end = AttemptEnd {
                     step,

@@ -72,7 +72,7 @@ mod store;
 pub mod testing;
 mod workflow;
 
-pub use events::{Observer, RunEvent};
+pub use events::{Observer, RunEvent, Watcher};
 pub use model::{
     AttemptRecord, AttemptStatus, CatchUp, LogLine, Millis, RunFilter, RunRecord, RunState,
     RunStatus, Schedule, StepStatus, now_millis,

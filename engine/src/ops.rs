@@ -35,6 +35,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     config: EngineConfig,
+    watchers: Vec<crate::events::Watcher>,
 }
 
 impl Engine {
@@ -44,7 +45,14 @@ impl Engine {
             store,
             registry: Arc::new(registry),
             config: EngineConfig::default(),
+            watchers: Vec::new(),
         }
+    }
+
+    /// Adds a watcher: every execution's events also go where it says.
+    pub fn watch(mut self, watcher: crate::events::Watcher) -> Self {
+        self.watchers.push(watcher);
+        self
     }
 
     /// Replaces the execution settings.
@@ -176,6 +184,10 @@ impl Engine {
         } else {
             self.store.load_run(run_id).await?
         };
+        let observer = self
+            .watchers
+            .iter()
+            .fold(observer, |o, w| o.merge(w(&state.run)));
         Execution::run(
             self.store.clone(),
             self.config.clone(),

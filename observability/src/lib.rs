@@ -10,7 +10,15 @@
 //!
 //! Spans follow one convention: a `step` span carries `run`, `step` and
 //! `attempt` fields, so a log line can always be traced to the attempt that
-//! wrote it. OpenTelemetry export joins here later.
+//! wrote it.
+//!
+//! [`traces`] exports each run as one OpenTelemetry trace: an engine
+//! [`engine::Watcher`] turns the run's events into spans, sent over OTLP as
+//! they end. Nothing is set up unless `OTEL_EXPORTER_OTLP_ENDPOINT` is.
+//!
+//! ```text
+//!   engine ──RunEvents──► traces::RunTraces ──OTLP──► collector
+//! ```
 //!
 //! ```
 //! observability::init(0); // warnings and errors only
@@ -18,6 +26,8 @@
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod traces;
 
 use tracing_subscriber::EnvFilter;
 

@@ -365,6 +365,11 @@ pub enum RunsCommand {
         /// The run.
         id: String,
     },
+    /// Print the OpenTelemetry trace id of a run (the same for every execution).
+    Trace {
+        /// The run.
+        id: String,
+    },
 }
 
 /// Options of commands that execute a run.

@@ -1,6 +1,8 @@
 //! What the cluster CLI tests share: the binary, a sandbox guard, the fake cloud's servers.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use age::secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -98,6 +100,11 @@ pub fn show(dir: &Path, id: &str) -> serde_json::Value {
 
 /// Starts `c`, kills it with SIGKILL as soon as a line of its stderr contains `marker`.
 pub fn kill_9_at(c: &mut Command, marker: &str) {
+    kill_9_after(c, marker, || {});
+}
+
+/// Starts `c`; once a line of its stderr contains `marker`, runs `then`, and kills `c` with SIGKILL.
+pub fn kill_9_after(c: &mut Command, marker: &str, then: impl FnOnce()) {
     let mut child = c
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -109,6 +116,7 @@ pub fn kill_9_at(c: &mut Command, marker: &str) {
             break;
         }
     }
+    then();
     child.kill().unwrap();
     child.wait().unwrap();
 }
