@@ -13,6 +13,7 @@ packages=(
   util-linux            # unshare and setpriv for test nodes and servers
   systemd               # systemd-creds, used for real on test nodes
   podman                # `podman load` on test nodes (registry publish-image)
+  chromium              # headless browser tests of the dashboard
 )
 
 missing=()

@@ -7,12 +7,14 @@ mod cluster;
 mod day2;
 mod demo;
 mod example;
+mod health;
 mod lifecycle;
 mod prepare;
 mod progress;
 mod runs;
 mod sandbox;
 mod schedules;
+mod serve;
 mod summary;
 mod views;
 mod worker;
@@ -169,6 +171,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             start_prepared(cli.global, prepared, &exec).await
         }
         Command::Secrets(cmd) => cluster::secrets(&cli.global.working_dir, cmd, cli.global.output),
+        Command::Serve { listen } => {
+            let ctx = Context::open(cli.global).await?;
+            serve::run(&ctx, listen).await
+        }
         Command::Worker { concurrency, queue } => {
             let ctx = Context::open(cli.global).await?;
             worker::run(&ctx, concurrency as usize, &queue).await

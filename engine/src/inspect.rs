@@ -18,6 +18,17 @@ pub struct StepView {
     pub attempts: Vec<AttemptRecord>,
 }
 
+/// (status, fill, stroke) of each step status, for the graph and the dashboard.
+pub const STATUS_COLOURS: [(&str, &str, &str); 7] = [
+    ("pending", "#eeeeee", "#9e9e9e"),
+    ("running", "#bbdefb", "#1565c0"),
+    ("retrying", "#fff9c4", "#f9a825"),
+    ("succeeded", "#c8e6c9", "#2e7d32"),
+    ("failed", "#ffcdd2", "#c62828"),
+    ("cancelled", "#ffe0b2", "#ef6c00"),
+    ("blocked", "#f5f5f5", "#bdbdbd"),
+];
+
 /// Derives each step's status from its attempts and its dependencies, in plan order.
 pub fn step_views(state: &RunState) -> Vec<StepView> {
     let mut by_step: HashMap<&str, Vec<AttemptRecord>> = HashMap::new();
@@ -104,15 +115,7 @@ pub fn mermaid(state: &RunState) -> String {
             ));
         }
     }
-    for (status, fill, stroke) in [
-        ("pending", "#eeeeee", "#9e9e9e"),
-        ("running", "#bbdefb", "#1565c0"),
-        ("retrying", "#fff9c4", "#f9a825"),
-        ("succeeded", "#c8e6c9", "#2e7d32"),
-        ("failed", "#ffcdd2", "#c62828"),
-        ("cancelled", "#ffe0b2", "#ef6c00"),
-        ("blocked", "#f5f5f5", "#bdbdbd"),
-    ] {
+    for (status, fill, stroke) in STATUS_COLOURS {
         out.push_str(&format!(
             "  classDef {status} fill:{fill},stroke:{stroke}\n"
         ));

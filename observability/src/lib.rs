@@ -27,6 +27,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dashboard;
 pub mod traces;
 
 use tracing_subscriber::EnvFilter;

@@ -104,6 +104,15 @@ pub enum Command {
         #[arg(long, default_value = "nix-infra")]
         queue: String,
     },
+    /// The web dashboard (runs, DAGs, schedules, cluster health) and its JSON API.
+    ///
+    /// Starting, resuming and cancelling need `Authorization: Bearer TOKEN`
+    /// (NIX_INFRA_API_TOKEN, or the one kept in DIR/.nix-infra/api-token).
+    Serve {
+        /// Address to listen on; loopback unless you put TLS in front.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// Start runs on a cron schedule (a worker fires them).
     #[command(subcommand)]
     Schedule(ScheduleCommand),

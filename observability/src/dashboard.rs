@@ -1,0 +1,387 @@
+//! The web dashboard's pages, rendered on the server as plain HTML and SVG
+//! (no build chain): runs, one run with its DAG, schedules, the cluster.
+//!
+//! Pages poll their own JSON (`/api/...`) every two seconds while something
+//! may change, and re-render the parts that did.
+
+use engine::inspect::{STATUS_COLOURS, StepView, step_views};
+use engine::{LogLine, RunRecord, RunState, Schedule};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Escapes text for HTML.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn page(title: &str, nav: &str, body: &str) -> String {
+    let link = |href: &str, name: &str| {
+        let class = if name == nav { " class=current" } else { "" };
+        format!("<a href=\"{href}\"{class}>{name}</a>")
+    };
+    format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>{t} · nix-infra</title>\
+         <meta name=viewport content=\"width=device-width\"><style>{CSS}</style></head><body>\
+         <header><b>nix-infra</b> {} {} {}</header><main><h1>{t}</h1>{body}</main></body></html>",
+        link("/", "Runs"),
+        link("/schedules", "Schedules"),
+        link("/cluster", "Cluster"),
+        t = esc(title)
+    )
+}
+
+const CSS: &str = "body{font:14px system-ui,sans-serif;margin:0;color:#222}header{background:#263238;color:#fff;padding:10px 16px}\
+header a{color:#cfd8dc;margin-left:16px;text-decoration:none}header a.current{color:#fff;font-weight:bold}\
+main{padding:8px 16px}table{border-collapse:collapse;margin:8px 0}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}\
+.status{padding:1px 6px;border-radius:3px;border:1px solid}.orphan{background:#fff3e0}.bad{color:#c62828}\
+pre{background:#f5f5f5;padding:8px;max-height:360px;overflow:auto}form{margin:8px 0}";
+
+fn badge(status: &str) -> String {
+    let (fill, stroke) = STATUS_COLOURS
+        .iter()
+        .find(|(s, _, _)| *s == status)
+        .map(|(_, f, s)| (*f, *s))
+        .unwrap_or(("#fff", "#999"));
+    format!(
+        "<span class=status data-status={s} style=\"background:{fill};border-color:{stroke}\">{s}</span>",
+        s = esc(status)
+    )
+}
+
+/// Filters of the runs page.
+#[derive(Clone, Debug, Default)]
+pub struct RunsFilter {
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+}
+
+/// The runs page: a filterable list that refreshes itself.
+pub fn runs_page(runs: &[RunRecord], filter: &RunsFilter, workflows: &[String]) -> String {
+    let options = |all: &[String], chosen: &Option<String>| {
+        let mut o = String::from("<option value=\"\">all</option>");
+        for w in all {
+            let sel = if chosen.as_deref() == Some(w.as_str()) {
+                " selected"
+            } else {
+                ""
+            };
+            o.push_str(&format!("<option{sel}>{}</option>", esc(w)));
+        }
+        o
+    };
+    let statuses: Vec<String> = ["pending", "running", "succeeded", "failed", "cancelled"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut rows = String::new();
+    for r in runs {
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=bad>{}</td></tr>",
+            esc(&r.workflow),
+            badge(&r.status.to_string()),
+            when(r.created_at),
+            esc(r.error.as_deref().unwrap_or("")),
+            id = esc(&r.id)
+        ));
+    }
+    let body = format!(
+        "<form>workflow <select name=workflow onchange=this.form.submit()>{}</select> \
+         status <select name=status onchange=this.form.submit()>{}</select></form>\
+         <table id=runs><thead><tr><th>run</th><th>workflow</th><th>status</th><th>created (UTC)</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>\
+         <script>setTimeout(()=>location.reload(),{})</script>",
+        options(workflows, &filter.workflow),
+        options(&statuses, &filter.status),
+        if runs.iter().any(|r| !r.status.is_final()) {
+            2000
+        } else {
+            10000
+        }
+    );
+    page("Runs", "Runs", &body)
+}
+
+/// Steps by column: a step's column is the longest chain of dependencies before it.
+fn layers(views: &[StepView]) -> HashMap<String, usize> {
+    let mut level: HashMap<String, usize> = HashMap::new();
+    for v in views {
+        // Plans list dependencies first, so one pass in plan order suffices.
+        let l = v
+            .deps
+            .iter()
+            .filter_map(|d| level.get(d))
+            .map(|l| l + 1)
+            .max()
+            .unwrap_or(0);
+        level.insert(v.name.clone(), l);
+    }
+    level
+}
+
+/// The run's DAG as SVG: a box per step, coloured by status, in dependency columns.
+pub fn dag_svg(views: &[StepView]) -> String {
+    let level = layers(views);
+    let (w, h, gx, gy) = (170.0, 40.0, 60.0, 14.0);
+    let mut rows: HashMap<usize, usize> = HashMap::new();
+    let mut at: HashMap<&str, (f64, f64)> = HashMap::new();
+    for v in views {
+        let col = level[&v.name];
+        let row = rows.entry(col).or_insert(0);
+        at.insert(
+            v.name.as_str(),
+            (10.0 + col as f64 * (w + gx), 10.0 + *row as f64 * (h + gy)),
+        );
+        *row += 1;
+    }
+    let width = 20.0 + (rows.len().max(1)) as f64 * (w + gx);
+    let height = 20.0 + rows.values().max().copied().unwrap_or(1) as f64 * (h + gy);
+    let mut svg = format!(
+        "<svg id=dag xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-size=\"12\">"
+    );
+    for v in views {
+        let (x, y) = at[v.name.as_str()];
+        for d in &v.deps {
+            if let Some((dx, dy)) = at.get(d.as_str()) {
+                let (x1, y1, x2, y2) = (dx + w, dy + h / 2.0, x, y + h / 2.0);
+                svg.push_str(&format!(
+                    "<path d=\"M{x1},{y1} C{mx},{y1} {mx},{y2} {x2},{y2}\" fill=\"none\" stroke=\"#90a4ae\"/>",
+                    mx = (x1 + x2) / 2.0
+                ));
+            }
+        }
+    }
+    for v in views {
+        let (x, y) = at[v.name.as_str()];
+        let status = v.status.to_string();
+        let (fill, stroke) = STATUS_COLOURS
+            .iter()
+            .find(|(s, _, _)| *s == status)
+            .map(|(_, f, s)| (*f, *s))
+            .unwrap_or(("#fff", "#999"));
+        let name = if v.name.chars().count() > 22 {
+            format!("{}…", v.name.chars().take(21).collect::<String>())
+        } else {
+            v.name.clone()
+        };
+        svg.push_str(&format!(
+            "<g class=step data-step=\"{n}\" data-status=\"{status}\"><title>{n}: {status}</title>\
+             <rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"5\" fill=\"{fill}\" stroke=\"{stroke}\"/>\
+             <text x=\"{tx}\" y=\"{ty1}\">{name}</text><text x=\"{tx}\" y=\"{ty2}\" fill=\"#555\">{status}</text></g>",
+            n = esc(&v.name),
+            name = esc(&name),
+            tx = x + 8.0,
+            ty1 = y + 16.0,
+            ty2 = y + 32.0
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// One run: its DAG, its steps with attempts and durations, its log.
+pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str) -> String {
+    let views = step_views(state);
+    let r = &state.run;
+    let mut steps = String::new();
+    for v in &views {
+        let attempts: Vec<String> = v
+            .attempts
+            .iter()
+            .map(|a| {
+                let took = a
+                    .finished_at
+                    .map(|f| format!(" {} ms", f - a.started_at))
+                    .unwrap_or_default();
+                let err = a
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {}", esc(e)))
+                    .unwrap_or_default();
+                format!("#{} {}{took}{err}", a.number, a.status)
+            })
+            .collect();
+        steps.push_str(&format!(
+            "<tr data-step=\"{n}\"><td>{n}</td><td>{}</td><td>{}</td></tr>",
+            badge(&v.status.to_string()),
+            attempts.join("<br>"),
+            n = esc(&v.name)
+        ));
+    }
+    let log: String = logs
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}#{} {}\n",
+                when(l.at),
+                esc(&l.step),
+                l.attempt,
+                esc(&l.line)
+            )
+        })
+        .collect();
+    let refresh = if r.status.is_final() {
+        String::new()
+    } else {
+        "<script>setTimeout(()=>location.reload(),2000)</script>".into()
+    };
+    let body = format!(
+        "<p>{} {} · created {} · trace <code>{}</code>{}</p>{}\
+         <h2>Steps</h2><table id=steps><thead><tr><th>step</th><th>status</th><th>attempts</th></tr></thead><tbody>{steps}</tbody></table>\
+         <h2>Log</h2><pre id=log>{log}</pre>{refresh}",
+        esc(&r.workflow),
+        badge(&r.status.to_string()),
+        when(r.created_at),
+        esc(trace_id),
+        r.error
+            .as_deref()
+            .map(|e| format!(" · <span class=bad>{}</span>", esc(e)))
+            .unwrap_or_default(),
+        dag_svg(&views),
+    );
+    page(&format!("Run {}", r.id), "Runs", &body)
+}
+
+/// The schedules page.
+pub fn schedules_page(schedules: &[Schedule]) -> String {
+    let mut rows = String::new();
+    for s in schedules {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td><code>{}</code> {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.name),
+            esc(&s.cron),
+            esc(&s.tz),
+            esc(&s.workflow),
+            if s.paused { "paused" } else { "active" },
+            if s.last_fire > 0 {
+                when(s.last_fire)
+            } else {
+                "never".into()
+            }
+        ));
+    }
+    page(
+        "Schedules",
+        "Schedules",
+        &format!(
+            "<table id=schedules><thead><tr><th>name</th><th>cron</th><th>workflow</th><th>state</th><th>last fire (UTC)</th></tr></thead><tbody>{rows}</tbody></table>"
+        ),
+    )
+}
+
+/// One machine of the cluster as the dashboard shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterNode {
+    /// Node name.
+    pub name: String,
+    /// Role from the server's labels (`ctrl`, `cluster`, `ingress`, `fleet`), if it has a server.
+    pub role: Option<String>,
+    /// Public address.
+    pub ipv4: Option<String>,
+    /// Provider id, if the provider lists a server for it.
+    pub server_id: Option<i64>,
+    /// Whether `/cluster/nodes` has it.
+    pub registered: bool,
+    /// Service groups it registered with.
+    pub services: Vec<String>,
+    /// A server labelled for the cluster that should be registered and is not.
+    pub orphan: bool,
+    /// Registered, but the provider has no server for it.
+    pub missing_server: bool,
+    /// The last health check: SSH (and etcd, on control nodes) answering.
+    pub healthy: Option<bool>,
+    /// What the check found.
+    pub health: String,
+}
+
+/// The whole cluster view.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterView {
+    /// The cluster's name.
+    pub cluster: String,
+    /// Its machines.
+    pub nodes: Vec<ClusterNode>,
+    /// When the health was last checked (ms), if ever.
+    pub checked_at: Option<i64>,
+    /// Why parts could not be read (provider, registry).
+    pub problems: Vec<String>,
+}
+
+/// The cluster page.
+pub fn cluster_page(view: &ClusterView) -> String {
+    let mut rows = String::new();
+    for n in &view.nodes {
+        let mut notes = Vec::new();
+        if n.orphan {
+            notes.push("<b>orphan</b>: labelled for the cluster, registered nowhere".to_string());
+        }
+        if n.missing_server {
+            notes.push("<b>no server</b>: registered, but the provider has none".to_string());
+        }
+        let health = match n.healthy {
+            Some(true) => format!("ok ({})", esc(&n.health)),
+            Some(false) => format!("<span class=bad>down ({})</span>", esc(&n.health)),
+            None => "not checked".into(),
+        };
+        rows.push_str(&format!(
+            "<tr class=\"{cls}\" data-node=\"{name}\"><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{health}</td><td>{}</td></tr>",
+            esc(n.role.as_deref().unwrap_or("-")),
+            esc(n.ipv4.as_deref().unwrap_or("-")),
+            n.server_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            if n.registered {
+                esc(&n.services.join(","))
+            } else if n.role.as_deref() == Some("ctrl") {
+                "control plane".into()
+            } else if n.role.as_deref() == Some("fleet") {
+                "fleet".into()
+            } else {
+                "no".into()
+            },
+            notes.join("; "),
+            cls = if n.orphan || n.missing_server { "orphan" } else { "" },
+            name = esc(&n.name),
+        ));
+    }
+    let problems: String = view
+        .problems
+        .iter()
+        .map(|p| format!("<p class=bad>{}</p>", esc(p)))
+        .collect();
+    let checked = view
+        .checked_at
+        .map(when)
+        .unwrap_or_else(|| "not yet".into());
+    page(
+        &format!("Cluster {}", view.cluster),
+        "Cluster",
+        &format!(
+            "{problems}<p>last health check: {checked} (UTC)</p><table id=nodes><thead><tr><th>node</th><th>role</th><th>address</th><th>server</th><th>registered</th><th>health</th><th>notes</th></tr></thead><tbody>{rows}</tbody></table>\
+             <script>setTimeout(()=>location.reload(),5000)</script>"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_escaping() {
+        assert_eq!(when(0), "1970-01-01 00:00:00");
+        assert_eq!(when(1_795_826_096_000), "2026-11-28 00:34:56");
+        assert_eq!(
+            esc("<a href='x'>&</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}
