@@ -19,6 +19,12 @@
 //!   - `node.update` (update-node, deploy-apps), `node.unregister`;
 //!   - `node.destroy`: unregister, delete, revoke, forget the host key;
 //!   - `cluster.up`: all of the above in one run, control nodes first.
+//!   - day 2: `node.cmd`, `node.action`, `node.upload`, `nix.gc`,
+//!     `nixos.upgrade` (rolling batches), `nixos.rollback`, `image.publish`;
+//!   - apps ([`node::app`]): `app.register`, `app.deploy`,
+//!     `app.register_instance`, `app.unregister_instance`, `app.remove`,
+//!     `app.unregister`;
+//!   - `secret.rotate`: stage, deploy where used, restart, verify, retire.
 //!
 //! ```
 //! let registry = workflows::registry();

@@ -53,7 +53,11 @@ impl Bench {
             ..engine::EngineConfig::default()
         };
         let engine = Engine::new(Arc::new(store), workflows::registry()).with_config(config);
-        Bench { _cloud: cloud, dir, engine }
+        Bench {
+            _cloud: cloud,
+            dir,
+            engine,
+        }
     }
 
     /// Runs `workflow` to success and returns how long it took.

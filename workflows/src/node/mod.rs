@@ -14,6 +14,8 @@ mod init;
 mod provision;
 mod rotate;
 mod steps;
+#[cfg(test)]
+mod tests;
 
 pub use cluster::up;
 pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};

@@ -1,0 +1,170 @@
+//! The node workflows' plans: which step waits for which.
+
+use serde_json::json;
+
+fn plan(workflow: &str, input: serde_json::Value) -> engine::Plan {
+    let p = crate::registry()
+        .get(workflow)
+        .unwrap()
+        .plan(&input)
+        .unwrap();
+    p.validate().unwrap();
+    p
+}
+
+fn deps(p: &engine::Plan, step: &str) -> Vec<String> {
+    p.step(step)
+        .unwrap_or_else(|| panic!("no step {step}"))
+        .deps
+        .clone()
+}
+
+fn nodes(list: &[(&str, &str)]) -> serde_json::Value {
+    list.iter()
+        .map(|(n, r)| json!({"name": n, "role": r}))
+        .collect()
+}
+
+#[test]
+fn cluster_up_inits_control_nodes_first_and_reserves_the_overlay_before_rendering() {
+    let p = plan(
+        "cluster.up",
+        json!({"cluster": "c", "dir": "/tmp/c", "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster")])}),
+    );
+    assert_eq!(deps(&p, "ctrl"), ["etcd/ctrl1"]);
+    assert_eq!(
+        deps(&p, "etcd/ctrl1"),
+        ["create/ctrl1", "verify/ctrl1", "rebuild/ctrl1"]
+    );
+    let config = deps(&p, "config/w1");
+    for d in ["create/w1", "verify/w1", "ctrl", "overlay/w1", "certs/w1"] {
+        assert!(
+            config.contains(&d.to_string()),
+            "config/w1 waits for {d}: {config:?}"
+        );
+    }
+    assert!(deps(&p, "overlay/w1").contains(&"ctrl".to_string()));
+    assert!(deps(&p, "register/w1").contains(&"confd/w1".to_string()));
+    assert!(
+        p.step("register/ctrl1").is_none(),
+        "control nodes are not registered"
+    );
+}
+
+#[test]
+fn a_rolling_upgrade_chains_its_batches() {
+    let p = plan(
+        "nixos.upgrade",
+        json!({"cluster": "c", "dir": "/tmp/c", "args": {"batch": 2},
+        "nodes": nodes(&[("n1", "fleet"), ("n2", "fleet"), ("n3", "fleet"), ("n4", "fleet"), ("n5", "fleet")])}),
+    );
+    assert_eq!(deps(&p, "upgrade/n1"), ["locate"]);
+    assert_eq!(
+        deps(&p, "upgrade/n3"),
+        ["locate", "upgrade/n1", "upgrade/n2"]
+    );
+    assert_eq!(
+        deps(&p, "upgrade/n5"),
+        ["locate", "upgrade/n3", "upgrade/n4"]
+    );
+    let zero = crate::registry().get("nixos.upgrade").unwrap().plan(&json!({"cluster": "c", "dir": "/tmp", "args": {"batch": 0}, "nodes": nodes(&[("n1", "fleet")])}));
+    assert!(
+        zero.unwrap_err()
+            .to_string()
+            .contains("batch must be at least 1")
+    );
+}
+
+#[test]
+fn destroy_deletes_control_nodes_after_the_others_left_the_registry() {
+    let p = plan(
+        "node.destroy",
+        json!({"cluster": "c", "dir": "/tmp/c", "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster"), ("w2", "ingress")])}),
+    );
+    assert_eq!(
+        deps(&p, "delete/ctrl1"),
+        ["unregister/ctrl1", "unregister/w1", "unregister/w2"]
+    );
+    assert_eq!(deps(&p, "delete/w1"), ["unregister/w1"]);
+}
+
+#[test]
+fn bad_inputs_name_the_problem() {
+    let wf = crate::registry();
+    let err = |w: &str, input: serde_json::Value| {
+        wf.get(w).unwrap().plan(&input).unwrap_err().to_string()
+    };
+    assert!(err("node.init", json!({"cluster": "c", "dir": "/t", "nodes": nodes(&[("a", "cluster"), ("a", "cluster")])})).contains("node `a` is listed twice"));
+    assert!(
+        err(
+            "node.init",
+            json!({"cluster": "c", "dir": "/t", "nodes": nodes(&[("a", "worker")])})
+        )
+        .contains("role `worker`")
+    );
+    assert!(
+        err(
+            "app.register",
+            json!({"cluster": "c", "dir": "/t", "nodes": [], "args": {"app": "x"}})
+        )
+        .contains("publishes a port")
+    );
+    assert!(err("app.register", json!({"cluster": "c", "dir": "/t", "nodes": [], "args": {"app": "x", "port": 1, "kind": "db"}})).contains("app kind `db`"));
+    assert!(err("secret.rotate", json!({"cluster": "c", "dir": "/t", "args": {"secret": "s", "bytes": 8, "from_action": {"app": "a", "node": "n"}}})).contains("not both"));
+}
+
+#[test]
+fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (path, text) in [
+        (
+            "node_types/cluster_node.nix",
+            "{ ... }: { x = \"[%%overlayIp%%]\"; }",
+        ),
+        (
+            "nodes/w1.nix",
+            "{ ... }: { imports = [ ./app_modules/web ]; }",
+        ),
+        (
+            "app_modules/web/default.nix",
+            "{ ... }: { c = \"web:/root/secrets/web-key\"; }",
+        ),
+        (
+            "app_modules/webhook/default.nix",
+            "{ ... }: { c = \"/root/secrets/hook-key\"; }",
+        ),
+        ("modules/base.nix", "{ ... }: { }"),
+    ] {
+        std::fs::create_dir_all(d.join(path).parent().unwrap()).unwrap();
+        std::fs::write(d.join(path), text).unwrap();
+    }
+    assert_eq!(
+        super::node_apps(d, "imports = [ ./app_modules/web ];"),
+        ["web"],
+        "webhook is another app"
+    );
+    let vars = [("overlayIp", "10.100.1.0")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let staged = super::stage_config(d, "w1", "cluster", &vars).unwrap();
+    let s = staged.path();
+    assert!(s.join("app_modules/web/default.nix").exists());
+    assert!(!s.join("app_modules/webhook").exists());
+    assert_eq!(
+        std::fs::read_to_string(s.join("node_type.nix")).unwrap(),
+        "{ ... }: { x = \"10.100.1.0\"; }"
+    );
+    let conf = std::fs::read_to_string(s.join("configuration.nix")).unwrap();
+    assert!(
+        conf.contains("imports = [ ./hardware-configuration.nix ./node_type.nix ./node.nix ];"),
+        "{conf}"
+    );
+    assert_eq!(
+        super::referenced_secrets(s).into_iter().collect::<Vec<_>>(),
+        ["web-key"]
+    );
+    // A missing placeholder value is named with its file.
+    let err = super::stage_config(d, "w1", "cluster", &Default::default()).unwrap_err();
+    assert!(err.contains("node_type.nix: overlayIp"), "{err}");
+}
