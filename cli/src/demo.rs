@@ -106,6 +106,10 @@ async fn lifecycle_run(global: &Global, dir: &Path, keep: bool) -> Result<(), Fa
             dir.display()
         );
     }
+    println!(
+        "a dashboard:  nix-infra -d {} serve   (then http://127.0.0.1:8080/)",
+        dir.display()
+    );
     if keep {
         println!(
             "kept: the nodes and the sandbox are still up; `nix-infra -d {d} cluster destroy --batch --target \"{}\"` then `nix-infra -d {d} sandbox down`",
