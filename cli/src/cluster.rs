@@ -35,11 +35,16 @@ pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, Failure> {
         .collect()
 }
 
-/// The key secrets use: `SECRETS_PASS` (environment, then `.env`), else the identity.
+/// The env file `--env` named, for every command of this process.
+pub static ENV_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The key secrets use: `SECRETS_PASS` (environment, then the env file:
+/// `--env FILE` or `DIR/.env`), else the identity.
 pub fn secret_key(dir: &Path) -> Result<SecretKey, Failure> {
+    let env_file = ENV_FILE.get().cloned().unwrap_or_else(|| dir.join(".env"));
     let pass = std::env::var("SECRETS_PASS")
         .ok()
-        .or_else(|| read_env(dir).ok()?.get("SECRETS_PASS").cloned())
+        .or_else(|| read_env_file(&env_file).ok()?.get("SECRETS_PASS").cloned())
         .filter(|p| !p.is_empty());
     if let Some(p) = pass {
         return Ok(SecretKey::Passphrase(SecretString::from(p)));

@@ -264,6 +264,9 @@ fn report(e: &anyhow::Error, code: u8) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(f) = &cli.global.env {
+        let _ = cluster::ENV_FILE.set(f.clone());
+    }
     observability::init(cli.global.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -148,3 +148,36 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn env_names_the_file_secrets_pass_comes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(cli(d).arg("init").output().unwrap().status.success());
+    std::fs::write(d.join("ci.env"), "SECRETS_PASS=pass-from-ci-env\n").unwrap();
+    let with_env = || {
+        let mut c = cli(d);
+        c.arg("--env").arg(d.join("ci.env"));
+        c
+    };
+    let mut store = with_env()
+        .args(["secrets", "store", "--name", "token"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    store.stdin.take().unwrap().write_all(b"v1").unwrap();
+    assert!(store.wait().unwrap().success());
+    let got = with_env()
+        .args(["secrets", "get", "--name", "token"])
+        .output()
+        .unwrap();
+    assert_eq!(got.stdout, b"v1");
+    // Without the file, the cluster identity is the key, and it cannot read it.
+    let other = cli(d)
+        .args(["secrets", "get", "--name", "token"])
+        .output()
+        .unwrap();
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("cannot decrypt secret `token`"));
+}
