@@ -59,6 +59,7 @@ pub struct RunTraces {
     exporter: tokio::sync::Mutex<SpanExporter>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     scope: InstrumentationScope,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl RunTraces {
@@ -104,6 +105,7 @@ impl RunTraces {
         Ok(Some(Arc::new(RunTraces {
             exporter: tokio::sync::Mutex::new(exporter),
             tasks: Mutex::new(Vec::new()),
+            failing: std::sync::atomic::AtomicBool::new(false),
             scope: InstrumentationScope::builder("nix-infra")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
@@ -124,23 +126,44 @@ impl RunTraces {
         })
     }
 
-    /// Waits for every followed execution's spans to be sent; call before exiting.
+    /// Waits (up to 5 s in all) for every followed execution's spans to be sent;
+    /// call before exiting.
     pub async fn shutdown(&self) {
         let tasks: Vec<_> = self
             .tasks
             .lock()
             .map(|mut t| t.drain(..).collect())
             .unwrap_or_default();
-        for t in tasks {
-            let _ = t.await;
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        // A collector that does not answer must not hold the process.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            eprintln!("warning: gave up waiting for the trace collector");
+            for a in aborts {
+                a.abort();
+            }
         }
         let _ = opentelemetry_sdk::trace::SpanExporter::shutdown(&mut *self.exporter.lock().await);
     }
 
     async fn send(&self, span: SpanData) {
         use opentelemetry_sdk::trace::SpanExporter as _;
-        if let Err(e) = self.exporter.lock().await.export(vec![span]).await {
-            tracing::warn!("exporting a span failed: {e}");
+        use std::sync::atomic::Ordering;
+        match self.exporter.lock().await.export(vec![span]).await {
+            Ok(()) => self.failing.store(false, Ordering::Relaxed),
+            // Said once per outage, not once per span.
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    eprintln!("warning: exporting traces failed: {e}");
+                }
+            }
         }
     }
 
