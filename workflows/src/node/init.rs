@@ -48,9 +48,19 @@ pub(crate) fn plan_init(
         s
     };
     let s = |stage: &str, node: &str| format!("{stage}/{node}");
+    let members: Vec<&str> = i
+        .nodes
+        .iter()
+        .filter(|n| n.is_ctrl())
+        .map(|n| n.name.as_str())
+        .collect();
     for n in i.nodes.iter().filter(|n| n.is_ctrl()) {
         let node = n.name.as_str();
         let mut config = spec(s("config", node), "config", node);
+        // etcd's initial cluster lists every control node: all must have servers first.
+        for other in members.iter().filter(|m| **m != node) {
+            config = config.after(addr(other));
+        }
         if mode == Mode::Init {
             steps.push(spec(s("certs", node), "certs", node));
             config = config.after(s("certs", node));

@@ -168,3 +168,16 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
     let err = super::stage_config(d, "w1", "cluster", &Default::default()).unwrap_err();
     assert!(err.contains("node_type.nix: overlayIp"), "{err}");
 }
+
+#[test]
+fn control_nodes_render_once_every_member_has_a_server() {
+    let p = plan(
+        "cluster.up",
+        json!({"cluster": "c", "dir": "/tmp/c", "nodes": nodes(&[("ctrl1", "ctrl"), ("ctrl2", "ctrl"), ("ctrl3", "ctrl")])}),
+    );
+    let config = deps(&p, "config/ctrl1");
+    for d in ["create/ctrl2", "create/ctrl3"] {
+        assert!(config.contains(&d.to_string()), "{config:?}");
+    }
+    assert!(p.step("ctrl").is_none(), "no member nodes, no overlay step");
+}
