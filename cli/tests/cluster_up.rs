@@ -347,3 +347,40 @@ fn bad_env_and_missing_node_types_are_refused_before_anything_exists() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.env"));
     assert!(!dir.join(".nix-infra").exists(), "no state was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_control_nodes_form_one_etcd_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let _down = Down(dir.to_path_buf());
+    cluster_repo(dir, "greeting");
+    ok(cli(dir).args([
+        "cluster",
+        "up",
+        "--ctrl",
+        "3",
+        "--workers",
+        "1",
+        "--ingress",
+        "0",
+    ]));
+    let ip: BTreeMap<String, String> = servers(dir).await.into_iter().collect();
+    // Each member answers with what was written through whichever one the run used.
+    for c in ["ctrl1", "ctrl2", "ctrl3"] {
+        let reg = etcd(dir, &ip[c]).await;
+        let nodes: Vec<String> = reg
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(nodes, ["worker1"], "as seen from {c}");
+    }
+    let conf = on_node(dir, "ctrl2", &ip["ctrl2"], "cat /etc/nixos/node_type.nix").await;
+    let members = format!(
+        "ctrl1=https://{}:2380,ctrl2=https://{}:2380,ctrl3=https://{}:2380",
+        ip["ctrl1"], ip["ctrl2"], ip["ctrl3"]
+    );
+    assert!(conf.contains(&members), "{conf}");
+}
