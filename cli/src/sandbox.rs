@@ -191,7 +191,22 @@ pub async fn serve(listen: std::net::SocketAddr) -> Result<(), Failure> {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = owner_gone() => {}
     }
     drop(cloud);
     Ok(())
+}
+
+/// With `NIX_INFRA_SANDBOX_OWNER=PID` (tests set it), the sandbox stops when
+/// that process is gone, even if it was killed before it could say `down`.
+async fn owner_gone() {
+    let Some(pid) = std::env::var("NIX_INFRA_SANDBOX_OWNER")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return std::future::pending().await;
+    };
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

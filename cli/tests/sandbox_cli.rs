@@ -12,7 +12,9 @@ use common::{BIN, Down, env as env_file};
 /// `nix-infra -d DIR`, inheriting the caller's environment.
 fn cli(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
-    c.arg("-d").arg(dir);
+    c.env("NIX_INFRA_SANDBOX_OWNER", std::process::id().to_string())
+        .arg("-d")
+        .arg(dir);
     c
 }
 
@@ -146,4 +148,40 @@ fn the_demo_brings_a_cluster_up_and_cleans_up() {
             .iter()
             .all(|r| r["status"] == "succeeded")
     );
+}
+
+#[test]
+fn a_sandbox_stops_when_its_owner_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let _down = Down(dir.path().to_path_buf());
+    let mut owner = Command::new("sleep").arg("600").spawn().unwrap();
+    let up = cli(dir.path())
+        .env("NIX_INFRA_SANDBOX_OWNER", owner.id().to_string())
+        .args(["sandbox", "up"])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let status = || {
+        let out = cli(dir.path())
+            .args(["sandbox", "status", "--output", "json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(status().contains("\"running\""), "{}", status());
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !status().contains("\"stopped\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still up: {}",
+            status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -24,6 +24,8 @@ pub fn cli(dir: &Path) -> Command {
         .env_remove("HCLOUD_ENDPOINT")
         .env_remove("SECRETS_PASS")
         .env_remove("ETCD_ENDPOINTS")
+        // A sandbox this test starts stops with the test, even if the test is killed.
+        .env("NIX_INFRA_SANDBOX_OWNER", std::process::id().to_string())
         .arg("-d")
         .arg(dir)
         .args(["--lease-ttl", "2"]);
