@@ -123,6 +123,7 @@ pub fn exec_of(cmd: &ClusterCommand) -> Option<&ExecArgs> {
     match cmd {
         Up { exec, .. }
         | Provision { exec, .. }
+        | Adopt { exec, .. }
         | InitCtrl { exec, .. }
         | InitNode { exec, .. }
         | UpdateNode { exec, .. }
@@ -245,6 +246,38 @@ pub async fn cluster_run(
             input["nodes"] = as_nodes(&nodes);
             server(&mut input, s);
             "node.provision"
+        }
+        Adopt { target, role, .. } => {
+            let ctrl: Vec<String> = c
+                .var("CTRL_NODES")
+                .unwrap_or_default()
+                .split(|ch: char| ch == ',' || ch.is_whitespace())
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect();
+            let nodes: Vec<(String, String)> = targets(target)?
+                .into_iter()
+                .map(|n| {
+                    let r = if fleet {
+                        "fleet".to_string()
+                    } else if ctrl.contains(&n) {
+                        "ctrl".to_string()
+                    } else {
+                        role.clone()
+                    };
+                    (n, r)
+                })
+                .collect();
+            if let Some((n, r)) = nodes
+                .iter()
+                .find(|(_, r)| !matches!(r.as_str(), "ctrl" | "cluster" | "ingress" | "fleet"))
+            {
+                return Err(Failure::Usage(anyhow!(
+                    "{n}: role {r}; roles are ctrl, cluster and ingress"
+                )));
+            }
+            input["nodes"] = as_nodes(&nodes);
+            "node.adopt"
         }
         InitCtrl { target, .. } => {
             cluster_only("init-ctrl")?;

@@ -384,3 +384,67 @@ async fn three_control_nodes_form_one_etcd_cluster() {
     );
     assert!(conf.contains(&members), "{conf}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_made_by_another_tool_are_adopted_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let _down = Down(dir.to_path_buf());
+    cluster_repo(dir, "greeting");
+    ok(cli(dir).args(["ssh-key", "add"]));
+    // A server the Dart tool made: the cluster's key, no nix-infra labels.
+    let env = common::env(dir);
+    let (base, _) = env["HCLOUD_ENDPOINT"].rsplit_once("/v1").unwrap();
+    let key = format!("nix-infra-{}", common::cluster_name(dir));
+    let body = format!(
+        r#"{{"name":"legacy1","server_type":"cx22","image":"ubuntu-24.04","ssh_keys":["{key}"],"labels":{{"owner":"dart"}}}}"#
+    );
+    let (status, reply) = common::http(
+        base,
+        "POST",
+        "/v1/servers",
+        Some(&env["HCLOUD_TOKEN"]),
+        &body,
+    );
+    assert_eq!(status, 201, "{reply}");
+    assert!(servers(dir).await.is_empty(), "not the cluster's yet");
+
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "{}CTRL_NODES=legacy1\n",
+            std::fs::read_to_string(dir.join(".env")).unwrap()
+        ),
+    )
+    .unwrap();
+    ok(cli(dir).args(["cluster", "adopt", "--target", "legacy1"]));
+    let p = tasks::provider::Hetzner::new(&env["HCLOUD_ENDPOINT"], &env["HCLOUD_TOKEN"]).unwrap();
+    use tasks::provider::Provider;
+    let adopted = p.list_servers(&common::cluster_name(dir)).await.unwrap();
+    assert_eq!(adopted.len(), 1);
+    assert_eq!(adopted[0].labels["nix-infra.node"], "legacy1");
+    assert_eq!(
+        adopted[0].labels["nix-infra.role"], "ctrl",
+        "CTRL_NODES names it"
+    );
+    assert_eq!(adopted[0].labels["owner"], "dart", "its own labels stay");
+    // From here the ordinary commands reach it.
+    ok(cli(dir).args([
+        "cluster",
+        "provision",
+        "--target",
+        "legacy1",
+        "--role",
+        "ctrl",
+    ]));
+    let out = ok(cli(dir).args(["cluster", "cmd", "--target", "legacy1", "hostname"]));
+    assert!(out.contains("legacy1       | legacy1"), "{out}");
+    assert_eq!(servers(dir).await.len(), 1, "adopted, not doubled");
+
+    let out = cli(dir)
+        .args(["cluster", "adopt", "--target", "ghost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no server named ghost"));
+}

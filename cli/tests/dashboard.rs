@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{Down, cli, ok};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{Down, cli, http, ok};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,24 +80,6 @@ fn dom(profile: &Path, url: &str) -> String {
         .unwrap();
     assert!(out.status.success(), "chromium failed on {url}");
     String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// `METHOD path` with an optional bearer token and body; returns (status, body).
-fn http(base: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let status = reply.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn artifacts() -> PathBuf {

@@ -209,3 +209,43 @@ async fn server_errors_are_retried_and_client_errors_are_permanent() {
     );
     assert_contract(&cloud);
 }
+
+#[tokio::test]
+async fn a_server_made_elsewhere_is_adopted_by_name_keeping_its_labels() {
+    let (cloud, p) = setup().await;
+    p.ensure_ssh_key("nix-infra", KEY).await.unwrap();
+    // Made by another tool, with a label of its own and none of ours.
+    let made: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/servers", cloud.endpoint()))
+        .bearer_auth(cloud.token())
+        .json(
+            &serde_json::json!({"name": "legacy", "server_type": "cx22", "image": "ubuntu-24.04",
+            "ssh_keys": ["nix-infra"], "labels": {"owner": "dart"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["server"]["id"].as_i64().unwrap();
+    assert!(p.list_servers("c1").await.unwrap().is_empty());
+
+    let s = p.adopt_server("c1", "legacy", "ingress").await.unwrap();
+    assert_eq!(s.id, id);
+    assert_eq!(s.labels["nix-infra.role"], "ingress");
+    assert_eq!(s.labels["owner"], "dart");
+    assert_eq!(p.list_servers("c1").await.unwrap().len(), 1);
+    assert_eq!(
+        p.adopt_server("c1", "legacy", "ingress").await.unwrap().id,
+        id,
+        "again: the same"
+    );
+    // Now it is c1's: another cluster cannot take it.
+    let err = p.adopt_server("c2", "legacy", "cluster").await.unwrap_err();
+    assert!(err.to_string().contains("belongs to cluster c1"), "{err}");
+    assert!(!err.is_retryable());
+    let missing = p.adopt_server("c1", "nope", "cluster").await.unwrap_err();
+    assert!(missing.to_string().contains("no server named nope"));
+    assert_contract(&cloud);
+}

@@ -18,6 +18,7 @@
 //!     overlay subnet → configuration → secrets → rebuild → confd → register;
 //!   - `node.update` (update-node, deploy-apps), `node.unregister`;
 //!   - `node.destroy`: unregister, delete, revoke, forget the host key;
+//!   - `node.adopt`: label servers made by another tool as this cluster's nodes;
 //!   - `cluster.up`: all of the above in one run, control nodes first.
 //!   - day 2: `node.cmd`, `node.action`, `node.upload`, `nix.gc`,
 //!     `nixos.upgrade` (rolling batches), `nixos.rollback`, `image.publish`;
@@ -45,6 +46,7 @@ pub fn registry() -> engine::Registry {
     r.register(diag::fanout());
     r.register(node::provision());
     r.register(node::destroy());
+    r.register(node::adopt());
     r.register(node::init());
     r.register(node::update());
     r.register(node::unregister());

@@ -43,6 +43,20 @@ pub enum ClusterCommand {
         #[command(flatten)]
         exec: ExecArgs,
     },
+    /// Take over servers made by another tool (e.g. the Dart nix-infra): find
+    /// them by name and label them as this cluster's nodes.
+    ///
+    /// Nodes named in CTRL_NODES (env file) become control nodes; the rest get --role.
+    Adopt {
+        /// The servers' names, space-separated.
+        #[arg(long, required = true)]
+        target: String,
+        /// Role of the nodes not named in CTRL_NODES.
+        #[arg(long, default_value = "cluster")]
+        role: String,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
     /// Make provisioned nodes control nodes: certificates, control_node.nix, rebuild, etcd healthy.
     InitCtrl {
         /// The control nodes, space-separated.

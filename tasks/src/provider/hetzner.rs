@@ -408,6 +408,62 @@ impl Provider for Hetzner {
         }
     }
 
+    async fn adopt_server(
+        &self,
+        cluster: &str,
+        node: &str,
+        role: &str,
+    ) -> Result<ServerInfo, ProviderError> {
+        if let Some(s) = self
+            .servers(&Self::selector(cluster, Some(node)))
+            .await?
+            .into_iter()
+            .next()
+        {
+            return Ok(info(s));
+        }
+        let found: models::ListServersResponse = self
+            .get(&format!("/servers?name={}", urlencode(node)))
+            .await?;
+        let s = found
+            .servers
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::Api {
+                status: 404,
+                code: "not_found".into(),
+                message: format!("no server named {node}"),
+            })?;
+        if let Some(other) = s.labels.get(LABEL_CLUSTER).filter(|c| *c != cluster) {
+            return Err(ProviderError::Api {
+                status: 409,
+                code: "conflict".into(),
+                message: format!("server {node} belongs to cluster {other}"),
+            });
+        }
+        let mut labels = s.labels.clone();
+        for (k, v) in [
+            (LABEL_CLUSTER, cluster),
+            (LABEL_NODE, node),
+            (LABEL_ROLE, role),
+        ] {
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let req = models::ReplaceServerRequest {
+            labels: Some(labels),
+            name: None,
+        };
+        let body = serde_json::to_string(&req).map_err(|e| ProviderError::Config(e.to_string()))?;
+        let updated: models::ReplaceServerResponse = self
+            .call(Method::PUT, &format!("/servers/{}", s.id), Some(body))
+            .await?
+            .ok_or_else(|| ProviderError::Transient("empty answer to PUT /servers".into()))?;
+        updated
+            .server
+            .map(|s| info(*s))
+            .ok_or_else(|| ProviderError::Transient("server vanished".into()))
+    }
+
     async fn delete_ssh_key(&self, name: &str) -> Result<bool, ProviderError> {
         let found: models::ListSshKeysResponse = self
             .get(&format!("/ssh_keys?name={}", urlencode(name)))

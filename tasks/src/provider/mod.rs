@@ -140,6 +140,15 @@ pub trait Provider: Send + Sync {
     async fn list_servers(&self, cluster: &str) -> Result<Vec<ServerInfo>, ProviderError>;
     /// Deletes a server; one that is already gone is not an error.
     async fn delete_server(&self, id: i64) -> Result<(), ProviderError>;
+    /// Labels the server named `node` (made by another tool) as `node` of
+    /// `cluster` with `role`, keeping its other labels; a server already
+    /// labelled for the cluster is returned as it is.
+    async fn adopt_server(
+        &self,
+        cluster: &str,
+        node: &str,
+        role: &str,
+    ) -> Result<ServerInfo, ProviderError>;
     /// Deletes the SSH key called `name`; `false` if there was none.
     async fn delete_ssh_key(&self, name: &str) -> Result<bool, ProviderError>;
 }

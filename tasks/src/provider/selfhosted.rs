@@ -118,6 +118,20 @@ impl Provider for SelfHosted {
         })
     }
 
+    async fn adopt_server(
+        &self,
+        cluster: &str,
+        node: &str,
+        _: &str,
+    ) -> Result<ServerInfo, ProviderError> {
+        // A listed server is the cluster's already.
+        self.list_servers(cluster)
+            .await?
+            .into_iter()
+            .find(|s| s.node() == Some(node))
+            .ok_or_else(|| ProviderError::Unsupported(format!("{node} is not in servers.yaml")))
+    }
+
     async fn delete_ssh_key(&self, _: &str) -> Result<bool, ProviderError> {
         // Keys of self-hosted servers are managed on the servers themselves.
         Ok(false)

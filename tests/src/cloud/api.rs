@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-type App = Ext<Arc<Shared>>;
-type Reply = Result<(StatusCode, Json<Value>), ApiError>;
+pub(super) type App = Ext<Arc<Shared>>;
+pub(super) type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
 /// An error in Hetzner's shape.
 pub struct ApiError(pub StatusCode, pub &'static str, pub String);
@@ -28,7 +28,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn not_found(what: &str, id: i64) -> ApiError {
+pub(super) fn not_found(what: &str, id: i64) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -50,7 +50,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ssh_keys", get(list_ssh_keys).post(create_ssh_key))
         .route("/ssh_keys/{id}", get(get_ssh_key).delete(delete_ssh_key))
         .route("/servers", get(list_servers).post(create_server))
-        .route("/servers/{id}", get(get_server).delete(delete_server))
+        .route(
+            "/servers/{id}",
+            get(get_server)
+                .put(super::update::update_server)
+                .delete(delete_server),
+        )
         .route("/servers/{id}/actions", get(server_actions))
         .route("/actions/{id}", get(get_action))
         .route(
@@ -186,7 +191,7 @@ fn page<T: Clone>(
     Ok((all.into_iter().skip(start).take(per_page).collect(), meta))
 }
 
-fn lock(app: &Shared) -> std::sync::MutexGuard<'_, State> {
+pub(super) fn lock(app: &Shared) -> std::sync::MutexGuard<'_, State> {
     app.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 

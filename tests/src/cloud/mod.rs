@@ -9,6 +9,7 @@ mod api;
 mod json;
 mod labels;
 mod state;
+mod update;
 
 pub use labels::Selector;
 

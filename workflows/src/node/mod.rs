@@ -20,7 +20,7 @@ mod tests;
 pub use cluster::up;
 pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
-pub use provision::{destroy, provision};
+pub use provision::{adopt, destroy, provision};
 pub use rotate::rotate;
 pub use steps::{
     NODE_CERTS, node_apps, node_type_file, open_registry, referenced_secrets, stage_config,

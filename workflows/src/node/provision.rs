@@ -225,3 +225,36 @@ async fn forget(ctx: StepContext) -> Result<Value, StepError> {
     }
     Ok(json!({}))
 }
+
+/// The `node.adopt` workflow: servers made by another tool (the Dart
+/// nix-infra, the console) are labelled as this cluster's nodes, by name.
+pub fn adopt() -> Workflow {
+    Workflow::new("node.adopt", 1)
+        .about("Label existing servers, found by name, as this cluster's nodes (their other labels stay). Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}")
+        .resources(node_resources)
+        .planner(|input| {
+            let i = parse_input(input)?;
+            Ok(Plan::new(
+                i.nodes
+                    .iter()
+                    .map(|n| {
+                        StepSpec::new(format!("adopt/{}", n.name), "adopt")
+                            .params(json!({ "node": n.name }))
+                            .retry(lifecycle_retry())
+                    })
+                    .collect(),
+            ))
+        })
+        .step("adopt", |ctx| async move {
+            let i: NodesInput = ctx.input()?;
+            let node = node_param(&ctx)?;
+            let role = i.node(&node)?.role.clone();
+            let s = i
+                .hetzner()?
+                .adopt_server(&i.cluster, &node, &role)
+                .await
+                .map_err(provider_error)?;
+            ctx.log.info(format!("server {} ({}) is {node} ({role}) of {}", s.name, s.id, i.cluster));
+            Ok::<_, StepError>(json!({ "node": node, "role": role, "id": s.id, "ipv4": s.ipv4 }))
+        })
+}
