@@ -31,7 +31,7 @@ pub enum RunEvent {
         attempt: i64,
         /// How long the attempt took.
         elapsed: Duration,
-        /// What the step returned.
+        /// What the step returned (`null` when nobody observes the run).
         output: serde_json::Value,
     },
     /// An attempt failed; `retry_in` is set when another attempt will follow.
@@ -74,6 +74,11 @@ impl Observer {
     pub fn merge(mut self, other: Observer) -> Self {
         self.0.extend(other.0);
         self
+    }
+
+    /// Whether anyone listens (events that cost a copy are built only then).
+    pub(crate) fn is_active(&self) -> bool {
+        !self.0.is_empty()
     }
 
     pub(crate) fn emit(&self, event: RunEvent) {

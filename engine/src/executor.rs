@@ -448,7 +448,12 @@ impl Execution {
                     step: step.clone(),
                     attempt,
                     elapsed,
-                    output: v.clone(),
+                    // Copied only for someone to read it: not on the unobserved hot path.
+                    output: if self.observer.is_active() {
+                        v.clone()
+                    } else {
+                        serde_json::Value::Null
+                    },
                 };
                 let end = AttemptEnd {
                     step,

@@ -8,7 +8,7 @@
 
 use super::init::{Mode, init_steps, located};
 use super::steps::{locate, registry};
-use super::{NodesInput, address, lifecycle_retry, node_param, node_resources};
+use super::{NodesInput, address, lifecycle_retry, node_param, node_resources, node_step};
 use engine::{Plan, PlanError, StepContext, StepError, StepSpec, Workflow};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -95,10 +95,7 @@ fn per_node(i: &NodesInput, kind: &str, after_locate: bool) -> Vec<StepSpec> {
         steps.push(StepSpec::new("locate", "locate").retry(lifecycle_retry()));
     }
     for n in &i.nodes {
-        let mut s = StepSpec::new(format!("{kind}/{}", n.name), kind)
-            .after("ctrl")
-            .params(json!({ "node": n.name }))
-            .retry(lifecycle_retry());
+        let mut s = node_step(kind, &n.name).after("ctrl");
         if after_locate {
             s = s.after("locate");
         }

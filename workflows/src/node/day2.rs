@@ -6,7 +6,9 @@
 //! (for good: a command is not retried), an unreachable node is retried.
 
 use super::steps::{LogSink, secret_store};
-use super::{NodesInput, lifecycle_retry, node_param, node_resources, parse_input, remote};
+use super::{
+    NodesInput, lifecycle_retry, node_param, node_resources, node_step, parse_input, remote,
+};
 use engine::{Plan, RetryPolicy, StepContext, StepError, StepSpec, Workflow};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -103,9 +105,8 @@ fn per_node(i: &NodesInput, kind: &str, retry: RetryPolicy) -> Vec<StepSpec> {
     let mut steps = vec![StepSpec::new("locate", "locate").retry(lifecycle_retry())];
     for n in &i.nodes {
         steps.push(
-            StepSpec::new(format!("{kind}/{}", n.name), kind)
+            node_step(kind, &n.name)
                 .after("locate")
-                .params(json!({ "node": n.name }))
                 .retry(retry.clone()),
         );
     }
@@ -179,6 +180,16 @@ pub fn cmd() -> Workflow {
     )
 }
 
+/// The command line of `app`'s `action.sh` on a node, arguments quoted.
+pub(crate) fn action_command(app: &str, args: &[String]) -> String {
+    let mut command = shell_quote(&format!("/etc/nixos/app_modules/{app}/action.sh"));
+    for arg in args {
+        command.push(' ');
+        command.push_str(&shell_quote(arg));
+    }
+    command
+}
+
 /// `node.action`: an app's `action.sh` on each node.
 pub fn action() -> Workflow {
     simple(
@@ -188,11 +199,7 @@ pub fn action() -> Workflow {
         |ctx| async move {
             let i: NodesInput = ctx.input()?;
             let a: ActionArgs = i.args()?;
-            let mut command = shell_quote(&format!("/etc/nixos/app_modules/{}/action.sh", a.app));
-            for arg in &a.args {
-                command.push(' ');
-                command.push_str(&shell_quote(arg));
-            }
+            let command = action_command(&a.app, &a.args);
             let r = remote(&ctx, &i).await?;
             match &a.save_as_secret {
                 Some(name) => {
@@ -331,9 +338,8 @@ pub fn upgrade() -> Workflow {
             for batch in i.nodes.chunks(a.batch) {
                 let mut this = Vec::new();
                 for n in batch {
-                    let mut up = StepSpec::new(format!("upgrade/{}", n.name), "upgrade")
+                    let mut up = node_step("upgrade", &n.name)
                         .after("locate")
-                        .params(json!({ "node": n.name }))
                         .retry(RetryPolicy::none());
                     for prev in &previous {
                         up = up.after(prev.clone());

@@ -12,7 +12,7 @@
 //! The overlay subnet is reserved before the first render, so a node's own
 //! overlay address is in its configuration on the first deploy.
 
-use super::{NodesInput, lifecycle_retry, node_resources, parse_input, steps};
+use super::{NodesInput, lifecycle_retry, node_resources, node_step, parse_input, steps};
 use engine::{Plan, StepSpec, Workflow};
 use serde_json::json;
 
@@ -169,14 +169,7 @@ pub fn unregister() -> Workflow {
         .planner(|input| {
             let i = parse_input(input)?;
             Ok(Plan::new(
-                i.nodes
-                    .iter()
-                    .map(|n| {
-                        StepSpec::new(format!("unregister/{}", n.name), "unregister")
-                            .params(json!({ "node": n.name }))
-                            .retry(lifecycle_retry())
-                    })
-                    .collect(),
+                i.nodes.iter().map(|n| node_step("unregister", &n.name)).collect(),
             ))
         })
         .step("unregister", steps::unregister)

@@ -174,22 +174,6 @@ impl NodesInput {
     }
 }
 
-/// `HCLOUD_TOKEN` and `HCLOUD_ENDPOINT` from the environment, else from `DIR/.env`.
-pub fn hetzner_for(dir: &Path) -> Result<Hetzner, StepError> {
-    NodesInput {
-        cluster: String::new(),
-        dir: dir.to_path_buf(),
-        env_file: None,
-        nodes: Vec::new(),
-        server_type: default_type(),
-        image: default_image(),
-        location: None,
-        channel: default_channel(),
-        args: serde_json::Value::Null,
-    }
-    .hetzner()
-}
-
 /// How the cluster's nodes are reached over SSH.
 pub fn ssh_config(dir: &Path) -> SshConfig {
     SshConfig {
@@ -277,6 +261,13 @@ pub(crate) fn node_resources(input: &serde_json::Value) -> Vec<String> {
         .flatten()
         .filter_map(|n| n["name"].as_str().map(|n| format!("node/{n}")))
         .collect()
+}
+
+/// Step `<kind>/<node>` of kind `kind` for `node`, with the lifecycle retry policy.
+pub(crate) fn node_step(kind: &str, node: &str) -> engine::StepSpec {
+    engine::StepSpec::new(format!("{kind}/{node}"), kind)
+        .params(serde_json::json!({ "node": node }))
+        .retry(lifecycle_retry())
 }
 
 /// The retry policy of steps that talk to the provider or the nodes.

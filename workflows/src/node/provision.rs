@@ -5,8 +5,8 @@
 //! that already runs NixOS is not infected again, deleting what is gone succeeds.
 
 use super::{
-    NodesInput, lifecycle_retry, node_param, node_resources, parse_input, provider_error, remote,
-    ssh_error, steps,
+    NodesInput, lifecycle_retry, node_param, node_resources, node_step, parse_input,
+    provider_error, remote, ssh_error, steps,
 };
 use engine::{Plan, StepContext, StepError, StepSpec, Workflow};
 use serde_json::{Value, json};
@@ -235,14 +235,7 @@ pub fn adopt() -> Workflow {
         .planner(|input| {
             let i = parse_input(input)?;
             Ok(Plan::new(
-                i.nodes
-                    .iter()
-                    .map(|n| {
-                        StepSpec::new(format!("adopt/{}", n.name), "adopt")
-                            .params(json!({ "node": n.name }))
-                            .retry(lifecycle_retry())
-                    })
-                    .collect(),
+                i.nodes.iter().map(|n| node_step("adopt", &n.name)).collect(),
             ))
         })
         .step("adopt", |ctx| async move {

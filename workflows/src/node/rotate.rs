@@ -179,11 +179,7 @@ pub fn rotate() -> Workflow {
                         .ok_or_else(|| StepError::permanent(format!("no server named {} in cluster {}", f.node, i.cluster)))?;
                     let ip = server.ipv4.ok_or_else(|| StepError::permanent(format!("{} has no address", f.node)))?;
                     let r = connect(&i, &f.node, &ip).await?;
-                    let mut command = shell_quote(&format!("/etc/nixos/app_modules/{}/action.sh", f.app));
-                    for arg in &f.args {
-                        command.push(' ');
-                        command.push_str(&shell_quote(arg));
-                    }
+                    let command = super::day2::action_command(&f.app, &f.args);
                     let out = r.run(&command, None, &Discard, None).await.map_err(ssh_error)?;
                     out.stdout.trim_end_matches('\n').as_bytes().to_vec()
                 }
