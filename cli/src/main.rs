@@ -262,7 +262,26 @@ fn report(e: &anyhow::Error, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `nix-infra runs list | head` closes stdout early: end quietly as other
+/// Unix tools do (status 141, SIGPIPE's), not with a panic and a backtrace.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     if let Some(f) = &cli.global.env {
         let _ = cluster::ENV_FILE.set(f.clone());
