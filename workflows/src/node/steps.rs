@@ -225,24 +225,14 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Names of the secrets a rendered tree references as `/root/secrets/<name>`;
-/// an app's files count only if the node's `node.nix` names `app_modules/<app>`.
+/// Names of the secrets a staged tree references as `/root/secrets/<name>`
+/// (it holds only the apps the node runs, see [`stage_config`]).
 pub fn referenced_secrets(root: &Path) -> BTreeSet<String> {
-    let own = std::fs::read_to_string(root.join("node.nix")).unwrap_or_default();
     let mut out = BTreeSet::new();
     let mut todo = vec![root.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
-            if let Ok(rel) = p.strip_prefix(root.join("app_modules"))
-                && let Some(app) = rel.components().next()
-                && !own.contains(&format!(
-                    "app_modules/{}",
-                    app.as_os_str().to_string_lossy()
-                ))
-            {
-                continue;
-            }
             if p.is_dir() {
                 todo.push(p);
                 continue;
