@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod diag;
+pub mod domain;
 pub mod node;
 
 /// Every workflow this build knows, ready for [`engine::Engine::new`].

@@ -1,0 +1,197 @@
+//! The cluster's vocabulary: a node's [`Role`] and its [`NodeName`].
+//!
+//! Both are checked when they are made, so a value of either type is valid
+//! everywhere: a run input that names a bad node or an unknown role does not
+//! deserialize, and a planner never sees one. On the wire (run inputs, stored
+//! plans, the HTTP API) both are plain strings, exactly as before they had types.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What a node is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A control node: runs etcd, holds the registry.
+    Ctrl,
+    /// A cluster node: runs apps on the overlay, registered in etcd.
+    Cluster,
+    /// An ingress node: a cluster node that exposes apps to the outside.
+    Ingress,
+    /// A fleet node: NixOS managed by nix-infra, outside the overlay and registry.
+    Fleet,
+}
+
+/// Every role, in the order users read them.
+pub const ROLES: [Role; 4] = [Role::Ctrl, Role::Cluster, Role::Ingress, Role::Fleet];
+
+impl Role {
+    /// The role's name, as in labels and run inputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ctrl => "ctrl",
+            Role::Cluster => "cluster",
+            Role::Ingress => "ingress",
+            Role::Fleet => "fleet",
+        }
+    }
+
+    /// Whether the node runs etcd.
+    pub fn is_ctrl(self) -> bool {
+        self == Role::Ctrl
+    }
+
+    /// Whether the node is outside the overlay and the registry.
+    pub fn is_fleet(self) -> bool {
+        self == Role::Fleet
+    }
+
+    /// The node type file of the role, relative to the cluster directory
+    /// (`node_types/control_node.nix` for control nodes).
+    pub fn node_type_file(self) -> String {
+        let kind = match self {
+            Role::Ctrl => "control",
+            other => other.as_str(),
+        };
+        format!("node_types/{kind}_node.nix")
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no role.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a role; roles are ctrl, cluster, ingress and fleet")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ROLES
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.to_string()))
+    }
+}
+
+/// A node's name: also its server's name and its hostname, so it follows
+/// the hostname rules (lowercase letters, digits and `-`, at most 63, not
+/// starting or ending with `-`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeName(String);
+
+/// A string that is not a node name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a node name (lowercase letters, digits and '-', at most 63)")]
+pub struct BadNodeName(pub String);
+
+impl NodeName {
+    /// Checks `name`.
+    pub fn new(name: impl Into<String>) -> Result<Self, BadNodeName> {
+        let n = name.into();
+        let ok = !n.is_empty()
+            && n.len() <= 63
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !n.starts_with('-')
+            && !n.ends_with('-');
+        if ok { Ok(NodeName(n)) } else { Err(BadNodeName(n)) }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The names of a space-separated list (`--target "a b"`), each checked.
+    pub fn list(names: &str) -> Result<Vec<NodeName>, BadNodeName> {
+        names.split_whitespace().map(NodeName::new).collect()
+    }
+}
+
+impl TryFrom<String> for NodeName {
+    type Error = BadNodeName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        NodeName::new(s)
+    }
+}
+
+impl From<NodeName> for String {
+    fn from(n: NodeName) -> String {
+        n.0
+    }
+}
+
+impl FromStr for NodeName {
+    type Err = BadNodeName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NodeName::new(s)
+    }
+}
+
+impl AsRef<str> for NodeName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for NodeName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for NodeName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for NodeName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_hostname_rules() {
+        for good in ["w1", "worker-1", "a", &"x".repeat(63)] {
+            assert!(NodeName::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "a-", "Worker", "a_b", "a.b", &"x".repeat(64)] {
+            let e = NodeName::new(bad).unwrap_err();
+            assert!(e.to_string().contains("is not a node name"), "{bad}: {e}");
+        }
+        let e: Result<NodeName, _> = serde_json::from_value(serde_json::json!("Bad_Name"));
+        assert!(e.unwrap_err().to_string().contains("`Bad_Name` is not a node name"));
+    }
+
+    #[test]
+    fn roles_read_and_print_as_their_names() {
+        for r in ROLES {
+            assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert_eq!(Role::Ctrl.node_type_file(), "node_types/control_node.nix");
+        assert_eq!(Role::Ingress.node_type_file(), "node_types/ingress_node.nix");
+        let e = "worker".parse::<Role>().unwrap_err();
+        assert_eq!(e.to_string(), "`worker` is not a role; roles are ctrl, cluster, ingress and fleet");
+    }
+}
