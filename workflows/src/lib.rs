@@ -36,9 +36,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod diag;
 pub mod domain;
 pub mod node;
+pub mod request;
 
 /// Every workflow this build knows, ready for [`engine::Engine::new`].
 pub fn registry() -> engine::Registry {

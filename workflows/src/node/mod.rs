@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tasks::provider::{Hetzner, Provider, ProviderError, ServerInfo};
+use crate::cluster::Cluster;
+use tasks::provider::{Provider, ProviderError, ServerInfo};
 use tasks::ssh::{Pool, Remote, SshConfig, SshError};
 
 /// One node of a run.
@@ -116,8 +117,11 @@ fn default_type() -> String {
 fn default_image() -> String {
     "ubuntu-24.04".into()
 }
+/// The NixOS channel installed when a run names none.
+pub const DEFAULT_CHANNEL: &str = "nixos-24.11";
+
 fn default_channel() -> String {
-    "nixos-24.11".into()
+    DEFAULT_CHANNEL.into()
 }
 
 impl NodesInput {
@@ -129,45 +133,27 @@ impl NodesInput {
             .ok_or_else(|| StepError::permanent(format!("node `{name}` is not in the run")))
     }
 
-    /// The env file steps read.
-    pub fn env_path(&self) -> PathBuf {
-        self.env_file
-            .clone()
-            .unwrap_or_else(|| self.dir.join(".env"))
+    /// The run's cluster repo, read now: a step sees the env file as it is
+    /// when the step runs, and credentials are never stored with the run.
+    pub fn repo(&self) -> Result<Cluster, StepError> {
+        Cluster::open(&self.dir, self.env_file.as_deref())
+            .map(|c| c.named(&self.cluster))
+            .map_err(StepError::permanent)
     }
 
     /// `key` from the environment, else from the env file.
     pub fn env(&self, key: &str) -> Option<String> {
-        std::env::var(key)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| {
-                dotenvy::from_path_iter(self.env_path())
-                    .ok()?
-                    .flatten()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v)
-            })
-            .filter(|v| !v.is_empty())
+        self.repo().ok()?.var(key)
     }
 
-    /// The Hetzner client (`HCLOUD_TOKEN`, `HCLOUD_ENDPOINT`).
-    pub fn hetzner(&self) -> Result<Hetzner, StepError> {
-        let token = self.env("HCLOUD_TOKEN").ok_or_else(|| {
-            StepError::permanent(format!(
-                "HCLOUD_TOKEN is not set (environment or {})",
-                self.env_path().display()
-            ))
-        })?;
-        let endpoint = self
-            .env("HCLOUD_ENDPOINT")
-            .unwrap_or_else(|| tasks::provider::DEFAULT_ENDPOINT.into());
-        Hetzner::new(endpoint, token).map_err(provider_error)
+    /// Where the cluster's servers come from (Hetzner, or `servers.yaml`).
+    pub fn provider(&self) -> Result<Arc<dyn Provider>, StepError> {
+        self.repo()?.provider().map_err(StepError::permanent)
     }
 
     /// The cluster's servers, as the provider lists them.
     pub async fn servers(&self) -> Result<Vec<ServerInfo>, StepError> {
-        self.hetzner()?
+        self.provider()?
             .list_servers(&self.cluster)
             .await
             .map_err(provider_error)

@@ -10,7 +10,7 @@ use super::{
 };
 use engine::{Plan, StepContext, StepError, StepSpec, Workflow};
 use serde_json::{Value, json};
-use tasks::provider::{Provider, ServerSpec};
+use tasks::provider::ServerSpec;
 
 /// Adds the provisioning steps of every node: `prepare`, then `create/<n>`,
 /// `install/<n>`, `verify/<n>`. A node is provisioned once `verify/<n>` is done.
@@ -52,7 +52,7 @@ pub(crate) fn provision_steps(w: Workflow) -> Workflow {
 
 async fn prepare(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
-    let p = i.hetzner()?;
+    let p = i.provider()?;
     let public = std::fs::read_to_string(i.dir.join("keys/id_ed25519.pub")).map_err(|e| {
         StepError::permanent(format!("no cluster SSH key (run `nix-infra init`): {e}"))
     })?;
@@ -86,7 +86,7 @@ async fn create(ctx: StepContext) -> Result<Value, StepError> {
         user_data: None,
     };
     let s = i
-        .hetzner()?
+        .provider()?
         .create_server(&spec)
         .await
         .map_err(provider_error)?;
@@ -177,7 +177,7 @@ pub fn destroy() -> Workflow {
 async fn delete(ctx: StepContext) -> Result<Value, StepError> {
     let i: NodesInput = ctx.input()?;
     let node = node_param(&ctx)?;
-    let p = i.hetzner()?;
+    let p = i.provider()?;
     super::CONNECTIONS.forget(&node).await;
     let found = p.list_servers(&i.cluster).await.map_err(provider_error)?;
     let mut ipv4 = None;
@@ -243,7 +243,7 @@ pub fn adopt() -> Workflow {
             let node = node_param(&ctx)?;
             let role = i.node(&node)?.role.clone();
             let s = i
-                .hetzner()?
+                .provider()?
                 .adopt_server(&i.cluster, &node, &role)
                 .await
                 .map_err(provider_error)?;

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use tasks::provider::LABEL_ROLE;
 use tasks::registry::{NodeEntry, Registry, RegistryTls};
-use tasks::secrets::{SecretKey, SecretStore};
+use tasks::secrets::SecretStore;
 use tasks::ssh::{LineSink, Stream};
 
 /// Where nodes keep their TLS material.
@@ -28,27 +28,15 @@ impl LineSink for LogSink {
     }
 }
 
-/// The key the cluster's secrets and CA keys are encrypted with.
-fn identity(i: &NodesInput) -> Result<SecretKey, StepError> {
-    SecretKey::load_identity(&i.dir.join("keys/age.key")).map_err(StepError::permanent)
-}
-
-/// The key secrets use: `SECRETS_PASS`, else the cluster identity.
-fn secret_key(i: &NodesInput) -> Result<SecretKey, StepError> {
-    match i.env("SECRETS_PASS") {
-        Some(p) => Ok(SecretKey::Passphrase(p.into())),
-        None => identity(i),
-    }
-}
-
-/// The cluster's secret store (`DIR/secrets`).
+/// The cluster's secret store (`DIR/secrets`, `SECRETS_PASS` or the identity).
 pub(crate) fn secret_store(i: &NodesInput) -> Result<SecretStore, StepError> {
-    Ok(SecretStore::new(i.dir.join("secrets"), secret_key(i)?))
+    i.repo()?.secrets().map_err(StepError::permanent)
 }
 
 /// The cluster CA.
 pub(crate) fn load_ca(i: &NodesInput) -> Result<tasks::ca::Ca, StepError> {
-    tasks::ca::Ca::load(&i.dir.join("ca"), identity(i)?).map_err(StepError::permanent)
+    let key = i.repo()?.identity().map_err(StepError::permanent)?;
+    tasks::ca::Ca::load(&i.dir.join("ca"), key).map_err(StepError::permanent)
 }
 
 /// etcd's client URLs: `ETCD_ENDPOINTS`, else every server labelled `ctrl`.

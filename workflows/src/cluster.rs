@@ -1,0 +1,245 @@
+//! [`Cluster`]: a cluster repo on disk, with its env file, keys, provider and inventory.
+//!
+//! Everything that reads the cluster directory goes through here, for the
+//! CLI's checks before a run and for a run's steps alike, so both read the
+//! same variables, the same key and the same provider.
+
+use crate::domain::{NodeName, Role};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tasks::provider::{Hetzner, LABEL_ROLE, Provider, SelfHosted, ServerInfo};
+use tasks::secrets::{SecretKey, SecretStore};
+
+/// Why a cluster directory cannot be used as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// Bad input or a repo that is not ready (refused before anything is written).
+    #[error("{0}")]
+    Refused(String),
+    /// Something outside could not be asked (the provider is down, a file unreadable).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What `nix-infra init` must have made.
+const INIT_FILES: [&str; 3] = ["keys/id_ed25519.pub", "keys/age.key", "ca/root.pem"];
+
+/// A cluster repo: its directory, its name and its env file's variables.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// The directory, absolute.
+    pub dir: PathBuf,
+    /// The cluster's name (labels, certificate names).
+    pub name: String,
+    /// The env file given explicitly (`--env`), if any.
+    pub env_file: Option<PathBuf>,
+    env: BTreeMap<String, String>,
+}
+
+impl Cluster {
+    /// Opens `dir`, named after its folder, and parses its env file
+    /// (`env_file`, else `DIR/.env`; a missing default file is empty).
+    pub fn open(dir: &Path, env_file: Option<&Path>) -> Result<Cluster, ClusterError> {
+        let dir = std::fs::canonicalize(dir).map_err(|e| {
+            ClusterError::Refused(format!("working directory {}: {e}", dir.display()))
+        })?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "cluster".into());
+        let env_file = match env_file {
+            Some(f) => Some(std::fs::canonicalize(f).map_err(|e| {
+                ClusterError::Refused(format!("env file {}: {e}", f.display()))
+            })?),
+            None => None,
+        };
+        let path = env_file.clone().unwrap_or_else(|| dir.join(".env"));
+        let env = read_env_file(&path)?;
+        Ok(Cluster {
+            dir,
+            name,
+            env_file,
+            env,
+        })
+    }
+
+    /// The same cluster under another name (a run input names its cluster).
+    pub fn named(mut self, name: &str) -> Cluster {
+        self.name = name.to_string();
+        self
+    }
+
+    /// The env file in use.
+    pub fn env_path(&self) -> PathBuf {
+        self.env_file
+            .clone()
+            .unwrap_or_else(|| self.dir.join(".env"))
+    }
+
+    /// A variable from the environment, else the env file; empty counts as unset.
+    pub fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.env.get(key).cloned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Fails unless every file exists, naming the missing ones.
+    pub fn need(&self, files: &[String], hint: &str) -> Result<(), ClusterError> {
+        let missing: Vec<_> = files
+            .iter()
+            .filter(|f| !self.dir.join(f).exists())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ClusterError::Refused(format!(
+            "{} has no {} ({hint})",
+            self.dir.display(),
+            missing.join(", ")
+        )))
+    }
+
+    /// Fails unless `nix-infra init` has run here.
+    pub fn need_init(&self) -> Result<(), ClusterError> {
+        let files: Vec<String> = INIT_FILES.map(String::from).to_vec();
+        self.need(&files, "run `nix-infra init`")
+    }
+
+    /// Fails unless every role's node type file exists.
+    pub fn need_types(&self, roles: impl IntoIterator<Item = Role>) -> Result<(), ClusterError> {
+        let mut files: Vec<String> = roles.into_iter().map(Role::node_type_file).collect();
+        files.dedup();
+        self.need(
+            &files,
+            "add the node type, or `nix-infra init --example` for a starting point",
+        )
+    }
+
+    /// The cluster's age identity (`keys/age.key`): CA keys are encrypted with it.
+    pub fn identity(&self) -> Result<SecretKey, ClusterError> {
+        SecretKey::load_identity(&self.dir.join("keys").join("age.key"))
+            .map_err(|e| ClusterError::Refused(format!("{e} (run `nix-infra init`)")))
+    }
+
+    /// The key secrets use: `SECRETS_PASS` (environment, then the env file), else the identity.
+    pub fn secret_key(&self) -> Result<SecretKey, ClusterError> {
+        if let Some(p) = self.var("SECRETS_PASS") {
+            return Ok(SecretKey::Passphrase(p.into()));
+        }
+        self.identity().map_err(|e| {
+            ClusterError::Refused(format!(
+                "{e}, or set SECRETS_PASS in the environment or {}",
+                self.env_path().display()
+            ))
+        })
+    }
+
+    /// The cluster's secret store (`DIR/secrets`).
+    pub fn secrets(&self) -> Result<SecretStore, ClusterError> {
+        Ok(SecretStore::new(self.dir.join("secrets"), self.secret_key()?))
+    }
+
+    /// Where the cluster's servers come from: `servers.yaml` when the repo has
+    /// one, else Hetzner Cloud (`HCLOUD_TOKEN`, `HCLOUD_ENDPOINT`).
+    pub fn provider(&self) -> Result<Arc<dyn Provider>, ClusterError> {
+        let listed = self.dir.join("servers.yaml");
+        if listed.exists() {
+            let p = SelfHosted::load(&listed, &self.name)
+                .map_err(|e| ClusterError::Refused(e.to_string()))?;
+            return Ok(Arc::new(p));
+        }
+        Ok(Arc::new(self.hetzner()?))
+    }
+
+    /// The Hetzner Cloud client of this cluster.
+    pub fn hetzner(&self) -> Result<Hetzner, ClusterError> {
+        let token = self.var("HCLOUD_TOKEN").ok_or_else(|| {
+            ClusterError::Refused(format!(
+                "HCLOUD_TOKEN is not set: put it in {}, or run `nix-infra sandbox up` for a local cloud",
+                self.env_path().display()
+            ))
+        })?;
+        let endpoint = self
+            .var("HCLOUD_ENDPOINT")
+            .unwrap_or_else(|| tasks::provider::DEFAULT_ENDPOINT.into());
+        Hetzner::new(endpoint, token).map_err(|e| ClusterError::Refused(e.to_string()))
+    }
+
+    /// The cluster's servers, as the provider lists them.
+    pub async fn servers(&self) -> Result<Vec<ServerInfo>, ClusterError> {
+        self.provider()?
+            .list_servers(&self.name)
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("cannot list the cluster's servers: {e}")))
+    }
+
+    /// Node → role of every server of the cluster (servers whose labels name
+    /// no node or no known role are left out).
+    pub async fn inventory(&self) -> Result<BTreeMap<NodeName, Role>, ClusterError> {
+        Ok(self
+            .servers()
+            .await?
+            .into_iter()
+            .filter_map(|s| {
+                let role = s.labels.get(LABEL_ROLE)?.parse().ok()?;
+                Some((NodeName::new(s.node()?).ok()?, role))
+            })
+            .collect())
+    }
+}
+
+/// Variables of an env file (a missing file has none); a malformed line is
+/// refused, naming the file and the problem.
+pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, ClusterError> {
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let iter = dotenvy::from_path_iter(path)
+        .map_err(|e| ClusterError::Refused(format!("cannot read {}: {e}", path.display())))?;
+    iter.map(|item| item.map_err(|e| ClusterError::Refused(format!("{}: {e}", path.display()))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_env_file_is_refused_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".env"), "GOOD=1\nthis is not a line\n").unwrap();
+        let e = Cluster::open(d.path(), None).unwrap_err();
+        assert!(matches!(e, ClusterError::Refused(_)));
+        assert!(e.to_string().contains(".env"), "{e}");
+    }
+
+    #[test]
+    fn servers_yaml_selects_the_self_hosted_provider() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cluster::open(d.path(), None).unwrap();
+        let e = c.provider().err().expect("no token, no servers.yaml");
+        assert!(e.to_string().contains("HCLOUD_TOKEN is not set"), "{e}");
+        std::fs::write(
+            d.path().join("servers.yaml"),
+            "servers:\n  - name: box1\n    ipv4: 127.0.0.9\n    role: ctrl\n",
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let inv = rt.block_on(c.inventory()).unwrap();
+        assert_eq!(inv.get("box1"), Some(&Role::Ctrl));
+    }
+
+    #[test]
+    fn missing_init_files_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cluster::open(d.path(), None).unwrap();
+        let e = c.need_init().unwrap_err().to_string();
+        assert!(e.contains("keys/age.key") && e.contains("nix-infra init"), "{e}");
+        let e = c.need_types([Role::Ctrl, Role::Cluster]).unwrap_err().to_string();
+        assert!(e.contains("node_types/control_node.nix, node_types/cluster_node.nix"), "{e}");
+    }
+}

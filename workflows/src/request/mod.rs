@@ -1,0 +1,416 @@
+//! Typed requests: one per command that starts a run, with every check it
+//! needs before a run exists.
+//!
+//! The CLI maps its arguments to a [`Request`]; the HTTP API
+//! (`POST /api/runs`) deserializes the same type from JSON. Both then call
+//! [`Request::check`], so they accept exactly the same things and refuse the
+//! rest with the same messages. Checking writes nothing: what a run needs
+//! written first (the variables of `cmd --env-vars`) comes back in
+//! [`Checked`] for the caller to store once it starts the run.
+//!
+//! ```text
+//!   clap args ─┐                       ┌─► Checked { workflow, input, run_id, run_secret, confirm }
+//!              ├─► Request ─► check ───┤
+//!   JSON body ─┘   (serde)   (reads)   └─► ClusterError::Refused (exit 2, HTTP 400)
+//! ```
+//!
+//! ```
+//! use workflows::request::Request;
+//! let r: Request = serde_json::from_str(r#"{"request": "init-node", "target": "worker1"}"#).unwrap();
+//! assert!(matches!(r, Request::InitNode { .. }));
+//! let bad = serde_json::from_str::<Request>(r#"{"request": "init-node", "targte": "x"}"#);
+//! assert!(bad.unwrap_err().to_string().contains("unknown field `targte`"));
+//! ```
+
+mod app;
+mod node;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::domain::Role;
+use age::secrecy::{ExposeSecret, SecretSlice, SecretString};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What servers to create.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerOptions {
+    /// Hetzner server type.
+    pub server_type: String,
+    /// Image to start from (NixOS is installed over it).
+    pub image: String,
+    /// Location (default: the provider's choice).
+    pub location: Option<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            server_type: "cx22".into(),
+            image: "ubuntu-24.04".into(),
+            location: None,
+        }
+    }
+}
+
+/// A command that starts a run. `target` is a space-separated list of node
+/// names, as on the command line; `fleet` selects the fleet's nodes instead
+/// of the cluster's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub enum Request {
+    /// `cluster up`: provision and initialise ctrl1.., worker1.., ingress1...
+    Up {
+        #[serde(default = "one")]
+        ctrl: u32,
+        #[serde(default = "two")]
+        workers: u32,
+        #[serde(default = "one")]
+        ingress: u32,
+        #[serde(default)]
+        server: ServerOptions,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster provision`.
+    Provision {
+        target: String,
+        #[serde(default = "cluster_role")]
+        role: Role,
+        #[serde(default)]
+        fleet: bool,
+        #[serde(default)]
+        server: ServerOptions,
+    },
+    /// `cluster adopt`: label servers another tool made; CTRL_NODES become control nodes.
+    Adopt {
+        target: String,
+        #[serde(default = "cluster_role")]
+        role: Role,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster init-ctrl`.
+    InitCtrl {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster init-node`.
+    InitNode {
+        target: String,
+        #[serde(default)]
+        groups: Vec<String>,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster update-node`.
+    UpdateNode {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster deploy-apps` (the same run as update-node).
+    DeployApps {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster unregister`.
+    Unregister {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster destroy`.
+    Destroy {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster cmd`.
+    Cmd {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+        command: String,
+        /// `KEY=VALUE,…` or `@FILE`.
+        #[serde(default)]
+        env_vars: Option<String>,
+    },
+    /// `cluster action`.
+    Action {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+        app: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        save_as_secret: Option<String>,
+    },
+    /// `cluster upload`.
+    Upload {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+        src: PathBuf,
+        dst: String,
+    },
+    /// `cluster gc`.
+    Gc {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `cluster upgrade-nixos`.
+    UpgradeNixos {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+        #[serde(default = "one")]
+        batch: u32,
+    },
+    /// `cluster rollback`.
+    Rollback {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+    },
+    /// `app register`.
+    AppRegister {
+        app: String,
+        #[serde(default = "backend")]
+        kind: String,
+        port: u16,
+        #[serde(default)]
+        env_prefix: Option<String>,
+        /// `KEY=VALUE` entries.
+        #[serde(default)]
+        env: Vec<String>,
+    },
+    /// `app deploy`.
+    AppDeploy {
+        app: String,
+        #[serde(default = "backend")]
+        kind: String,
+        target: String,
+    },
+    /// `app remove`.
+    AppRemove {
+        app: String,
+        #[serde(default = "backend")]
+        kind: String,
+        target: String,
+    },
+    /// `app register-instance`.
+    AppRegisterInstance {
+        app: String,
+        #[serde(default = "backend")]
+        kind: String,
+        target: String,
+    },
+    /// `app unregister-instance`.
+    AppUnregisterInstance {
+        app: String,
+        #[serde(default = "backend")]
+        kind: String,
+        target: String,
+    },
+    /// `app unregister`.
+    AppUnregister {
+        app: String,
+        #[serde(default = "backend")]
+        kind: String,
+    },
+    /// `registry publish-image`.
+    PublishImage {
+        file: PathBuf,
+        #[serde(default)]
+        target: Option<String>,
+    },
+    /// `secrets rotate`.
+    RotateSecret {
+        name: String,
+        #[serde(default = "thirty_two")]
+        bytes: usize,
+        /// `APP@NODE`: the new value is that action's stdout.
+        #[serde(default)]
+        from_action: Option<String>,
+        #[serde(default)]
+        action_args: Vec<String>,
+    },
+    /// `runs start` and schedules: any workflow with its input as JSON,
+    /// checked by the workflow's own planner.
+    Workflow {
+        workflow: String,
+        #[serde(default = "empty_object")]
+        input: serde_json::Value,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn thirty_two() -> usize {
+    32
+}
+fn cluster_role() -> Role {
+    Role::Cluster
+}
+fn backend() -> String {
+    "backend".into()
+}
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// Where a request runs: the cluster repo and its env file.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The cluster directory.
+    pub dir: PathBuf,
+    /// The env file (`--env`), if not `DIR/.env`.
+    pub env_file: Option<PathBuf>,
+}
+
+impl Origin {
+    /// The cluster repo, opened now.
+    pub fn cluster(&self) -> Result<Cluster, ClusterError> {
+        Cluster::open(&self.dir, self.env_file.as_deref())
+    }
+}
+
+/// A request that passed its checks: the run to start.
+#[derive(Debug)]
+pub struct Checked {
+    /// The workflow.
+    pub workflow: String,
+    /// Its input.
+    pub input: serde_json::Value,
+    /// The run id to start it under (given, or made for a run that needs one first).
+    pub run_id: Option<String>,
+    /// A secret this run needs stored first, and removed once it succeeds.
+    pub run_secret: Option<RunSecret>,
+    /// A question to put to a person before starting (destroy), if any.
+    pub confirm: Option<String>,
+}
+
+/// A secret made for one run only (the variables of `cmd --env-vars`).
+pub struct RunSecret {
+    /// Its name in the cluster's store.
+    pub name: String,
+    value: SecretString,
+    dir: PathBuf,
+    env_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RunSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RunSecret({}: [redacted])", self.name)
+    }
+}
+
+impl RunSecret {
+    fn cluster(&self) -> Result<Cluster, ClusterError> {
+        Cluster::open(&self.dir, self.env_file.as_deref())
+    }
+
+    /// Stores it (age-encrypted) in the cluster's secret store.
+    pub fn store(&self) -> Result<(), ClusterError> {
+        let value = SecretSlice::from(self.value.expose_secret().as_bytes().to_vec());
+        self.cluster()?
+            .secrets()?
+            .store(&self.name, &value)
+            .map(|_| ())
+            .map_err(|e| ClusterError::Unavailable(format!("cannot store {}: {e}", self.name)))
+    }
+
+    /// Removes it; a secret already gone is fine.
+    pub fn forget(&self) {
+        if let Ok(store) = self.cluster().and_then(|c| c.secrets()) {
+            let _ = store.remove(&self.name);
+        }
+    }
+}
+
+impl Request {
+    /// Checks the request against the cluster repo at `origin` (and its
+    /// provider, for commands that name existing nodes) and returns the run
+    /// to start. Writes nothing.
+    pub async fn check(
+        self,
+        origin: &Origin,
+        run_id: Option<String>,
+    ) -> Result<Checked, ClusterError> {
+        if let Some(id) = &run_id {
+            engine::validate_run_id(id).map_err(|e| ClusterError::Refused(e.to_string()))?;
+        }
+        let checked = match self {
+            Request::Workflow { workflow, input } => Checked {
+                workflow,
+                input,
+                run_id,
+                run_secret: None,
+                confirm: None,
+            },
+            Request::PublishImage { .. }
+            | Request::RotateSecret { .. }
+            | Request::AppRegister { .. }
+            | Request::AppDeploy { .. }
+            | Request::AppRemove { .. }
+            | Request::AppRegisterInstance { .. }
+            | Request::AppUnregisterInstance { .. }
+            | Request::AppUnregister { .. } => app::check(self, &origin.cluster()?, run_id).await?,
+            other => node::check(other, &origin.cluster()?, run_id).await?,
+        };
+        plan(&checked.workflow, &checked.input)?;
+        Ok(checked)
+    }
+}
+
+/// The plan `workflow` makes of `input`, or why it refuses it.
+pub fn plan(workflow: &str, input: &serde_json::Value) -> Result<engine::Plan, ClusterError> {
+    let registry = crate::registry();
+    let w = registry.get(workflow).ok_or_else(|| {
+        let known: Vec<String> = registry.iter().map(|w| w.name().to_string()).collect();
+        let e = engine::EngineError::UnknownWorkflow {
+            name: workflow.to_string(),
+            known,
+        };
+        ClusterError::Refused(e.to_string())
+    })?;
+    w.plan(input)
+        .map_err(|e| ClusterError::Refused(engine::EngineError::from(e).to_string()))
+}
+
+/// The input every node workflow starts from.
+fn base_input(c: &Cluster, nodes: Vec<crate::node::NodeInput>) -> crate::node::NodesInput {
+    crate::node::NodesInput {
+        cluster: c.name.clone(),
+        dir: c.dir.clone(),
+        env_file: c.env_file.clone(),
+        nodes,
+        server_type: ServerOptions::default().server_type,
+        image: ServerOptions::default().image,
+        location: None,
+        channel: crate::node::DEFAULT_CHANNEL.into(),
+        args: serde_json::Value::Null,
+    }
+}
+
+fn refused(message: impl Into<String>) -> ClusterError {
+    ClusterError::Refused(message.into())
+}
+
+fn to_json(i: &crate::node::NodesInput) -> serde_json::Value {
+    serde_json::to_value(i).expect("a run input serializes")
+}
+
+fn canonical(path: &Path, flag: &str) -> Result<PathBuf, ClusterError> {
+    std::fs::canonicalize(path).map_err(|e| refused(format!("{flag} {}: {e}", path.display())))
+}

@@ -1,0 +1,333 @@
+//! Checks of the node commands (`cluster …` and `fleet …`).
+
+use super::{Checked, Request, RunSecret, ServerOptions, base_input, canonical, refused, to_json};
+use crate::cluster::{Cluster, ClusterError};
+use crate::domain::{NodeName, Role};
+use crate::node::{NodeInput, NodesInput};
+use serde_json::json;
+
+/// The node names of `--target "a b"`, each checked.
+pub fn targets(target: &str) -> Result<Vec<NodeName>, ClusterError> {
+    let nodes = NodeName::list(target).map_err(|e| refused(e.to_string()))?;
+    if nodes.is_empty() {
+        return Err(refused("--target names no node"));
+    }
+    Ok(nodes)
+}
+
+/// A node of a run input.
+pub(super) fn node(name: &NodeName, role: Role) -> NodeInput {
+    NodeInput {
+        name: name.to_string(),
+        role: role.to_string(),
+        groups: Vec::new(),
+    }
+}
+
+fn nodes(list: &[(NodeName, Role)]) -> Vec<NodeInput> {
+    list.iter().map(|(n, r)| node(n, *r)).collect()
+}
+
+fn roles(list: &[(NodeName, Role)]) -> Vec<Role> {
+    let mut r: Vec<Role> = list.iter().map(|(_, r)| *r).collect();
+    r.sort();
+    r.dedup();
+    r
+}
+
+/// (name, role) of targets that are servers of the cluster: fleet nodes
+/// with `fleet`, the others without.
+pub(super) async fn existing(
+    c: &Cluster,
+    target: &str,
+    fleet: bool,
+) -> Result<Vec<(NodeName, Role)>, ClusterError> {
+    let names = targets(target)?;
+    let inv = c.inventory().await?;
+    names
+        .into_iter()
+        .map(|n| match inv.get(&n) {
+            Some(role) if role.is_fleet() != fleet => Err(refused(format!(
+                "{n} is a {role} node; use `nix-infra {} …`",
+                if role.is_fleet() { "fleet" } else { "cluster" }
+            ))),
+            Some(role) => Ok((n, *role)),
+            None => {
+                let known: Vec<String> = inv.keys().map(NodeName::to_string).collect();
+                Err(refused(format!(
+                    "no server named {n} in cluster {} (its nodes: {})",
+                    c.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )))
+            }
+        })
+        .collect()
+}
+
+fn cluster_only(fleet: bool, what: &str) -> Result<(), ClusterError> {
+    if fleet {
+        return Err(refused(format!(
+            "fleet nodes have no control plane or registry: `{what}` is a `nix-infra cluster` command"
+        )));
+    }
+    Ok(())
+}
+
+fn with_server(mut i: NodesInput, s: ServerOptions) -> NodesInput {
+    i.server_type = s.server_type;
+    i.image = s.image;
+    i.location = s.location;
+    i
+}
+
+/// `ctrl1.., worker1.., ingress1..` of `cluster up`.
+pub fn up_nodes(ctrl: u32, workers: u32, ingress: u32) -> Result<Vec<(NodeName, Role)>, ClusterError> {
+    if !(1..=7).contains(&ctrl) {
+        return Err(refused(format!("--ctrl {ctrl}: a cluster has 1 to 7 control nodes")));
+    }
+    let mut out = Vec::new();
+    for (count, prefix, role) in [
+        (ctrl, "ctrl", Role::Ctrl),
+        (workers, "worker", Role::Cluster),
+        (ingress, "ingress", Role::Ingress),
+    ] {
+        for k in 1..=count {
+            let name = NodeName::new(format!("{prefix}{k}")).map_err(|e| refused(e.to_string()))?;
+            out.push((name, role));
+        }
+    }
+    Ok(out)
+}
+
+/// The checked run of a `cluster …` (or `fleet …`) request.
+pub(super) async fn check(
+    r: Request,
+    c: &Cluster,
+    mut run_id: Option<String>,
+) -> Result<Checked, ClusterError> {
+    use Request::*;
+    c.need_init()?;
+    let mut i = base_input(c, Vec::new());
+    let mut run_secret = None;
+    let mut confirm = None;
+    let workflow = match r {
+        Up {
+            ctrl,
+            workers,
+            ingress,
+            server,
+            fleet,
+        } => {
+            cluster_only(fleet, "up")?;
+            let list = up_nodes(ctrl, workers, ingress)?;
+            c.need_types(roles(&list))?;
+            i = with_server(i, server);
+            i.nodes = nodes(&list);
+            "cluster.up"
+        }
+        Provision {
+            target,
+            role,
+            fleet,
+            server,
+        } => {
+            let role = if fleet { Role::Fleet } else { role };
+            let list: Vec<_> = targets(&target)?.into_iter().map(|n| (n, role)).collect();
+            i = with_server(i, server);
+            i.nodes = nodes(&list);
+            "node.provision"
+        }
+        Adopt {
+            target,
+            role,
+            fleet,
+        } => {
+            let ctrl = c.var("CTRL_NODES").unwrap_or_default();
+            let ctrl: Vec<&str> = ctrl
+                .split(|ch: char| ch == ',' || ch.is_whitespace())
+                .filter(|n| !n.is_empty())
+                .collect();
+            let list: Vec<_> = targets(&target)?
+                .into_iter()
+                .map(|n| {
+                    let r = match () {
+                        _ if fleet => Role::Fleet,
+                        _ if ctrl.contains(&n.as_str()) => Role::Ctrl,
+                        _ => role,
+                    };
+                    (n, r)
+                })
+                .collect();
+            i.nodes = nodes(&list);
+            "node.adopt"
+        }
+        InitCtrl { target, fleet } => {
+            cluster_only(fleet, "init-ctrl")?;
+            let list = existing(c, &target, false).await?;
+            if let Some((n, r)) = list.iter().find(|(_, r)| !r.is_ctrl()) {
+                return Err(refused(format!(
+                    "{n} is a {r} node, not a control node; use `cluster init-node`"
+                )));
+            }
+            c.need_types([Role::Ctrl])?;
+            i.nodes = nodes(&list);
+            "node.init"
+        }
+        InitNode {
+            target,
+            groups,
+            fleet,
+        } => {
+            let list = existing(c, &target, fleet).await?;
+            if let Some((n, _)) = list.iter().find(|(_, r)| r.is_ctrl()) {
+                return Err(refused(format!(
+                    "{n} is a control node; use `cluster init-ctrl`"
+                )));
+            }
+            c.need_types(roles(&list))?;
+            i.nodes = nodes(&list);
+            for n in &mut i.nodes {
+                n.groups = groups.clone();
+            }
+            "node.init"
+        }
+        UpdateNode { target, fleet } | DeployApps { target, fleet } => {
+            let list = existing(c, &target, fleet).await?;
+            c.need_types(roles(&list))?;
+            i.nodes = nodes(&list);
+            "node.update"
+        }
+        Unregister { target, fleet } => {
+            cluster_only(fleet, "unregister")?;
+            i.nodes = nodes(&existing(c, &target, false).await?);
+            "node.unregister"
+        }
+        Destroy { target, fleet } => {
+            i.nodes = nodes(&existing(c, &target, fleet).await?);
+            let names: Vec<&str> = i.nodes.iter().map(|n| n.name.as_str()).collect();
+            confirm = Some(format!(
+                "destroy {} (servers deleted, certificates revoked)?",
+                names.join(", ")
+            ));
+            "node.destroy"
+        }
+        Cmd {
+            target,
+            fleet,
+            command,
+            env_vars,
+        } => {
+            i.nodes = nodes(&existing(c, &target, fleet).await?);
+            if command.trim().is_empty() {
+                return Err(refused("give the command to run"));
+            }
+            let mut args = json!({ "command": command });
+            if let Some(spec) = env_vars {
+                let text = env_vars_text(&spec)?;
+                let id = run_id.get_or_insert_with(engine::new_run_id).clone();
+                let name = format!(
+                    "env.{}",
+                    id.replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-', "-")
+                );
+                c.secret_key()?;
+                args["env_secret"] = json!(name);
+                run_secret = Some(RunSecret {
+                    name,
+                    value: text.into(),
+                    dir: c.dir.clone(),
+                    env_file: c.env_file.clone(),
+                });
+            }
+            i.args = args;
+            "node.cmd"
+        }
+        Action {
+            target,
+            fleet,
+            app,
+            args,
+            save_as_secret,
+        } => {
+            let list = existing(c, &target, fleet).await?;
+            if save_as_secret.is_some() && list.len() != 1 {
+                return Err(refused("--save-as-secret needs exactly one target node"));
+            }
+            c.need(&[format!("app_modules/{app}/action.sh")], "the app has no action")?;
+            i.nodes = nodes(&list);
+            i.args = json!({ "app": app, "args": args, "save_as_secret": save_as_secret });
+            "node.action"
+        }
+        Upload {
+            target,
+            fleet,
+            src,
+            dst,
+        } => {
+            let src = canonical(&src, "--src")?;
+            if !dst.starts_with('/') {
+                return Err(refused(format!("--dst {dst}: give an absolute path on the node")));
+            }
+            i.nodes = nodes(&existing(c, &target, fleet).await?);
+            i.args = json!({ "src": src, "dst": dst });
+            "node.upload"
+        }
+        Gc { target, fleet } => {
+            i.nodes = nodes(&existing(c, &target, fleet).await?);
+            "nix.gc"
+        }
+        UpgradeNixos {
+            target,
+            fleet,
+            batch,
+        } => {
+            i.nodes = nodes(&existing(c, &target, fleet).await?);
+            i.args = json!({ "batch": batch });
+            "nixos.upgrade"
+        }
+        Rollback { target, fleet } => {
+            i.nodes = nodes(&existing(c, &target, fleet).await?);
+            "nixos.rollback"
+        }
+        other => return Err(refused(format!("{other:?} is not a node command"))),
+    };
+    c.provider()?;
+    Ok(Checked {
+        workflow: workflow.into(),
+        input: to_json(&i),
+        run_id,
+        run_secret,
+        confirm,
+    })
+}
+
+/// `KEY=VALUE,…` or `@FILE` as `KEY=VALUE` lines, keys checked.
+pub fn env_vars_text(spec: &str) -> Result<String, ClusterError> {
+    let text = match spec.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| refused(format!("--env-vars @{path}: {e}")))?,
+        None => spec.split(',').collect::<Vec<_>>().join("\n"),
+    };
+    let mut out = String::new();
+    let entries = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    for (n, line) in entries.enumerate() {
+        // The entry itself is not echoed: it may be a value.
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(refused(format!("--env-vars: entry {} is not KEY=VALUE", n + 1)));
+        };
+        let ok = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(refused(format!("--env-vars: `{k}` is not a variable name")));
+        }
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    Ok(out)
+}
