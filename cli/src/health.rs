@@ -3,11 +3,11 @@
 //! on control nodes). Servers labelled for the cluster but registered nowhere
 //! are orphans; registered nodes without a server are flagged as well.
 
-use crate::lifecycle::ClusterDir;
+use workflows::cluster::Cluster;
 use observability::dashboard::{ClusterNode, ClusterView};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tasks::provider::{LABEL_ROLE, Provider};
+use tasks::provider::LABEL_ROLE;
 
 async fn answers(ip: &str, port: u16) -> bool {
     matches!(
@@ -21,7 +21,7 @@ async fn answers(ip: &str, port: u16) -> bool {
 }
 
 /// Reads the provider and the registry and checks every node.
-pub async fn check(c: &ClusterDir) -> ClusterView {
+pub async fn check(c: &Cluster) -> ClusterView {
     let mut view = ClusterView {
         cluster: c.name.clone(),
         ..ClusterView::default()
@@ -61,16 +61,10 @@ pub async fn check(c: &ClusterDir) -> ClusterView {
     let has_ctrl = nodes.values().any(|n| n.role.as_deref() == Some("ctrl"))
         || c.var("ETCD_ENDPOINTS").is_some();
     if has_ctrl && c.dir.join("ca/root.pem").exists() {
-        let input: Result<workflows::node::NodesInput, _> =
-            serde_json::from_value(serde_json::json!({
-                "cluster": c.name, "dir": c.dir, "env_file": c.env_file, "nodes": [],
-            }));
-        let registered = match input {
-            Ok(i) => match workflows::node::open_registry(&i).await {
-                Ok(reg) => reg.nodes().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.message),
-            },
-            Err(e) => Err(e.to_string()),
+        let input = workflows::node::NodesInput::of(c);
+        let registered = match workflows::node::open_registry(&input).await {
+            Ok(reg) => reg.nodes().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.message),
         };
         match registered {
             Ok(list) => {

@@ -8,7 +8,6 @@
 //! execute in this process; on Ctrl-C or SIGTERM they are handed back, and any
 //! worker or `runs resume` continues them.
 
-use crate::lifecycle::ClusterDir;
 use crate::{Context, Failure, views};
 use anyhow::anyhow;
 use axum::extract::{Path, Query, State};
@@ -18,6 +17,8 @@ use axum::routing::{get, post};
 use engine::{CancelOutcome, Engine, Observer, RunFilter, RunStatus};
 use observability::dashboard::{self, ClusterView, RunsFilter};
 use serde::Deserialize;
+use workflows::cluster::ClusterError;
+use workflows::request::{Origin, Request, RunSecret};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 struct App {
     engine: Engine,
+    origin: Arc<Origin>,
     token: Arc<String>,
     cluster: Arc<RwLock<ClusterView>>,
     suspend: CancellationToken,
@@ -152,29 +154,43 @@ async fn api_run(State(app): State<App>, Path(id): Path<String>) -> Reply {
     Ok(Json(detail).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartRequest {
-    workflow: String,
-    #[serde(default = "empty_object")]
-    input: Value,
-    #[serde(default)]
-    run_id: Option<String>,
+/// The body of `POST /api/runs`: a typed request (`{"request": "init-node",
+/// "target": "worker1"}`, the same checks as the CLI's), or a workflow and
+/// its input (`{"workflow": "diag.chain", "input": {…}}`, as `runs start`);
+/// either with an optional `run_id`.
+fn start_request(mut body: Value) -> Result<(Request, Option<String>), (StatusCode, Json<Value>)> {
+    let bad = |m: String| problem(StatusCode::BAD_REQUEST, m);
+    let Some(fields) = body.as_object_mut() else {
+        return Err(bad("the body is not a JSON object".into()));
+    };
+    let run_id = match fields.remove("run_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(other) => return Err(bad(format!("run_id must be a string, not {other}"))),
+    };
+    if !fields.contains_key("request") {
+        fields.insert("request".into(), json!("workflow"));
+    }
+    let request = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+    Ok((request, run_id))
 }
 
-fn empty_object() -> Value {
-    json!({})
-}
-
-/// Executes a run in this process; Ctrl-C hands it back.
-fn spawn(app: &App, id: String) {
+/// Executes a run in this process; Ctrl-C hands it back. The run's own
+/// secret is removed once it succeeded.
+fn spawn(app: &App, id: String, secret: Option<RunSecret>) {
     let (engine, suspend) = (app.engine.clone(), app.suspend.clone());
     tokio::spawn(async move {
-        if let Err(e) = engine
+        match engine
             .execute_with(&id, CancellationToken::new(), suspend, Observer::none())
             .await
         {
-            tracing::warn!(run = %id, "execution ended: {e}");
+            Ok(outcome) if outcome.status == RunStatus::Succeeded => {
+                if let Some(s) = secret {
+                    s.forget();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(run = %id, "execution ended: {e}"),
         }
     });
 }
@@ -182,18 +198,32 @@ fn spawn(app: &App, id: String) {
 async fn api_start(
     State(app): State<App>,
     headers: HeaderMap,
-    body: Result<Json<StartRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Reply {
     authorize(&app, &headers)?;
-    let Json(req) = body.map_err(|e| problem(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Json(body) = body.map_err(|e| problem(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (request, run_id) = start_request(body)?;
+    let checked = request.check(&app.origin, run_id).await.map_err(|e| match e {
+        ClusterError::Refused(m) => problem(StatusCode::BAD_REQUEST, m),
+        ClusterError::Unavailable(m) => problem(StatusCode::BAD_GATEWAY, m),
+    })?;
+    if let Some(s) = &checked.run_secret {
+        s.store()
+            .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    }
     let created = app
         .engine
-        .create(&req.workflow, req.input, req.run_id)
+        .create(&checked.workflow, checked.input, checked.run_id)
         .await
-        .map_err(engine_error)?;
+        .map_err(|e| {
+            if let Some(s) = &checked.run_secret {
+                s.forget();
+            }
+            engine_error(e)
+        })?;
     let run = created.record().clone();
     if !run.status.is_final() {
-        spawn(&app, run.id.clone());
+        spawn(&app, run.id.clone(), checked.run_secret);
     }
     Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))).into_response())
 }
@@ -207,7 +237,7 @@ async fn api_resume(State(app): State<App>, headers: HeaderMap, Path(id): Path<S
             format!("run {id} already succeeded"),
         ));
     }
-    spawn(&app, id.clone());
+    spawn(&app, id.clone(), None);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "resuming": true })),
@@ -269,9 +299,10 @@ fn token(dir: &std::path::Path) -> Result<(String, String), Failure> {
 pub async fn run(ctx: &Context, listen: SocketAddr) -> Result<(), Failure> {
     let (token, from) = token(&ctx.global.working_dir)?;
     let cluster = Arc::new(RwLock::new(ClusterView::default()));
-    let dir = ClusterDir::open(&ctx.global).ok();
+    let dir = ctx.global.origin().cluster().ok();
     let app = App {
         engine: ctx.engine.clone(),
+        origin: Arc::new(ctx.global.origin()),
         token: Arc::new(token),
         cluster: cluster.clone(),
         suspend: CancellationToken::new(),
@@ -313,11 +344,7 @@ pub async fn run(ctx: &Context, listen: SocketAddr) -> Result<(), Failure> {
     let suspend = app.suspend.clone();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-            }
+            crate::signal::stop_requested().await;
             suspend.cancel();
         })
         .await

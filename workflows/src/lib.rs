@@ -39,6 +39,7 @@
 pub mod cluster;
 pub mod diag;
 pub mod domain;
+pub mod init;
 pub mod node;
 pub mod request;
 

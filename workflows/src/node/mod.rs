@@ -133,6 +133,21 @@ impl NodesInput {
             .ok_or_else(|| StepError::permanent(format!("node `{name}` is not in the run")))
     }
 
+    /// The input of a run on `c` with no nodes yet, and the default server options.
+    pub fn of(c: &Cluster) -> NodesInput {
+        NodesInput {
+            cluster: c.name.clone(),
+            dir: c.dir.clone(),
+            env_file: c.env_file.clone(),
+            nodes: Vec::new(),
+            server_type: default_type(),
+            image: default_image(),
+            location: None,
+            channel: default_channel(),
+            args: serde_json::Value::Null,
+        }
+    }
+
     /// The run's cluster repo, read now: a step sees the env file as it is
     /// when the step runs, and credentials are never stored with the run.
     pub fn repo(&self) -> Result<Cluster, StepError> {

@@ -25,6 +25,8 @@
 mod app;
 mod node;
 
+pub use node::{env_vars_text, targets, up_nodes};
+
 use crate::cluster::{Cluster, ClusterError};
 use crate::domain::Role;
 use age::secrecy::{ExposeSecret, SecretSlice, SecretString};
@@ -391,15 +393,8 @@ pub fn plan(workflow: &str, input: &serde_json::Value) -> Result<engine::Plan, C
 /// The input every node workflow starts from.
 fn base_input(c: &Cluster, nodes: Vec<crate::node::NodeInput>) -> crate::node::NodesInput {
     crate::node::NodesInput {
-        cluster: c.name.clone(),
-        dir: c.dir.clone(),
-        env_file: c.env_file.clone(),
         nodes,
-        server_type: ServerOptions::default().server_type,
-        image: ServerOptions::default().image,
-        location: None,
-        channel: crate::node::DEFAULT_CHANNEL.into(),
-        args: serde_json::Value::Null,
+        ..crate::node::NodesInput::of(c)
     }
 }
 

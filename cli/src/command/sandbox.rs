@@ -6,13 +6,44 @@
 //! ordinary commands talk to it. `down` stops it (and every node it booted)
 //! and takes those lines out again.
 
-use crate::{Failure, Output};
+use crate::Failure;
+use crate::args::{Global, Output};
 use anyhow::anyhow;
+use clap::Subcommand;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `nix-infra sandbox …`
+#[derive(Subcommand, Debug)]
+pub enum SandboxCommand {
+    /// Start the sandbox in the background and point DIR/.env at it.
+    Up,
+    /// Stop the sandbox and every node it booted; take it out of DIR/.env.
+    Down,
+    /// Say whether the sandbox runs, and where.
+    Status,
+    /// Run the sandbox in the foreground (what `up` starts).
+    #[command(hide = true)]
+    Serve {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// Runs one `sandbox` subcommand.
+pub async fn run(global: &Global, cmd: SandboxCommand) -> Result<(), Failure> {
+    let dir = &global.working_dir;
+    match cmd {
+        SandboxCommand::Up => up(dir, global.output),
+        SandboxCommand::Down => down(dir, global.output),
+        SandboxCommand::Status => status(dir, global.output),
+        SandboxCommand::Serve { listen } => serve(listen).await,
+    }
+}
 
 fn state_dir(dir: &Path) -> PathBuf {
     dir.join(".nix-infra")
@@ -63,7 +94,10 @@ fn update_env(dir: &Path, values: Option<(&str, &str)>) -> Result<(), Failure> {
 }
 
 fn env_value(dir: &Path, key: &str) -> Option<String> {
-    crate::cluster::read_env(dir).ok()?.get(key).cloned()
+    workflows::cluster::read_env_file(&dir.join(".env"))
+        .ok()?
+        .get(key)
+        .cloned()
 }
 
 /// `sandbox up`.
@@ -186,11 +220,8 @@ pub async fn serve(listen: std::net::SocketAddr) -> Result<(), Failure> {
     .await
     .map_err(|e| Failure::Other(anyhow!("cannot start the sandbox cloud: {e}")))?;
     println!("HCLOUD_ENDPOINT={}", cloud.endpoint());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::Other(e.into()))?;
     tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = crate::signal::stop_requested() => {}
         _ = owner_gone() => {}
     }
     drop(cloud);

@@ -1,12 +1,72 @@
 //! `nix-infra schedule …`: add, list, pause, resume, remove, history.
 
-use crate::args::{CatchUpArg, ScheduleCommand};
+use crate::args::Global;
+use clap::{Subcommand, ValueEnum};
 use crate::views::timestamp;
 use crate::{Context, Failure};
 use anyhow::anyhow;
 use engine::schedule::{self, Cron};
 use engine::{CatchUp, EngineError, RunFilter, Schedule, now_millis};
 use serde_json::json;
+
+/// `nix-infra schedule …`
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Add a schedule; every fire time starts exactly one run.
+    Add {
+        /// Unique name (A-Z a-z 0-9 . _ -).
+        name: String,
+        /// Cron expression: 5 fields, or 6 with seconds first ("*/10 * * * * *").
+        #[arg(long)]
+        cron: String,
+        /// Time zone the expression is read in (IANA name).
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// The workflow each fire starts.
+        #[arg(long)]
+        workflow: String,
+        /// Its input as JSON.
+        #[arg(long, default_value = "{}", value_name = "JSON")]
+        input: String,
+        /// Fire times missed while no worker ran: skip them, or fire once for the latest.
+        #[arg(long, value_enum, default_value_t = CatchUpArg::Skip)]
+        catch_up: CatchUpArg,
+        /// Resources each run locks, comma-separated (e.g. node/worker1).
+        #[arg(long, value_delimiter = ',')]
+        resources: Vec<String>,
+    },
+    /// List schedules.
+    List,
+    /// Stop a schedule from firing.
+    Pause {
+        /// The schedule.
+        name: String,
+    },
+    /// Let a paused schedule fire again.
+    Resume {
+        /// The schedule.
+        name: String,
+    },
+    /// Delete a schedule (its runs stay).
+    Remove {
+        /// The schedule.
+        name: String,
+    },
+    /// The runs a schedule started, one per fire time.
+    History {
+        /// The schedule.
+        name: String,
+    },
+}
+
+/// `--catch-up` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatchUpArg {
+    /// Drop missed fire times.
+    Skip,
+    /// Fire once for the latest missed fire time.
+    Once,
+}
 
 /// Checks a new schedule completely before anything is written.
 pub fn check_add(cmd: &ScheduleCommand) -> Result<(), Failure> {
@@ -22,13 +82,17 @@ pub fn check_add(cmd: &ScheduleCommand) -> Result<(), Failure> {
         let usage = |e: String| Failure::Usage(anyhow!(e));
         schedule::validate_name(name).map_err(|e| usage(e.to_string()))?;
         Cron::parse(cron, tz).map_err(|e| usage(e.to_string()))?;
-        crate::runs::check_start(workflow, input, None)?;
+        let input = serde_json::from_str(input)
+            .map_err(|e| Failure::usage(format!("--input is not valid JSON: {e}")))?;
+        workflows::request::plan(workflow, &input)?;
     }
     Ok(())
 }
 
 /// Runs one `schedule` subcommand.
-pub async fn run(ctx: &Context, cmd: ScheduleCommand) -> Result<(), Failure> {
+pub async fn run(global: Global, cmd: ScheduleCommand) -> Result<(), Failure> {
+    check_add(&cmd)?;
+    let ctx = &Context::open(global).await?;
     let store = ctx.engine.store();
     let db = |e: engine::StoreError| Failure::from(EngineError::from(e));
     let missing = |name: &str| Failure::Usage(anyhow!("no schedule named `{name}`"));

@@ -1,8 +1,13 @@
-//! The node, app and fleet commands: `cluster …`, `fleet …`, `app …`, `ssh-key …`, `plan …`.
+//! `nix-infra cluster …` and `nix-infra fleet …`: node lifecycles and day-2
+//! operations. Each command maps to a typed [`Request`]; `ssh`,
+//! `port-forward` and `etcd` start no run (see `node_access`).
 
-use super::ExecArgs;
+use crate::args::{ExecArgs, Global};
+use crate::{Failure, start};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use workflows::domain::Role;
+use workflows::request::{Request, ServerOptions};
 
 /// `nix-infra cluster …`
 #[derive(Subcommand, Debug)]
@@ -37,7 +42,7 @@ pub enum ClusterCommand {
         target: String,
         /// Their role: ctrl, cluster or ingress.
         #[arg(long, default_value = "cluster")]
-        role: String,
+        role: Role,
         #[command(flatten)]
         server: ServerArgs,
         #[command(flatten)]
@@ -53,7 +58,7 @@ pub enum ClusterCommand {
         target: String,
         /// Role of the nodes not named in CTRL_NODES.
         #[arg(long, default_value = "cluster")]
-        role: String,
+        role: Role,
         #[command(flatten)]
         exec: ExecArgs,
     },
@@ -233,85 +238,6 @@ pub enum EtcdWhat {
     Network,
 }
 
-/// `nix-infra app …`
-#[derive(Subcommand, Debug)]
-pub enum AppCommand {
-    /// Register the app's meta_data (publish port, env prefix, env).
-    Register {
-        #[command(flatten)]
-        app: AppArgs,
-        /// The port it publishes.
-        #[arg(long)]
-        port: u16,
-        /// Prefix of the variables other apps get for it (default: APP in upper case).
-        #[arg(long)]
-        env_prefix: Option<String>,
-        /// Extra environment, KEY=VALUE (repeatable).
-        #[arg(long = "env-var", value_name = "KEY=VALUE")]
-        app_env: Vec<String>,
-        #[command(flatten)]
-        exec: ExecArgs,
-    },
-    /// Upload the app and nodes/<node>.nix to each node, deploy its secrets, rebuild.
-    Deploy {
-        #[command(flatten)]
-        app: AppArgs,
-        /// The nodes (their nodes/<node>.nix must import app_modules/<app>).
-        #[arg(long, required = true)]
-        target: String,
-        #[command(flatten)]
-        exec: ExecArgs,
-    },
-    /// Register an instance of the app on each node.
-    RegisterInstance {
-        #[command(flatten)]
-        app: AppArgs,
-        /// The nodes.
-        #[arg(long, required = true)]
-        target: String,
-        #[command(flatten)]
-        exec: ExecArgs,
-    },
-    /// Remove the app's instance on each node from the registry.
-    UnregisterInstance {
-        #[command(flatten)]
-        app: AppArgs,
-        /// The nodes.
-        #[arg(long, required = true)]
-        target: String,
-        #[command(flatten)]
-        exec: ExecArgs,
-    },
-    /// Take the app off each node: unregister its instance, rebuild without it, prune its secrets.
-    Remove {
-        #[command(flatten)]
-        app: AppArgs,
-        /// The nodes (their nodes/<node>.nix must no longer import the app).
-        #[arg(long, required = true)]
-        target: String,
-        #[command(flatten)]
-        exec: ExecArgs,
-    },
-    /// Remove the app from the registry: its meta_data and every instance.
-    Unregister {
-        #[command(flatten)]
-        app: AppArgs,
-        #[command(flatten)]
-        exec: ExecArgs,
-    },
-}
-
-/// Which app.
-#[derive(Args, Debug, Clone)]
-pub struct AppArgs {
-    /// The app (its folder under app_modules/).
-    #[arg(long)]
-    pub app: String,
-    /// Where it is registered: service, backend or frontend.
-    #[arg(long, default_value = "backend")]
-    pub kind: String,
-}
-
 /// What servers to create.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
@@ -326,43 +252,97 @@ pub struct ServerArgs {
     pub location: Option<String>,
 }
 
-/// `nix-infra registry …`
-#[derive(Subcommand, Debug)]
-pub enum RegistryCommand {
-    /// Load a local image archive (`podman save`, `docker save`) into podman on the nodes.
-    PublishImage {
-        /// The image archive.
-        #[arg(long)]
-        file: PathBuf,
-        /// The nodes, space-separated [default: every cluster node].
-        #[arg(long)]
-        target: Option<String>,
-        #[command(flatten)]
-        exec: ExecArgs,
-    },
+
+impl From<ServerArgs> for ServerOptions {
+    fn from(s: ServerArgs) -> Self {
+        ServerOptions {
+            server_type: s.server_type,
+            image: s.image,
+            location: s.location,
+        }
+    }
 }
 
-/// `nix-infra ssh-key …`
-#[derive(Subcommand, Debug)]
-pub enum SshKeyCommand {
-    /// Create the cluster's SSH key (keys/id_ed25519) if there is none.
-    Create,
-    /// Upload the cluster's public key to the provider (adopting an identical one).
-    Add,
-    /// Delete the cluster's key from the provider (servers keep theirs).
-    Remove,
+/// Runs one `cluster` (or, with `fleet`, `fleet`) subcommand.
+pub async fn run(global: Global, cmd: ClusterCommand, fleet: bool) -> Result<(), Failure> {
+    let batch = matches!(cmd, ClusterCommand::Destroy { batch: true, .. });
+    let (request, exec) = match request(cmd, fleet) {
+        Ok(started) => started,
+        Err(direct) => return super::node_access::run(&global, direct).await,
+    };
+    let checked = start::check(&global, request).await?;
+    start::confirm(&checked, batch)?;
+    start::start(global, checked, &exec).await
 }
 
-/// `nix-infra plan …`
-#[derive(Subcommand, Debug)]
-pub enum PlanCommand {
-    /// The plan of a cluster command.
-    #[command(subcommand)]
-    Cluster(ClusterCommand),
-    /// The plan of a fleet command.
-    #[command(subcommand)]
-    Fleet(ClusterCommand),
-    /// The plan of an app command.
-    #[command(subcommand)]
-    App(AppCommand),
+/// The request a command makes and its execution options; a command that
+/// starts no run comes back as it is.
+pub fn request(cmd: ClusterCommand, fleet: bool) -> Result<(Request, ExecArgs), ClusterCommand> {
+    use ClusterCommand as C;
+    Ok(match cmd {
+        C::Up {
+            ctrl,
+            workers,
+            ingress,
+            server,
+            exec,
+        } => {
+            let server = server.into();
+            let r = Request::Up { ctrl, workers, ingress, server, fleet };
+            (r, exec)
+        }
+        C::Provision {
+            target,
+            role,
+            server,
+            exec,
+        } => {
+            let server = server.into();
+            (Request::Provision { target, role, fleet, server }, exec)
+        }
+        C::Adopt { target, role, exec } => (Request::Adopt { target, role, fleet }, exec),
+        C::InitCtrl { target, exec } => (Request::InitCtrl { target, fleet }, exec),
+        C::InitNode {
+            target,
+            groups,
+            exec,
+        } => (Request::InitNode { target, groups, fleet }, exec),
+        C::UpdateNode { target, exec } => (Request::UpdateNode { target, fleet }, exec),
+        C::DeployApps { target, exec } => (Request::DeployApps { target, fleet }, exec),
+        C::Unregister { target, exec } => (Request::Unregister { target, fleet }, exec),
+        C::Destroy { target, exec, .. } => (Request::Destroy { target, fleet }, exec),
+        C::Cmd {
+            target,
+            env_vars,
+            command,
+            exec,
+        } => {
+            let command = command.join(" ");
+            (Request::Cmd { target, fleet, command, env_vars }, exec)
+        }
+        C::Action {
+            target,
+            app,
+            save_as_secret,
+            args,
+            exec,
+        } => {
+            let r = Request::Action { target, fleet, app, args, save_as_secret };
+            (r, exec)
+        }
+        C::Upload {
+            target,
+            src,
+            dst,
+            exec,
+        } => (Request::Upload { target, fleet, src, dst }, exec),
+        C::Gc { target, exec } => (Request::Gc { target, fleet }, exec),
+        C::UpgradeNixos {
+            target,
+            batch,
+            exec,
+        } => (Request::UpgradeNixos { target, fleet, batch }, exec),
+        C::Rollback { target, exec } => (Request::Rollback { target, fleet }, exec),
+        direct @ (C::PortForward { .. } | C::Ssh { .. } | C::Etcd { .. }) => return Err(direct),
+    })
 }

@@ -1,52 +1,46 @@
-//! The `cluster`/`fleet` commands that do not start a run: `ssh`,
-//! `port-forward` (interactive) and `etcd …` (a read of the registry).
+//! The `cluster`/`fleet` commands that start no run: `ssh`, `port-forward`
+//! (interactive) and `etcd …` (a read of the registry).
 
-use crate::args::{ClusterCommand, EtcdWhat, Global, Output};
-use crate::lifecycle::ClusterDir;
-use crate::{Failure, prepare};
-use anyhow::anyhow;
+use super::cluster::{ClusterCommand, EtcdWhat};
+use crate::Failure;
+use crate::args::{Global, Output};
 use serde_json::json;
-use tasks::provider::Provider;
 use tasks::registry::AppKind;
+use workflows::cluster::Cluster;
+use workflows::request::targets;
 
-/// The node's public address, from the provider.
-async fn address(c: &ClusterDir, target: &str) -> Result<(String, String), Failure> {
-    let nodes = prepare::targets(target)?;
+/// The node's name and public address, from the provider.
+async fn address(c: &Cluster, target: &str) -> Result<(String, String), Failure> {
+    let nodes = targets(target)?;
     let [node] = nodes.as_slice() else {
-        return Err(Failure::Usage(anyhow!("--target names one node here")));
+        return Err(Failure::usage("--target names one node here"));
     };
-    let servers = c
-        .provider()?
-        .list_servers(&c.name)
-        .await
-        .map_err(|e| Failure::Other(anyhow!("cannot list the cluster's servers: {e}")))?;
-    let ip = servers
+    let ip = c
+        .servers()
+        .await?
         .into_iter()
         .find(|s| s.node() == Some(node.as_str()))
         .and_then(|s| s.ipv4)
-        .ok_or_else(|| Failure::Usage(anyhow!("no server named {node} in cluster {}", c.name)))?;
-    Ok((node.clone(), ip))
+        .ok_or_else(|| Failure::usage(format!("no server named {node} in cluster {}", c.name)))?;
+    Ok((node.to_string(), ip))
 }
 
-/// Runs a command that does not start a run; `None` if `cmd` starts one.
-pub async fn direct(global: &Global, cmd: &ClusterCommand) -> Option<Result<(), Failure>> {
-    let c = match ClusterDir::open(global) {
-        Ok(c) => c,
-        Err(e) => return Some(Err(e)),
-    };
+/// Runs a command that starts no run.
+pub async fn run(global: &Global, cmd: ClusterCommand) -> Result<(), Failure> {
+    let c = global.origin().cluster()?;
     match cmd {
-        ClusterCommand::Ssh { target, command } => Some(ssh(&c, target, command).await),
+        ClusterCommand::Ssh { target, command } => ssh(&c, &target, &command).await,
         ClusterCommand::PortForward {
             target,
             local_port,
             remote_port,
-        } => Some(forward(&c, target, *local_port, *remote_port).await),
-        ClusterCommand::Etcd { what } => Some(etcd(&c, *what, global.output).await),
-        _ => None,
+        } => forward(&c, &target, local_port, remote_port).await,
+        ClusterCommand::Etcd { what } => etcd(&c, what, global.output).await,
+        other => Err(Failure::other(format!("{other:?} starts a run"))),
     }
 }
 
-async fn ssh(c: &ClusterDir, target: &str, command: &[String]) -> Result<(), Failure> {
+async fn ssh(c: &Cluster, target: &str, command: &[String]) -> Result<(), Failure> {
     let (_, ip) = address(c, target).await?;
     let status = std::process::Command::new("ssh")
         .arg("-i")
@@ -65,16 +59,14 @@ async fn ssh(c: &ClusterDir, target: &str, command: &[String]) -> Result<(), Fai
         .arg(format!("root@{ip}"))
         .args(command)
         .status()
-        .map_err(|e| Failure::Other(anyhow!("ssh: {e}")))?;
+        .map_err(|e| Failure::other(format!("ssh: {e}")))?;
     match status.code() {
         Some(0) => Ok(()),
-        _ => Err(Failure::Other(anyhow!(
-            "ssh to {target} exited with {status}"
-        ))),
+        _ => Err(Failure::other(format!("ssh to {target} exited with {status}"))),
     }
 }
 
-async fn forward(c: &ClusterDir, target: &str, local: u16, remote: u16) -> Result<(), Failure> {
+async fn forward(c: &Cluster, target: &str, local: u16, remote: u16) -> Result<(), Failure> {
     let (node, ip) = address(c, target).await?;
     let r = tasks::ssh::Remote::connect(&workflows::node::ssh_config(&c.dir), &node, &ip)
         .await
@@ -85,20 +77,16 @@ async fn forward(c: &ClusterDir, target: &str, local: u16, remote: u16) -> Resul
         .await
         .map_err(|e| Failure::Other(e.into()))?;
     eprintln!("forwarding {from} → {node}:{remote} (Ctrl-C stops)");
-    let _ = tokio::signal::ctrl_c().await;
+    crate::signal::stop_requested().await;
     let _ = r.close().await;
     Ok(())
 }
 
-async fn etcd(c: &ClusterDir, what: EtcdWhat, output: Output) -> Result<(), Failure> {
-    let input: workflows::node::NodesInput = serde_json::from_value(json!({
-        "cluster": c.name, "dir": c.dir, "env_file": c.env_file, "nodes": [],
-    }))
-    .map_err(|e| Failure::Other(e.into()))?;
+async fn etcd(c: &Cluster, what: EtcdWhat, output: Output) -> Result<(), Failure> {
     c.provider()?;
-    let reg = workflows::node::open_registry(&input)
+    let reg = workflows::node::open_registry(&workflows::node::NodesInput::of(c))
         .await
-        .map_err(|e| Failure::Other(anyhow!("{}", e.message)))?;
+        .map_err(|e| Failure::other(e.message))?;
     let err = |e: tasks::registry::RegistryError| Failure::Other(e.into());
     let json = output == Output::Json;
     match what {

@@ -1,10 +1,21 @@
 //! `nix-infra demo`: a whole cluster lifecycle on the local sandbox, no account, no cost.
 
-use crate::args::{ClusterCommand, ExecArgs, Global, Output, ServerArgs};
-use crate::{Context, Failure, cluster, lifecycle, prepare, sandbox};
+use super::{init, sandbox};
+use crate::args::{ExecArgs, Global, Output};
+use crate::{Context, Failure, start};
 use age::secrecy::SecretSlice;
 use anyhow::anyhow;
+use clap::Args;
 use std::path::{Path, PathBuf};
+use workflows::request::{Request, ServerOptions, up_nodes};
+
+/// `nix-infra demo`
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Leave the nodes and the sandbox running afterwards.
+    #[arg(long)]
+    keep: bool,
+}
 
 fn exec() -> ExecArgs {
     ExecArgs {
@@ -15,7 +26,8 @@ fn exec() -> ExecArgs {
 }
 
 /// Runs the demo in `dir` (created if needed).
-pub async fn run(global: &Global, keep: bool) -> Result<(), Failure> {
+pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
+    let keep = args.keep;
     let dir: PathBuf = if global.working_dir == Path::new(".") {
         PathBuf::from("nix-infra-demo")
     } else {
@@ -27,8 +39,8 @@ pub async fn run(global: &Global, keep: bool) -> Result<(), Failure> {
         "== 1/5 cluster repo {} (keys, CA, the example's node types and app)",
         dir.display()
     );
-    cluster::init(&dir, "demo", Output::Text)?;
-    cluster::init_example(&dir, Output::Text)?;
+    init::init(&dir, "demo", Output::Text)?;
+    init::example(&dir, Output::Text)?;
     store_demo_secret(&dir)?;
     eprintln!("== 2/5 sandbox cloud");
     sandbox::up(&dir, Output::Text)?;
@@ -42,7 +54,7 @@ pub async fn run(global: &Global, keep: bool) -> Result<(), Failure> {
 
 /// The example's `hello` app reads the secret `hello-greeting`.
 fn store_demo_secret(dir: &Path) -> Result<(), Failure> {
-    let store = tasks::secrets::SecretStore::new(dir.join("secrets"), cluster::secret_key(dir)?);
+    let store = workflows::cluster::Cluster::open(dir, None)?.secrets()?;
     let have = store
         .list()
         .map_err(|e| Failure::Other(e.into()))?
@@ -67,32 +79,25 @@ async fn lifecycle_run(global: &Global, dir: &Path, keep: bool) -> Result<(), Fa
     g.database_url = None; // the demo's own SQLite state, in the demo directory
     g.run_id = None;
     g.output = Output::Text;
-    let up = ClusterCommand::Up {
+    let up = Request::Up {
         ctrl: 1,
         workers: 2,
         ingress: 1,
-        server: ServerArgs {
-            server_type: "cx22".into(),
-            image: "ubuntu-24.04".into(),
-            location: None,
-        },
-        exec: exec(),
+        server: ServerOptions::default(),
+        fleet: false,
     };
-    let prepared = prepare::cluster_run(&mut g, &up, false, false).await?;
-    let (workflow, input) = (prepared.workflow, prepared.input);
-    let nodes: Vec<String> = input["nodes"]
-        .as_array()
+    let nodes: Vec<String> = up_nodes(1, 2, 1)?
         .into_iter()
-        .flatten()
-        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .map(|(n, _)| n.to_string())
         .collect();
+    let checked = start::check(&g, up).await?;
     let ctx = Context::open(g.clone()).await?;
     eprintln!(
         "== 3/5 cluster up: {} (servers, NixOS, etcd, overlay, secrets, registry)",
         nodes.join(", ")
     );
     let before = ctx.engine.list(&engine::RunFilter::default()).await?.len();
-    let upped = lifecycle::start(&ctx, workflow, input, &exec()).await;
+    let upped = start::start(g.clone(), checked, &exec()).await;
     let runs = ctx.engine.list(&engine::RunFilter::default()).await?;
     let id = runs.first().map(|r| r.id.clone()).unwrap_or_default();
     eprintln!("== 4/5 look at it");
@@ -119,13 +124,12 @@ async fn lifecycle_run(global: &Global, dir: &Path, keep: bool) -> Result<(), Fa
         return upped;
     }
     eprintln!("== 5/5 destroy the nodes, then stop the sandbox");
-    let destroy = ClusterCommand::Destroy {
+    let destroy = Request::Destroy {
         target: nodes.join(" "),
-        batch: true,
-        exec: exec(),
+        fleet: false,
     };
-    let destroyed = match prepare::cluster_run(&mut g, &destroy, false, false).await {
-        Ok(p) => lifecycle::start(&ctx, p.workflow, p.input, &exec()).await,
+    let destroyed = match start::check(&g, destroy).await {
+        Ok(checked) => start::start(g.clone(), checked, &exec()).await,
         Err(e) => Err(e),
     };
     upped.and(destroyed)

@@ -1,0 +1,109 @@
+//! The command line: the top of the tree and the options every command shares.
+//! Each subcommand's own arguments live in its file under `command/`.
+
+use clap::{Args, Parser, ValueEnum};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  the command (and the run it started) succeeded
+  1  the run failed or was cancelled
+  2  bad usage or input (nothing was written)
+  3  the database could not be opened or used
+
+State lives in DATABASE_URL (postgres://… for teams and CI) or, by default,
+in the SQLite file .nix-infra/state.db under the working directory.";
+
+/// nix-infra: a private PaaS on Hetzner Cloud and NixOS, driven by durable runs.
+///
+/// Every lifecycle is a run: a DAG of steps whose results are persisted, so a
+/// run can be resumed after a crash, from another machine or from CI.
+#[derive(Parser, Debug)]
+#[command(name = "nix-infra", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: crate::command::Command,
+}
+
+/// Options every command accepts.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The cluster directory (holds .env, nodes/, and .nix-infra/state.db).
+    #[arg(
+        short = 'd',
+        long,
+        global = true,
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub working_dir: PathBuf,
+
+    /// Where runs are stored: postgres://USER@HOST:PORT/DB or sqlite://PATH.
+    /// [default: sqlite://DIR/.nix-infra/state.db]
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Id for the run this command starts; starting again with the same id
+    /// returns (or continues) that run instead of starting another.
+    #[arg(long, global = true, value_name = "ID")]
+    pub run_id: Option<String>,
+
+    /// Output format for results on stdout (progress always goes to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Seconds a run's lease lasts without renewal: how soon another process
+    /// may take over a run whose executor died.
+    #[arg(long, global = true, env = "NIX_INFRA_LEASE_TTL", hide_env_values = true, default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_ttl: u64,
+
+    /// The env file with HCLOUD_TOKEN, SECRETS_PASS, … [default: DIR/.env]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env: Option<PathBuf>,
+
+    /// More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Result formats.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Tables and sentences for people.
+    Text,
+    /// JSON for scripts; with commands that run something, the last line.
+    Json,
+}
+
+/// Options of commands that execute a run.
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// Queue the run for a worker (`nix-infra worker`), print its id and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// The queue a detached run goes to.
+    #[arg(long, default_value = "nix-infra")]
+    pub queue: String,
+    /// Most steps of the run executing at once (steps mostly wait on the network).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_tree_is_consistent() {
+        // Catches clashing ids, globals shadowed by a command's own flags, bad defaults.
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

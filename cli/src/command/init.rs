@@ -1,0 +1,74 @@
+//! `nix-infra init`: the cluster repo's identity, SSH key and CA, and with
+//! `--example` the example repo's files.
+
+use crate::args::{Global, Output};
+use crate::Failure;
+use clap::Args;
+use std::path::Path;
+
+/// `nix-infra init`
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The cluster's name (labels, certificate names); default: the directory's name.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Also write the example cluster repo (node_types/, nodes/, modules/,
+    /// app_modules/) where those files are missing.
+    #[arg(long)]
+    example: bool,
+    /// Never prompt (init asks nothing; accepted as the Dart tool did).
+    #[arg(long)]
+    batch: bool,
+}
+
+/// Runs `init`.
+pub fn run(global: &Global, args: InitArgs) -> Result<(), Failure> {
+    let dir = &global.working_dir;
+    let name = args.cluster.unwrap_or_else(|| {
+        std::fs::canonicalize(dir)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+            .unwrap_or_else(|| "cluster".into())
+    });
+    init(dir, &name, global.output)?;
+    if args.example {
+        example(dir, global.output)?;
+    }
+    Ok(())
+}
+
+/// Creates the repo's keys and CA where missing, and says what it did.
+pub fn init(dir: &Path, cluster: &str, output: Output) -> Result<(), Failure> {
+    let r = workflows::init::init(dir, cluster)?;
+    if output == Output::Json {
+        println!("{}", serde_json::json!({"created": r.made, "kept": r.kept}));
+        return Ok(());
+    }
+    for m in &r.made {
+        println!("created {m}");
+    }
+    for k in &r.kept {
+        println!("kept    {k} (exists; init never overwrites)");
+    }
+    Ok(())
+}
+
+/// Writes the example cluster repo's missing files.
+pub fn example(dir: &Path, output: Output) -> Result<(), Failure> {
+    let (made, kept) = crate::example::write(dir)
+        .map_err(|e| Failure::other(format!("{}: {e}", dir.display())))?;
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({"example": {"created": made, "kept": kept}})
+        );
+        return Ok(());
+    }
+    for m in &made {
+        println!("created {m}");
+    }
+    for k in &kept {
+        println!("kept    {k} (exists)");
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! One file per subcommand: its clap arguments and its `run`. Adding a
+//! subcommand is a file here and a line in [`Command`] and [`run`].
+
+pub mod app;
+pub mod cluster;
+pub mod demo;
+pub mod init;
+mod node_access;
+pub mod plan;
+pub mod registry;
+pub mod runs;
+pub mod sandbox;
+pub mod schedule;
+pub mod secrets;
+pub mod serve;
+pub mod ssh_key;
+pub mod worker;
+pub mod workflows;
+
+use crate::args::Global;
+use crate::Failure;
+use clap::Subcommand;
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start, inspect and control durable runs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// List the workflows this build can run.
+    Workflows,
+    /// Execute queued runs and fire schedules until SIGTERM (run several, anywhere,
+    /// against one Postgres).
+    Worker(worker::WorkerArgs),
+    /// The web dashboard (runs, DAGs, schedules, cluster health) and its JSON API.
+    ///
+    /// Starting, resuming and cancelling need `Authorization: Bearer TOKEN`
+    /// (NIX_INFRA_API_TOKEN, or the one kept in DIR/.nix-infra/api-token).
+    Serve(serve::ServeArgs),
+    /// Start runs on a cron schedule (a worker fires them).
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
+    /// Create the cluster's age identity, SSH key and CA in the working directory.
+    ///
+    /// Never overwrites anything that exists; running it again is safe.
+    Init(init::InitArgs),
+    /// Manage the cluster's SSH key, locally and at the provider.
+    #[command(subcommand)]
+    SshKey(ssh_key::SshKeyCommand),
+    /// Print the DAG a command would run, without running it; with --run-id
+    /// of an existing run, also which of its steps are done.
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
+    /// Store and read the cluster's age-encrypted secrets (SECRETS_PASS or the identity).
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
+    /// A local stand-in for Hetzner Cloud whose servers are sshd "nodes" on loopback (needs root).
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
+    /// Node lifecycles and day-2 operations on the cluster in the working directory.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// The same commands for fleet nodes: NixOS machines outside the overlay
+    /// and the registry (node type node_types/fleet_node.nix).
+    #[command(subcommand)]
+    Fleet(cluster::ClusterCommand),
+    /// App lifecycles: register, deploy, register-instance, unregister-instance, remove, unregister.
+    #[command(subcommand)]
+    App(app::AppCommand),
+    /// Container images on the nodes.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// Try it: on the local sandbox, bring up a cluster (1 ctrl, 2 workers,
+    /// 1 ingress) from the example repo, show it, destroy it.
+    ///
+    /// Needs root (the sandbox's nodes). Uses -d DIR, or ./nix-infra-demo.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs one command.
+pub async fn run(global: Global, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Runs(cmd) => runs::run(global, cmd).await,
+        Command::Workflows => workflows::run(&global),
+        Command::Worker(args) => worker::run(global, args).await,
+        Command::Serve(args) => serve::run(global, args).await,
+        Command::Schedule(cmd) => schedule::run(global, cmd).await,
+        Command::Init(args) => init::run(&global, args),
+        Command::SshKey(cmd) => ssh_key::run(&global, cmd).await,
+        Command::Plan(cmd) => plan::run(&global, cmd).await,
+        Command::Secrets(cmd) => secrets::run(global, cmd).await,
+        Command::Sandbox(cmd) => sandbox::run(&global, cmd).await,
+        Command::Cluster(cmd) => cluster::run(global, cmd, false).await,
+        Command::Fleet(cmd) => cluster::run(global, cmd, true).await,
+        Command::App(cmd) => app::run(global, cmd).await,
+        Command::Registry(cmd) => registry::run(global, cmd).await,
+        Command::Demo(args) => demo::run(&global, args).await,
+    }
+}

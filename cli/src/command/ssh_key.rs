@@ -1,0 +1,65 @@
+//! `nix-infra ssh-key …`: the cluster's SSH key, locally and at the provider.
+
+use crate::args::{Global, Output};
+use crate::Failure;
+use clap::Subcommand;
+use serde_json::json;
+
+/// `nix-infra ssh-key …`
+#[derive(Subcommand, Debug)]
+pub enum SshKeyCommand {
+    /// Create the cluster's SSH key (keys/id_ed25519) if there is none.
+    Create,
+    /// Upload the cluster's public key to the provider (adopting an identical one).
+    Add,
+    /// Delete the cluster's key from the provider (servers keep theirs).
+    Remove,
+}
+
+/// Runs one `ssh-key` subcommand.
+pub async fn run(global: &Global, cmd: SshKeyCommand) -> Result<(), Failure> {
+    let c = global.origin().cluster()?;
+    let say = |text: String, value: serde_json::Value| {
+        if global.output == Output::Json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    };
+    let key_name = format!("nix-infra-{}", c.name);
+    match cmd {
+        SshKeyCommand::Create => {
+            let made = workflows::init::create_ssh_key(&c.dir, &c.name)?;
+            let what = if made { "created" } else { "kept (exists)" };
+            say(format!("{what} keys/id_ed25519"), json!({"created": made}));
+        }
+        SshKeyCommand::Add => {
+            let public = c.dir.join("keys").join("id_ed25519.pub");
+            let text = std::fs::read_to_string(&public).map_err(|e| {
+                Failure::usage(format!(
+                    "{}: {e} (run `nix-infra ssh-key create`)",
+                    public.display()
+                ))
+            })?;
+            let k = c
+                .provider()?
+                .ensure_ssh_key(&key_name, &text)
+                .await
+                .map_err(|e| Failure::Other(e.into()))?;
+            say(
+                format!("ssh key {} ({}) at the provider", k.name, k.fingerprint),
+                json!({"name": k.name, "id": k.id, "fingerprint": k.fingerprint}),
+            );
+        }
+        SshKeyCommand::Remove => {
+            let removed = c
+                .provider()?
+                .delete_ssh_key(&key_name)
+                .await
+                .map_err(|e| Failure::Other(e.into()))?;
+            let what = if removed { "removed" } else { "not found:" };
+            say(format!("{what} ssh key {key_name}"), json!({"removed": removed}));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! `nix-infra worker`: executes queued runs and fires schedules, until SIGTERM.
+
+use crate::args::Global;
+use crate::{Context, Failure};
+use clap::Args;
+use std::time::Duration;
+use storage::queue::Queue;
+
+/// `nix-infra worker`
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Most runs executing at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// The queue to take runs from.
+    #[arg(long, default_value = "nix-infra")]
+    queue: String,
+}
+
+/// Opens the queue that goes with the context's database.
+pub async fn open_queue(ctx: &Context, name: &str) -> Result<Queue, Failure> {
+    let heartbeat = Duration::from_secs(ctx.global.lease_ttl).div_f64(3.0);
+    Ok(Queue::open(&ctx.url, name, heartbeat).await?)
+}
+
+/// Runs the worker until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn run(global: Global, args: WorkerArgs) -> Result<(), Failure> {
+    let ctx = Context::open(global).await?;
+    let queue = open_queue(&ctx, &args.queue).await?;
+    let shutdown = crate::signal::cancel_on_stop("worker: shutting down; in-flight steps may finish");
+    let name = format!("worker-{}", ctx.engine.config().owner);
+    let concurrency = args.concurrency as usize;
+    eprintln!("worker {name}: {concurrency} at once, queue `{}`", args.queue);
+    storage::worker::work(ctx.engine.clone(), queue, &name, concurrency, shutdown)
+        .await
+        .map_err(|e| Failure::other(format!("worker failed: {e}")))
+}

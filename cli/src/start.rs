@@ -1,0 +1,209 @@
+//! Starting a checked request as a run, executing a run here with progress,
+//! queueing one for a worker, and reporting how it ended.
+
+use crate::args::{ExecArgs, Global};
+use crate::{Context, Failure, progress, summary};
+use engine::{Created, Observer, RunOutcome, RunStatus};
+use serde_json::json;
+use std::io::IsTerminal;
+use workflows::request::{Checked, Request};
+
+/// Checks `request` against the cluster repo; nothing is written.
+pub async fn check(global: &Global, request: Request) -> Result<Checked, Failure> {
+    Ok(request
+        .check(&global.origin(), global.run_id.clone())
+        .await?)
+}
+
+/// Asks the request's question (destroy) on a terminal, unless `batch`.
+pub fn confirm(checked: &Checked, batch: bool) -> Result<(), Failure> {
+    let Some(question) = &checked.confirm else {
+        return Ok(());
+    };
+    if batch || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::Other(e.into()))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::usage("not confirmed; nothing was changed"))
+    }
+}
+
+/// Checks, then starts the run and executes it here (or queues it).
+pub async fn request(global: Global, request: Request, exec: &ExecArgs) -> Result<(), Failure> {
+    let checked = check(&global, request).await?;
+    start(global, checked, exec).await
+}
+
+/// Starts (or continues, with the same run id) a checked run, executes it
+/// here or queues it, and reports it. The run's own secret is stored first,
+/// kept while the run can be resumed, and removed once the run succeeded.
+pub async fn start(mut global: Global, checked: Checked, exec: &ExecArgs) -> Result<(), Failure> {
+    global.run_id = checked.run_id.clone();
+    let ctx = Context::open(global).await?;
+    if let Some(s) = &checked.run_secret {
+        s.store()?;
+    }
+    let forget = || {
+        if let Some(s) = &checked.run_secret {
+            s.forget();
+        }
+    };
+    let created = ctx
+        .engine
+        .create(
+            &checked.workflow,
+            checked.input.clone(),
+            ctx.global.run_id.clone(),
+        )
+        .await
+        .inspect_err(|_| forget())?;
+    let run = created.record().clone();
+    match created {
+        Created::New(_) => eprintln!("started run {} ({})", run.id, run.workflow),
+        Created::Existing(_) => eprintln!("run {} already exists ({})", run.id, run.status),
+    }
+    if run.status.is_final() {
+        return finish(&ctx, &RunOutcome::from_record(&run), None);
+    }
+    if exec.detach {
+        return detach(&ctx, &run.id, &exec.queue).await;
+    }
+    let result = execute(&ctx, &run.id, exec).await;
+    if result.is_ok() {
+        forget();
+    }
+    result
+}
+
+/// Executes a run here and reports it: runs that act on nodes end with each
+/// node's output (cmd, action) and a per-node summary.
+pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(), Failure> {
+    let outcome = execute_outcome(ctx, run_id, exec).await?;
+    let state = ctx.engine.load(run_id).await?;
+    let nodes = summary::nodes(&state);
+    if nodes.is_empty() {
+        return finish(ctx, &outcome, None);
+    }
+    if !ctx.json() {
+        print_output(ctx, &state).await?;
+        println!("\n{}", summary::table(&nodes));
+    }
+    finish(ctx, &outcome, Some(json!(nodes)))
+}
+
+/// Executes a run here with progress on stderr; Ctrl-C or SIGTERM cancels it,
+/// a second Ctrl-C exits at once.
+pub async fn execute_outcome(
+    ctx: &Context,
+    run_id: &str,
+    exec: &ExecArgs,
+) -> Result<RunOutcome, Failure> {
+    let mut config = ctx.engine.config().clone();
+    config.concurrency = exec.concurrency as usize;
+    let engine = ctx.engine.clone().with_config(config);
+    let (observer, events) = Observer::channel();
+    let reporter = tokio::spawn(progress::report(events));
+    let cancel = crate::signal::cancel_on_stop(
+        "cancelling: waiting for in-flight steps to stop (Ctrl-C again to quit now)",
+    );
+    let again = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        })
+    };
+    let result = engine.execute(run_id, cancel, observer).await;
+    again.abort();
+    let _ = reporter.await;
+    Ok(result?)
+}
+
+/// Prints a run's final line (with `nodes`, for runs on nodes) and maps its
+/// status to the exit status.
+pub fn finish(
+    ctx: &Context,
+    outcome: &RunOutcome,
+    nodes: Option<serde_json::Value>,
+) -> Result<(), Failure> {
+    if ctx.json() {
+        let mut line = json!({
+            "id": outcome.run_id,
+            "status": outcome.status,
+            "error": outcome.error,
+            "failed_steps": outcome.failed_steps,
+        });
+        if let Some(n) = nodes {
+            line["nodes"] = n;
+        }
+        println!("{line}");
+    } else {
+        println!("run {} {}", outcome.run_id, outcome.status);
+        if let Some(e) = outcome.error.as_ref().filter(|e| *e != "cancelled") {
+            println!("  {e}");
+        }
+        if outcome.status != RunStatus::Succeeded {
+            println!(
+                "  inspect: nix-infra runs show {id}\n  resume:  nix-infra runs resume {id}",
+                id = outcome.run_id
+            );
+        }
+    }
+    if outcome.status == RunStatus::Succeeded {
+        Ok(())
+    } else {
+        Err(Failure::RunNotSucceeded)
+    }
+}
+
+/// Queues a run for a worker and prints its id.
+pub async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Failure> {
+    let q = crate::command::worker::open_queue(ctx, queue).await?;
+    let added = q
+        .enqueue(run_id)
+        .await
+        .map_err(|e| Failure::Database(e.into()))?;
+    if ctx.json() {
+        println!(
+            "{}",
+            json!({"id": run_id, "status": "pending", "queue": queue})
+        );
+    } else {
+        let how = if added { "queued" } else { "already queued" };
+        println!("run {run_id} {how} on `{queue}`; a `nix-infra worker` will execute it");
+    }
+    Ok(())
+}
+
+/// Each node's output of a command run, `node | line`, from the run's logs.
+async fn print_output(ctx: &Context, state: &engine::RunState) -> Result<(), Failure> {
+    let commands = state
+        .run
+        .plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind.as_str(), "cmd" | "action"));
+    for step in commands {
+        let node = step
+            .name
+            .split_once('/')
+            .map(|(_, n)| n)
+            .unwrap_or(&step.name);
+        let lines = ctx.engine.logs(&state.run.id, Some(&step.name)).await?;
+        // Only the last attempt's lines: a resumed command shows what it last printed.
+        let last = lines.iter().map(|l| l.attempt).max();
+        for l in lines.iter().filter(|l| Some(l.attempt) == last) {
+            println!("{node:<14}| {}", l.line);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Making a cluster repo's own material: the age identity, the SSH key, the CA.
+//!
+//! Layout: `keys/age.key` (the cluster identity), `keys/id_ed25519` (the SSH
+//! key), `ca/` (root and intermediate CA, node certificates), `secrets/`.
+//! Nothing that exists is ever overwritten, so running it again is safe.
+
+use crate::cluster::ClusterError;
+use std::path::Path;
+use tasks::ca::Ca;
+use tasks::secrets::{SecretKey, write_identity};
+
+/// What [`init`] made and what it found already there.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InitReport {
+    /// Paths created, relative to the repo.
+    pub made: Vec<&'static str>,
+    /// Paths that existed and were kept.
+    pub kept: Vec<&'static str>,
+}
+
+fn io(what: &Path, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Unavailable(format!("{}: {e}", what.display()))
+}
+
+/// Creates what is missing of `keys/`, `ca/` and `secrets/` under `dir`,
+/// for the cluster called `cluster`.
+pub fn init(dir: &Path, cluster: &str) -> Result<InitReport, ClusterError> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut report = InitReport::default();
+    let id = dir.join("keys").join("age.key");
+    if id.exists() {
+        report.kept.push("keys/age.key");
+    } else {
+        write_identity(&id).map_err(|e| io(&id, e))?;
+        report.made.push("keys/age.key");
+    }
+    if create_ssh_key(dir, cluster)? {
+        report.made.push("keys/id_ed25519");
+    } else {
+        report.kept.push("keys/id_ed25519");
+    }
+    let ca_dir = dir.join("ca");
+    if ca_dir.join("root.pem").exists() {
+        report.kept.push("ca/");
+    } else {
+        let key = SecretKey::load_identity(&id).map_err(|e| io(&id, e))?;
+        Ca::init(&ca_dir, key, cluster).map_err(|e| io(&ca_dir, e))?;
+        report.made.push("ca/");
+    }
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).map_err(|e| io(&secrets, e))?;
+    Ok(report)
+}
+
+/// Creates `keys/id_ed25519` (ed25519, no passphrase) unless it exists; whether it did.
+pub fn create_ssh_key(dir: &Path, cluster: &str) -> Result<bool, ClusterError> {
+    let ssh = dir.join("keys").join("id_ed25519");
+    if ssh.exists() {
+        return Ok(false);
+    }
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| io(&keys, e))?;
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(format!("nix-infra@{cluster}"))
+        .arg("-f")
+        .arg(&ssh)
+        .status()
+        .map_err(|e| ClusterError::Unavailable(format!("ssh-keygen: {e}")))?;
+    if !status.success() {
+        return Err(ClusterError::Unavailable(format!(
+            "ssh-keygen failed ({status}) making {}",
+            ssh.display()
+        )));
+    }
+    Ok(true)
+}
