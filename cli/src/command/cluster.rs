@@ -268,7 +268,7 @@ pub async fn run(global: Global, cmd: ClusterCommand, fleet: bool) -> Result<(),
     let batch = matches!(cmd, ClusterCommand::Destroy { batch: true, .. });
     let (request, exec) = match request(cmd, fleet) {
         Ok(started) => started,
-        Err(direct) => return super::node_access::run(&global, direct).await,
+        Err(direct) => return super::node_access::run(&global, *direct).await,
     };
     let checked = start::check(&global, request).await?;
     start::confirm(&checked, batch)?;
@@ -277,7 +277,10 @@ pub async fn run(global: Global, cmd: ClusterCommand, fleet: bool) -> Result<(),
 
 /// The request a command makes and its execution options; a command that
 /// starts no run comes back as it is.
-pub fn request(cmd: ClusterCommand, fleet: bool) -> Result<(Request, ExecArgs), ClusterCommand> {
+pub fn request(
+    cmd: ClusterCommand,
+    fleet: bool,
+) -> Result<(Request, ExecArgs), Box<ClusterCommand>> {
     use ClusterCommand as C;
     Ok(match cmd {
         C::Up {
@@ -343,6 +346,8 @@ pub fn request(cmd: ClusterCommand, fleet: bool) -> Result<(Request, ExecArgs), 
             exec,
         } => (Request::UpgradeNixos { target, fleet, batch }, exec),
         C::Rollback { target, exec } => (Request::Rollback { target, fleet }, exec),
-        direct @ (C::PortForward { .. } | C::Ssh { .. } | C::Etcd { .. }) => return Err(direct),
+        direct @ (C::PortForward { .. } | C::Ssh { .. } | C::Etcd { .. }) => {
+            return Err(Box::new(direct));
+        }
     })
 }
