@@ -1,8 +1,8 @@
 //! `nix-infra worker`: executes queued runs and fires schedules, until SIGTERM.
 
 use crate::{Context, Failure};
+use ::worker::queue::Queue;
 use std::time::Duration;
-use storage::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
 /// Opens the queue that goes with the context's database.
@@ -33,7 +33,7 @@ pub async fn run(ctx: &Context, concurrency: usize, queue_name: &str) -> Result<
     }
     let name = format!("worker-{}", ctx.engine.config().owner);
     eprintln!("worker {name}: {concurrency} at once, queue `{queue_name}`");
-    storage::worker::work(ctx.engine.clone(), queue, &name, concurrency, shutdown)
+    ::worker::work(ctx.engine.clone(), queue, &name, concurrency, shutdown)
         .await
         .map_err(|e| Failure::Other(anyhow::anyhow!("worker failed: {e}")))
 }
