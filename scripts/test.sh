@@ -10,6 +10,12 @@ unset DATABASE_URL
 # sqlx must not try to reach a database while compiling.
 export SQLX_OFFLINE=true
 
+# The shipped binary links no test-only code: no testkit, no jsonschema.
+if cargo tree -p nix-infra -e normal --prefix none | grep -E 'testkit|jsonschema'; then
+  echo "nix-infra depends on test-only crates (see above): they belong in [dev-dependencies]" >&2
+  exit 1
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 

@@ -10,7 +10,8 @@
 //! in column type names; each backend has its own migrations. On Postgres
 //! every table, including sqlx's migration ledger, lives in the `nix_infra`
 //! schema, so one database can host nix-infra beside other things (apalis
-//! keeps its own schema).
+//! keeps its own schema; the queue and the worker loop live in the `worker`
+//! crate, above the engine: storage only implements the engine's `Store`).
 //!
 //! ```text
 //!   engine::Store (trait) ◄── SqlStore ──┬── PgPool      (search_path = nix_infra)
@@ -31,11 +32,9 @@
 #![warn(missing_docs)]
 
 mod pg_commit;
-pub mod queue;
 mod queue_sql;
 mod rows;
 mod sql;
-pub mod worker;
 
 pub use sql::SqlStore;
 

@@ -208,17 +208,9 @@ pub fn down(dir: &Path, output: Output) -> Result<(), Failure> {
 pub async fn serve(listen: std::net::SocketAddr) -> Result<(), Failure> {
     let token = std::env::var("HCLOUD_TOKEN")
         .map_err(|_| Failure::Usage(anyhow!("HCLOUD_TOKEN is not set")))?;
-    let cloud = testkit::TestCloud::start_on(
-        listen,
-        testkit::CloudConfig {
-            token,
-            nodes: true,
-            action_delay: Duration::from_millis(300),
-            boot_delay: Duration::from_millis(200),
-        },
-    )
-    .await
-    .map_err(|e| Failure::Other(anyhow!("cannot start the sandbox cloud: {e}")))?;
+    let cloud = ::sandbox::TestCloud::start_on(listen, ::sandbox::CloudConfig::sandbox(token))
+        .await
+        .map_err(|e| Failure::Other(anyhow!("cannot start the sandbox cloud: {e}")))?;
     println!("HCLOUD_ENDPOINT={}", cloud.endpoint());
     tokio::select! {
         _ = crate::signal::stop_requested() => {}

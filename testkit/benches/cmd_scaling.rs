@@ -1,0 +1,47 @@
+//! `cmd` on 20 nodes vs 1 node on the test cloud (`node.cmd`), as a ratio.
+//!
+//! `cargo bench -p nix-infra-testkit --bench cmd_scaling` (needs root: real sshd
+//! nodes). Each round starts with no open SSH connection, as a fresh
+//! `nix-infra cluster cmd` process would: locate the nodes, connect, run
+//! `uname -r`, record the result. The goal is at most 3×.
+
+mod support;
+
+use serde_json::json;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bench = support::Bench::start(testkit::CloudConfig::default()).await;
+        let nodes: Vec<_> = (0..20)
+            .map(|i| json!({"name": format!("n{i}"), "role": "fleet"}))
+            .collect();
+        let base = json!({"cluster": "bench", "dir": bench.dir.path()});
+        let mut provision = base.clone();
+        provision["nodes"] = json!(nodes);
+        bench.time("node.provision", provision).await;
+        let cmd = |n: usize| {
+            let mut input = base.clone();
+            input["nodes"] = json!(nodes[..n]);
+            input["args"] = json!({"command": "uname -r"});
+            input
+        };
+        let (mut one, mut twenty) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            workflows::node::close_connections().await;
+            one.push(bench.time("node.cmd", cmd(1)).await);
+            workflows::node::close_connections().await;
+            twenty.push(bench.time("node.cmd", cmd(20)).await);
+        }
+        support::report(
+            "node.cmd on the test cloud, fresh connections",
+            one,
+            twenty,
+            3.0,
+        );
+        workflows::node::close_connections().await;
+    });
+}
