@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod cloud;
+pub mod local;
 pub mod node;
 
 pub use cloud::{CloudConfig, Faults, Recorded, TestCloud};

@@ -4,7 +4,7 @@ use crate::args::Global;
 use crate::{Context, Failure};
 use clap::Args;
 use std::time::Duration;
-use storage::queue::Queue;
+use ::worker::queue::Queue;
 
 /// `nix-infra worker`
 #[derive(Args, Debug)]
@@ -31,7 +31,7 @@ pub async fn run(global: Global, args: WorkerArgs) -> Result<(), Failure> {
     let name = format!("worker-{}", ctx.engine.config().owner);
     let concurrency = args.concurrency as usize;
     eprintln!("worker {name}: {concurrency} at once, queue `{}`", args.queue);
-    storage::worker::work(ctx.engine.clone(), queue, &name, concurrency, shutdown)
+    ::worker::work(ctx.engine.clone(), queue, &name, concurrency, shutdown)
         .await
         .map_err(|e| Failure::other(format!("worker failed: {e}")))
 }
