@@ -35,6 +35,13 @@ fi
 # Debian's postgresql package starts a cluster service we do not use; tests
 # run their own throwaway servers. Nothing to do here for it.
 
+# The lint gate (scripts/lint.sh) needs rustfmt and clippy.
+if command -v rustup >/dev/null 2>&1; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
