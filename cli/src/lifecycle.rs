@@ -260,11 +260,7 @@ async fn print_output(ctx: &Context, state: &engine::RunState) -> Result<(), Fai
         .iter()
         .filter(|s| matches!(s.kind.as_str(), "cmd" | "action"))
     {
-        let node = step
-            .name
-            .split_once('/')
-            .map(|(_, n)| n)
-            .unwrap_or(&step.name);
+        let node = step.subject().unwrap_or(&step.name);
         let lines = ctx.engine.logs(&state.run.id, Some(&step.name)).await?;
         // Only the last attempt's lines: a resumed command shows what it last printed.
         let last = lines.iter().map(|l| l.attempt).max();
