@@ -64,8 +64,8 @@ pub async fn check(c: &ClusterDir) -> ClusterView {
             .problems
             .push("no provider configured (HCLOUD_TOKEN)".into()),
     }
-    let has_ctrl = nodes.values().any(|n| role(n) == Some(Role::Ctrl))
-        || c.var("ETCD_ENDPOINTS").is_some();
+    let has_ctrl =
+        nodes.values().any(|n| role(n) == Some(Role::Ctrl)) || c.var("ETCD_ENDPOINTS").is_some();
     if has_ctrl && c.dir.join("ca/root.pem").exists() {
         let input: Result<workflows::node::NodesInput, _> =
             serde_json::from_value(serde_json::json!({

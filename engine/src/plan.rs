@@ -107,9 +107,8 @@ impl StepSpec {
     /// If `params` does not serialise to JSON (a map with non-string keys, a
     /// failing `Serialize` impl): a bug in the step's declaration, not an input.
     pub fn of<S: Step>(name: impl Into<String>, params: &S::Params) -> Self {
-        let params = serde_json::to_value(params).unwrap_or_else(|e| {
-            panic!("params of step kind `{}` are not JSON: {e}", S::KIND)
-        });
+        let params = serde_json::to_value(params)
+            .unwrap_or_else(|e| panic!("params of step kind `{}` are not JSON: {e}", S::KIND));
         StepSpec::new(name, S::KIND).params(params)
     }
 

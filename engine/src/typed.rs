@@ -171,7 +171,9 @@ mod tests {
         let subjects: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
-                RunEvent::StepSucceeded { step, subject, .. } => Some((step.as_str(), subject.as_deref())),
+                RunEvent::StepSucceeded { step, subject, .. } => {
+                    Some((step.as_str(), subject.as_deref()))
+                }
                 _ => None,
             })
             .collect();
@@ -184,16 +186,16 @@ mod tests {
     #[tokio::test]
     async fn a_renamed_output_field_fails_the_reader_naming_the_step_and_the_field() {
         // An `overlay` step (an older build's, say) that called the field `ip`.
-        let renamed = Workflow::new("t", 1)
-            .step("overlay", |_| async { Ok(json!({ "ip": "10.0.0.1" })) });
+        let renamed =
+            Workflow::new("t", 1).step("overlay", |_| async { Ok(json!({ "ip": "10.0.0.1" })) });
         let (status, error, _) = run(renamed).await;
         assert_eq!(status, RunStatus::Failed);
         assert_eq!(
             error.as_deref(),
             Some("step `overlay/w1`'s output: missing field `overlay_ip`")
         );
-        let mistyped = Workflow::new("t", 1)
-            .step("overlay", |_| async { Ok(json!({ "overlay_ip": 10 })) });
+        let mistyped =
+            Workflow::new("t", 1).step("overlay", |_| async { Ok(json!({ "overlay_ip": 10 })) });
         let (_, error, _) = run(mistyped).await;
         let error = error.unwrap();
         assert!(
@@ -221,7 +223,9 @@ mod tests {
                     StepSpec::new("c", "wrong").params(json!("three")),
                 ]))
             })
-            .step("other", |_| async { Ok(json!({ "overlay_ip": "10.0.0.1" })) })
+            .step("other", |_| async {
+                Ok(json!({ "overlay_ip": "10.0.0.1" }))
+            })
             .with::<Wrong>();
         let mut registry = Registry::new();
         registry.register(wf);

@@ -282,7 +282,8 @@ impl RunTraces {
                     } else {
                         "failed"
                     };
-                    let attrs = step_attributes((&step, subject.as_deref()), attempt, outcome, None);
+                    let attrs =
+                        step_attributes((&step, subject.as_deref()), attempt, outcome, None);
                     let mut events = Vec::new();
                     if let Some(wait) = retry_in {
                         events.push(Event::new(

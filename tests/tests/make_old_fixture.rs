@@ -40,16 +40,17 @@ pub fn sample_inputs() -> Vec<(&'static str, serde_json::Value)> {
         {"name": "ctrl1", "role": "ctrl"}, {"name": "w1", "role": "cluster"},
         {"name": "in1", "role": "ingress", "groups": ["web"]}, {"name": "f1", "role": "fleet"}
     ]);
-    let with = |args: serde_json::Value| {
-        json!({"cluster": "old", "dir": "/srv/old", "nodes": nodes, "args": args})
-    };
+    let with = |args: serde_json::Value| json!({"cluster": "old", "dir": "/srv/old", "nodes": nodes, "args": args});
     let plain = json!({"cluster": "old", "dir": "/srv/old", "nodes": nodes});
     // Apps run on cluster nodes (`app.remove` with a control node has a cycle).
     let app_input = json!({"cluster": "old", "dir": "/srv/old",
         "nodes": [{"name": "w1", "role": "cluster"}, {"name": "in1", "role": "ingress"}],
         "args": {"app": "web", "kind": "backend", "port": 8080}});
     vec![
-        ("diag.chain", json!({"steps": 3, "fail_step": 2, "fail_times": 1})),
+        (
+            "diag.chain",
+            json!({"steps": 3, "fail_step": 2, "fail_times": 1}),
+        ),
         ("diag.fanout", json!({"steps": 3})),
         ("node.provision", plain.clone()),
         ("node.destroy", plain.clone()),
@@ -59,8 +60,14 @@ pub fn sample_inputs() -> Vec<(&'static str, serde_json::Value)> {
         ("node.unregister", plain.clone()),
         ("cluster.up", plain.clone()),
         ("node.cmd", with(json!({"command": "uptime"}))),
-        ("node.action", with(json!({"app": "web", "args": ["health"]}))),
-        ("node.upload", with(json!({"src": "/tmp/x", "dst": "/root/x"}))),
+        (
+            "node.action",
+            with(json!({"app": "web", "args": ["health"]})),
+        ),
+        (
+            "node.upload",
+            with(json!({"src": "/tmp/x", "dst": "/root/x"})),
+        ),
         ("nix.gc", plain.clone()),
         ("nixos.rollback", plain.clone()),
         ("nixos.upgrade", with(json!({"batch": 2}))),
@@ -71,7 +78,10 @@ pub fn sample_inputs() -> Vec<(&'static str, serde_json::Value)> {
         ("app.unregister_instance", app_input.clone()),
         ("app.remove", app_input.clone()),
         ("app.unregister", app_input),
-        ("secret.rotate", json!({"cluster": "old", "dir": "/srv/old", "args": {"secret": "db-pass"}})),
+        (
+            "secret.rotate",
+            json!({"cluster": "old", "dir": "/srv/old", "args": {"secret": "db-pass"}}),
+        ),
     ]
 }
 
