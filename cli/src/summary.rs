@@ -1,8 +1,8 @@
 //! The per-node summary printed when a node lifecycle run ends.
 //!
 //! Node workflows give each per-node step its node as subject; a node's
-//! result is read from its steps alone: ok when all succeeded, else the first step that
-//! failed (or is blocked, pending, running) with its error.
+//! result is read from its steps alone: ok when all succeeded, else the
+//! first step that failed (or is blocked, pending, running) with its error.
 
 use engine::inspect::{StepView, step_views};
 use engine::{RunState, StepStatus};
