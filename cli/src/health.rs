@@ -8,6 +8,12 @@ use observability::dashboard::{ClusterNode, ClusterView};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tasks::provider::LABEL_ROLE;
+use workflows::domain::Role;
+
+/// The node's role, if its label names one.
+fn role(n: &ClusterNode) -> Option<Role> {
+    n.role.as_deref()?.parse().ok()
+}
 
 async fn answers(ip: &str, port: u16) -> bool {
     matches!(
@@ -58,8 +64,8 @@ pub async fn check(c: &Cluster) -> ClusterView {
             .problems
             .push("no provider configured (HCLOUD_TOKEN)".into()),
     }
-    let has_ctrl = nodes.values().any(|n| n.role.as_deref() == Some("ctrl"))
-        || c.var("ETCD_ENDPOINTS").is_some();
+    let has_ctrl =
+        nodes.values().any(|n| role(n) == Some(Role::Ctrl)) || c.var("ETCD_ENDPOINTS").is_some();
     if has_ctrl && c.dir.join("ca/root.pem").exists() {
         let input = workflows::node::NodesInput::of(c);
         let registered = match workflows::node::open_registry(&input).await {
@@ -83,14 +89,14 @@ pub async fn check(c: &Cluster) -> ClusterView {
         }
     }
     for n in nodes.values_mut() {
-        let member = matches!(n.role.as_deref(), Some("cluster") | Some("ingress"));
+        let member = matches!(role(n), Some(Role::Cluster | Role::Ingress));
         n.orphan = n.server_id.is_some() && member && !n.registered && has_ctrl;
         n.missing_server = n.registered && n.server_id.is_none();
         if let Some(ip) = n.ipv4.clone() {
             let ssh = answers(&ip, 22).await;
             let mut found = vec![if ssh { "ssh" } else { "ssh down" }];
             let mut ok = ssh;
-            if n.role.as_deref() == Some("ctrl") {
+            if role(n) == Some(Role::Ctrl) {
                 let etcd = answers(&ip, 2379).await;
                 found.push(if etcd { "etcd" } else { "etcd down" });
                 ok &= etcd;

@@ -53,17 +53,22 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
                 };
                 say(format!("run {run_id}: {total} steps{resumed}"));
             }
-            RunEvent::StepStarted { step, attempt } => {
+            RunEvent::StepStarted {
+                step,
+                subject,
+                attempt,
+            } => {
                 if bar.is_none() && attempt > 1 {
                     say(format!("  ↻ {step} attempt {attempt}"));
                 }
                 if live {
-                    nodes.show(&multi, &step, "…");
+                    nodes.show(&multi, (&step, subject.as_deref()), "…");
                 }
                 running.push(step);
             }
             RunEvent::StepSucceeded {
                 step,
+                subject,
                 attempt,
                 elapsed,
                 ..
@@ -78,12 +83,13 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
                     String::new()
                 };
                 if live {
-                    nodes.show(&multi, &step, "✓");
+                    nodes.show(&multi, (&step, subject.as_deref()), "✓");
                 }
                 say(format!("  ✓ {step} ({}{tries})", human(elapsed)));
             }
             RunEvent::StepFailed {
                 step,
+                subject,
                 attempt,
                 error,
                 retry_in,
@@ -95,7 +101,7 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
                     } else {
                         "✗ failed"
                     };
-                    nodes.show(&multi, &step, mark);
+                    nodes.show(&multi, (&step, subject.as_deref()), mark);
                 }
                 match retry_in {
                     Some(wait) => say(format!(
@@ -127,17 +133,19 @@ pub async fn report(mut events: UnboundedReceiver<RunEvent>) {
     }
 }
 
-/// One live line per node of a node lifecycle run (steps named `<stage>/<node>`).
+/// One live line per node of a node lifecycle run (steps whose subject is a node).
 #[derive(Default)]
 struct NodeLines {
     lines: BTreeMap<String, ProgressBar>,
 }
 
 impl NodeLines {
-    fn show(&mut self, multi: &MultiProgress, step: &str, state: &str) {
-        let Some((stage, node)) = step.split_once('/') else {
+    fn show(&mut self, multi: &MultiProgress, (step, node): (&str, Option<&str>), state: &str) {
+        let Some(node) = node else {
             return;
         };
+        // The stage: the name without its `/<node>` (all of it if it has none).
+        let stage = step.strip_suffix(&format!("/{node}")).unwrap_or(step);
         let line = self.lines.entry(node.to_string()).or_insert_with(|| {
             let b = multi.add(ProgressBar::new_spinner());
             b.set_style(

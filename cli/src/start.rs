@@ -3,7 +3,8 @@
 
 use crate::args::{ExecArgs, Global};
 use crate::{Context, Failure, progress, summary};
-use engine::{Created, Observer, RunOutcome, RunStatus};
+use engine::{Created, Observer, RunOutcome, RunStatus, Step};
+use workflows::node::kinds::{Action, Cmd};
 use serde_json::json;
 use std::io::IsTerminal;
 use workflows::request::{Checked, Request};
@@ -191,13 +192,9 @@ async fn print_output(ctx: &Context, state: &engine::RunState) -> Result<(), Fai
         .plan
         .steps
         .iter()
-        .filter(|s| matches!(s.kind.as_str(), "cmd" | "action"));
+        .filter(|s| s.kind == Cmd::KIND || s.kind == Action::KIND);
     for step in commands {
-        let node = step
-            .name
-            .split_once('/')
-            .map(|(_, n)| n)
-            .unwrap_or(&step.name);
+        let node = step.subject().unwrap_or(&step.name);
         let lines = ctx.engine.logs(&state.run.id, Some(&step.name)).await?;
         // Only the last attempt's lines: a resumed command shows what it last printed.
         let last = lines.iter().map(|l| l.attempt).max();

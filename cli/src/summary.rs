@@ -1,8 +1,8 @@
 //! The per-node summary printed when a node lifecycle run ends.
 //!
-//! Node workflows name their steps `<stage>/<node>`; a node's result is read
-//! from its steps alone: ok when all succeeded, else the first step that
-//! failed (or is blocked, pending, running) with its error.
+//! Node workflows give each per-node step its node as subject; a node's
+//! result is read from its steps alone: ok when all succeeded, else the
+//! first step that failed (or is blocked, pending, running) with its error.
 
 use engine::inspect::{StepView, step_views};
 use engine::{RunState, StepStatus};
@@ -29,7 +29,7 @@ pub fn nodes(state: &RunState) -> Vec<NodeResult> {
     let views = step_views(state);
     let mut order: Vec<String> = Vec::new();
     for v in &views {
-        if let Some((_, node)) = v.name.split_once('/')
+        if let Some(node) = v.subject.as_deref()
             && !order.iter().any(|n| n == node)
         {
             order.push(node.to_string());
@@ -49,7 +49,7 @@ pub fn nodes(state: &RunState) -> Vec<NodeResult> {
         .map(|node| {
             let mine: Vec<_> = views
                 .iter()
-                .filter(|v| v.name.split_once('/').map(|(_, n)| n) == Some(node.as_str()))
+                .filter(|v| v.subject.as_deref() == Some(node.as_str()))
                 .collect();
             let ipv4 = mine
                 .iter()
@@ -57,7 +57,11 @@ pub fn nodes(state: &RunState) -> Vec<NodeResult> {
                 .filter_map(|a| a.output.as_ref())
                 .find_map(|o| o.get("ipv4").and_then(Value::as_str).map(str::to_string))
                 .or_else(|| located.get(&node).cloned());
-            let stage = |v: &StepView| v.name.split_once('/').map(|(s, _)| s.to_string());
+            // The stage: the name without its `/<node>`.
+            let stage = |v: &StepView| {
+                let own = format!("/{node}");
+                Some(v.name.strip_suffix(&own).unwrap_or(&v.name).to_string())
+            };
             let stuck = mine.iter().find(|v| v.status != StepStatus::Succeeded);
             let (result, step, error) = match stuck {
                 None => ("ok", mine.last().and_then(|v| stage(v)), None),

@@ -20,6 +20,8 @@ pub enum RunEvent {
     StepStarted {
         /// The step.
         step: String,
+        /// What it acts on ([`crate::StepSpec::subject()`]).
+        subject: Option<String>,
         /// The attempt number.
         attempt: i64,
     },
@@ -27,6 +29,8 @@ pub enum RunEvent {
     StepSucceeded {
         /// The step.
         step: String,
+        /// What it acts on ([`crate::StepSpec::subject()`]).
+        subject: Option<String>,
         /// The attempt number.
         attempt: i64,
         /// How long the attempt took.
@@ -38,6 +42,8 @@ pub enum RunEvent {
     StepFailed {
         /// The step.
         step: String,
+        /// What it acts on ([`crate::StepSpec::subject()`]).
+        subject: Option<String>,
         /// The attempt number.
         attempt: i64,
         /// The error.

@@ -376,6 +376,12 @@ impl Execution {
             .iter()
             .map(|d| (d.clone(), self.outputs[d].clone()))
             .collect();
+        let dep_kinds = spec
+            .deps
+            .iter()
+            .filter_map(|d| Some((d.clone(), self.plan.step(d)?.kind.clone())))
+            .collect();
+        let subject = spec.subject().map(str::to_string);
         let ctx = StepContext {
             run_id: self.lease.run_id.clone(),
             step: step.clone(),
@@ -383,7 +389,9 @@ impl Execution {
             idempotency_key: format!("{}/{}", self.lease.run_id, step),
             input: self.input.clone(),
             params: spec.params.clone(),
+            subject: subject.clone(),
             deps,
+            dep_kinds,
             cancel: self.token.clone(),
             log: StepLogger::new(step.clone(), attempt, self.logs.clone()),
         };
@@ -392,6 +400,7 @@ impl Execution {
         let tx = self.tx.clone();
         self.observer.emit(RunEvent::StepStarted {
             step: step.clone(),
+            subject,
             attempt,
         });
         let span = tracing::info_span!("step", run = %self.lease.run_id, step = %step, attempt);
@@ -446,6 +455,7 @@ impl Execution {
                 self.outputs.insert(step.clone(), v.clone());
                 let event = RunEvent::StepSucceeded {
                     step: step.clone(),
+                    subject: spec.subject().map(str::to_string),
                     attempt,
                     elapsed,
                     // Copied only for someone to read it: not on the unobserved hot path.
@@ -493,6 +503,7 @@ impl Execution {
         } else {
             event = Some(RunEvent::StepFailed {
                 step: step.clone(),
+                subject: spec.subject().map(str::to_string),
                 attempt,
                 error: error.clone(),
                 retry_in,

@@ -10,6 +10,8 @@ pub struct StepView {
     pub name: String,
     /// The handler kind.
     pub kind: String,
+    /// What it acts on ([`crate::StepSpec::subject()`]: stored, or derived for old plans).
+    pub subject: Option<String>,
     /// Its dependencies.
     pub deps: Vec<String>,
     /// Derived status.
@@ -81,6 +83,7 @@ pub fn step_views(state: &RunState) -> Vec<StepView> {
         .map(|s| StepView {
             name: s.name.clone(),
             kind: s.kind.clone(),
+            subject: s.subject().map(str::to_string),
             deps: s.deps.clone(),
             status: status.get(&s.name).copied().unwrap_or(StepStatus::Pending),
             attempts: by_step.remove(s.name.as_str()).unwrap_or_default(),

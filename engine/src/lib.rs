@@ -11,8 +11,20 @@
 //!   step's [`RetryPolicy`] and timeout. The plan is validated (no cycle, no
 //!   unknown dependency, no duplicate, not empty) and persisted with the run,
 //!   so a resume follows the same plan even after the code changed.
-//! - A step is an async function of a [`StepContext`] returning a JSON value
-//!   or a [`StepError`] that is retryable or permanent.
+//! - A **step kind** is a type implementing [`Step`]: its kind string, its
+//!   parameter type, its output type and its body, declared once. The
+//!   planner makes specs with [`StepSpec::of`], the workflow registers the
+//!   kind with [`Workflow::with`], and a dependent reads the output back as
+//!   the kind's type with [`StepContext::output`]: a field that is missing or
+//!   of the wrong type fails the reading step for good, naming the step and
+//!   the field, rather than reading as empty. ([`Workflow::step`] registers
+//!   an untyped closure returning any JSON, for tests and one-offs.)
+//! - A step may name its **subject** ([`StepSpec::on`]), what it acts on: a
+//!   node, say. Summaries, progress lines and traces group steps by it;
+//!   [`StepSpec::subject()`] also answers for plans stored before subjects
+//!   existed.
+//! - A step returns its output or a [`StepError`] that is retryable or
+//!   permanent.
 //! - Each execution of a step is an **attempt**. Its start, end, output, error
 //!   and log lines are written to the [`Store`] before the run moves on.
 //!   Completed steps are never executed again; execution is at-least-once,
@@ -31,29 +43,58 @@
 //! ```
 //!
 //! ## Example
+//! Two kinds of step: `fetch` finds who to greet, `greet` reads what `fetch`
+//! returned as the type `fetch` declared.
 //! ```
-//! use engine::{testing::MemoryStore, Engine, Observer, Plan, Registry, RunStatus, StepSpec, Workflow};
+//! use engine::{testing::MemoryStore, Engine, Observer, Plan, Registry, RunStatus};
+//! use engine::{Step, StepContext, StepError, StepSpec, Workflow};
+//! use serde::{Deserialize, Serialize};
 //! use std::sync::Arc;
+//!
+//! struct Fetch;
+//! #[derive(Serialize, Deserialize)]
+//! struct Fetched { who: String }
+//! impl Step for Fetch {
+//!     const KIND: &'static str = "fetch";
+//!     type Params = ();
+//!     type Output = Fetched;
+//!     async fn run(_ctx: StepContext, _: ()) -> Result<Fetched, StepError> {
+//!         Ok(Fetched { who: "world".into() })
+//!     }
+//! }
+//!
+//! struct Greet;
+//! #[derive(Serialize, Deserialize)]
+//! struct Greeting { greeting: String }
+//! impl Step for Greet {
+//!     const KIND: &'static str = "greet";
+//!     type Params = String; // the greeting word
+//!     type Output = Greeting;
+//!     async fn run(ctx: StepContext, word: String) -> Result<Greeting, StepError> {
+//!         let fetched = ctx.output::<Fetch>("fetch")?;
+//!         ctx.log.info(format!("{word}, {}", fetched.who));
+//!         Ok(Greeting { greeting: format!("{word}, {}", fetched.who) })
+//!     }
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let hello = Workflow::new("hello", 1)
 //!     .planner(|_| Ok(Plan::new(vec![
-//!         StepSpec::new("fetch", "fetch"),
-//!         StepSpec::new("greet", "greet").after("fetch"),
+//!         StepSpec::of::<Fetch>("fetch", &()),
+//!         StepSpec::of::<Greet>("greet", &"hello".to_string()).after("fetch").on("world"),
 //!     ])))
-//!     .step("fetch", |_ctx| async { Ok("world") })
-//!     .step("greet", |ctx| async move {
-//!         let who: String = ctx.dep("fetch")?;
-//!         ctx.log.info(format!("hello, {who}"));
-//!         Ok(format!("hello, {who}"))
-//!     });
+//!     .with::<Fetch>()
+//!     .with::<Greet>();
 //! let mut registry = Registry::new();
 //! registry.register(hello);
 //! let engine = Engine::new(Arc::new(MemoryStore::default()), registry);
 //!
 //! let run = engine.create("hello", serde_json::json!({}), None).await.unwrap();
-//! let outcome = engine.execute(run.record().id.as_str(), Default::default(), Observer::none()).await.unwrap();
+//! let id = run.record().id.clone();
+//! let outcome = engine.execute(&id, Default::default(), Observer::none()).await.unwrap();
 //! assert_eq!(outcome.status, RunStatus::Succeeded);
+//! let state = engine.load(&id).await.unwrap();
+//! assert_eq!(state.attempts[1].output, Some(serde_json::json!({"greeting": "hello, world"})));
 //! # }
 //! ```
 #![deny(unsafe_code)]
@@ -70,6 +111,7 @@ mod secret;
 mod step;
 mod store;
 pub mod testing;
+mod typed;
 mod workflow;
 
 pub use events::{Observer, RunEvent, Watcher};
@@ -85,6 +127,7 @@ pub use store::{
     Ack, AttemptEnd, AttemptStart, CancelOutcome, Created, Lease, NewRun, Store, StoreError,
     Transition,
 };
+pub use typed::Step;
 pub use workflow::{Handler, Registry, Workflow};
 
 use std::collections::BTreeMap;

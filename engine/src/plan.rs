@@ -1,5 +1,6 @@
 //! [`Plan`]: the persisted step graph of a run, and its validation.
 
+use crate::typed::Step;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -78,6 +79,11 @@ pub struct StepSpec {
     /// Limit of one attempt, in milliseconds; `None` waits forever.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// What the step acts on (a node's name, say), for summaries, progress
+    /// lines and span attributes; read it with [`StepSpec::subject()`], which
+    /// also answers for plans stored before subjects existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl StepSpec {
@@ -90,7 +96,44 @@ impl StepSpec {
             params: serde_json::Value::Null,
             retry: RetryPolicy::default(),
             timeout_ms: None,
+            subject: None,
         }
+    }
+
+    /// A step of kind [`Step::KIND`] named `name`, with `params` of the kind's
+    /// own type: the kind string is the one the step declared.
+    ///
+    /// # Panics
+    /// If `params` does not serialise to JSON (a map with non-string keys, a
+    /// failing `Serialize` impl): a bug in the step's declaration, not an input.
+    pub fn of<S: Step>(name: impl Into<String>, params: &S::Params) -> Self {
+        let params = serde_json::to_value(params)
+            .unwrap_or_else(|e| panic!("params of step kind `{}` are not JSON: {e}", S::KIND));
+        StepSpec::new(name, S::KIND).params(params)
+    }
+
+    /// Sets what the step acts on (see [`StepSpec::subject()`]).
+    pub fn on(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    /// What the step acts on: the stored subject, or, for a plan stored
+    /// before steps had subjects, the part of the name after its first `/`
+    /// (those plans named per-node steps `<stage>/<node>`).
+    ///
+    /// ```
+    /// use engine::StepSpec;
+    /// assert_eq!(StepSpec::new("config/w1", "config").on("w1").subject(), Some("w1"));
+    /// let mut old = StepSpec::new("config/w1", "config");
+    /// old.subject = None; // as read from an old plan
+    /// assert_eq!(old.subject(), Some("w1"));
+    /// assert_eq!(StepSpec::new("ctrl", "ctrl").subject(), None);
+    /// ```
+    pub fn subject(&self) -> Option<&str> {
+        self.subject
+            .as_deref()
+            .or_else(|| self.name.split_once('/').map(|(_, s)| s))
     }
 
     /// Adds a dependency.
@@ -334,6 +377,21 @@ mod tests {
             plan.downstream_of("b"),
             BTreeSet::from(["b".to_string(), "d".to_string()])
         );
+    }
+
+    #[test]
+    fn subjects_are_stored_only_when_set_and_derived_for_old_plans() {
+        let plain = serde_json::to_value(StepSpec::new("ctrl", "ctrl")).unwrap();
+        assert!(plain.get("subject").is_none(), "{plain}");
+        let on = serde_json::to_value(StepSpec::new("x", "x").on("w1")).unwrap();
+        assert_eq!(on["subject"], "w1");
+        // A step as today's plans stored it before subjects existed.
+        let old: StepSpec = serde_json::from_value(serde_json::json!({
+            "name": "overlay/w1", "kind": "overlay", "deps": ["ctrl"],
+            "params": {"node": "w1"}, "retry": RetryPolicy::default(), "timeout_ms": null
+        }))
+        .unwrap();
+        assert_eq!((old.subject.as_deref(), old.subject()), (None, Some("w1")));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a step sees ([`StepContext`]) and how it fails ([`StepError`]).
 
 use crate::model::{LogLine, now_millis};
+use crate::typed::{Step, decode};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -124,8 +125,12 @@ pub struct StepContext {
     pub input: Arc<serde_json::Value>,
     /// The step's parameters from the plan.
     pub params: serde_json::Value,
+    /// What the step acts on (a node), as [`crate::StepSpec::subject()`] says.
+    pub subject: Option<String>,
     /// Outputs of the steps this one depends on, by step name.
     pub deps: BTreeMap<String, serde_json::Value>,
+    /// The kind of each dependency, by step name.
+    pub dep_kinds: BTreeMap<String, String>,
     /// Fires when the run is cancelled or the lease is lost; stop soon after.
     pub cancel: CancellationToken,
     /// Lines persisted with this attempt.
@@ -135,19 +140,50 @@ pub struct StepContext {
 impl StepContext {
     /// Decodes the run input.
     pub fn input<T: DeserializeOwned>(&self) -> Result<T, StepError> {
-        Ok(T::deserialize(&*self.input)?)
+        decode(&self.input, format!("the input of step `{}`", self.step))
     }
 
     /// Decodes the step parameters.
     pub fn params<T: DeserializeOwned>(&self) -> Result<T, StepError> {
-        Ok(T::deserialize(&self.params)?)
+        decode(&self.params, format!("step `{}`'s params", self.step))
     }
 
-    /// Decodes the output of dependency `step`.
+    /// Decodes the output of dependency `step` as any type (untyped steps;
+    /// typed ones read [`StepContext::output`]).
     pub fn dep<T: DeserializeOwned>(&self, step: &str) -> Result<T, StepError> {
-        let value = self.deps.get(step).ok_or_else(|| {
+        decode(self.dep_value(step)?, format!("step `{step}`'s output"))
+    }
+
+    /// The output of dependency `step`, a step of kind `S`, as `S::Output`.
+    ///
+    /// Fails for good, naming both steps, if `step` is not a dependency or is
+    /// of another kind; and naming `step` and the field if its stored output
+    /// does not fit `S::Output` (``step `overlay/w1`'s output: missing field
+    /// `overlay_ip` ``). A step never reads a default in place of a field.
+    pub fn output<S: Step>(&self, step: &str) -> Result<S::Output, StepError> {
+        let value = self.dep_value(step)?;
+        match self.dep_kinds.get(step) {
+            Some(kind) if kind != S::KIND => Err(StepError::permanent(format!(
+                "step `{}` reads `{step}` as a `{}` step, but it is a `{kind}` step",
+                self.step,
+                S::KIND
+            ))),
+            _ => decode(value, format!("step `{step}`'s output")),
+        }
+    }
+
+    /// The outputs of every dependency of kind `S`, by step name.
+    pub fn outputs<S: Step>(&self) -> Result<Vec<(&str, S::Output)>, StepError> {
+        self.dep_kinds
+            .iter()
+            .filter(|(_, kind)| kind.as_str() == S::KIND)
+            .map(|(name, _)| Ok((name.as_str(), self.output::<S>(name)?)))
+            .collect()
+    }
+
+    fn dep_value(&self, step: &str) -> Result<&serde_json::Value, StepError> {
+        self.deps.get(step).ok_or_else(|| {
             StepError::permanent(format!("step `{}` has no dependency `{step}`", self.step))
-        })?;
-        Ok(T::deserialize(value)?)
+        })
     }
 }

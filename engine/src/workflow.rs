@@ -2,6 +2,7 @@
 
 use crate::plan::{Plan, PlanError};
 use crate::step::{StepContext, StepError};
+use crate::typed::Step;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -102,6 +103,33 @@ impl Workflow {
             })
         });
         self.handlers.insert(kind.into(), handler);
+        self
+    }
+
+    /// Registers step kind `S`: steps of kind `S::KIND` run `S::run` with
+    /// their params decoded as `S::Params`.
+    ///
+    /// ```
+    /// use engine::{Plan, Step, StepContext, StepError, StepSpec, Workflow};
+    ///
+    /// struct Greet;
+    /// impl Step for Greet {
+    ///     const KIND: &'static str = "greet";
+    ///     type Params = String;
+    ///     type Output = String;
+    ///     async fn run(_ctx: StepContext, who: String) -> Result<String, StepError> {
+    ///         Ok(format!("hello, {who}"))
+    ///     }
+    /// }
+    ///
+    /// let wf = Workflow::new("hello", 1)
+    ///     .planner(|_| Ok(Plan::new(vec![StepSpec::of::<Greet>("greet", &"world".to_string())])))
+    ///     .with::<Greet>();
+    /// assert_eq!(wf.plan(&serde_json::Value::Null).unwrap().steps[0].kind, "greet");
+    /// ```
+    pub fn with<S: Step>(mut self) -> Self {
+        self.handlers
+            .insert(S::KIND.to_string(), crate::typed::handler::<S>());
         self
     }
 

@@ -243,11 +243,12 @@ impl RunTraces {
                     }
                     exec = Some((ids.new_span_id(), root, SystemTime::now()));
                 }
-                RunEvent::StepStarted { step, attempt } => {
+                RunEvent::StepStarted { step, attempt, .. } => {
                     open.insert((step, attempt), (ids.new_span_id(), SystemTime::now()));
                 }
                 RunEvent::StepSucceeded {
                     step,
+                    subject,
                     attempt,
                     output,
                     ..
@@ -256,12 +257,18 @@ impl RunTraces {
                         continue;
                     };
                     let parent = root_span(&run.id);
-                    let attrs = step_attributes(&step, attempt, "succeeded", Some(&output));
+                    let attrs = step_attributes(
+                        (&step, subject.as_deref()),
+                        attempt,
+                        "succeeded",
+                        Some(&output),
+                    );
                     let span = self.span(&run, id, parent, step, start, attrs, Vec::new(), None);
                     self.send(span).await;
                 }
                 RunEvent::StepFailed {
                     step,
+                    subject,
                     attempt,
                     error,
                     retry_in,
@@ -275,7 +282,8 @@ impl RunTraces {
                     } else {
                         "failed"
                     };
-                    let attrs = step_attributes(&step, attempt, outcome, None);
+                    let attrs =
+                        step_attributes((&step, subject.as_deref()), attempt, outcome, None);
                     let mut events = Vec::new();
                     if let Some(wait) = retry_in {
                         events.push(Event::new(
@@ -322,10 +330,10 @@ impl RunTraces {
     }
 }
 
-/// An attempt's attributes; `node` from a step named `<stage>/<node>`, the
-/// server id from outputs that carry one.
+/// An attempt's attributes; `node` from the step's subject (the node it acts
+/// on), the server id from outputs that carry one.
 fn step_attributes(
-    step: &str,
+    (step, subject): (&str, Option<&str>),
     attempt: i64,
     outcome: &str,
     output: Option<&serde_json::Value>,
@@ -335,9 +343,8 @@ fn step_attributes(
         KeyValue::new("attempt", attempt),
         KeyValue::new("outcome", outcome.to_string()),
     ];
-    let node = step.split_once('/').map(|(_, n)| n.to_string());
-    if let Some(n) = &node {
-        a.push(KeyValue::new("node", n.clone()));
+    if let Some(n) = subject {
+        a.push(KeyValue::new("node", n.to_string()));
     }
     if let Some(id) = output
         .and_then(|o| o.get("id"))

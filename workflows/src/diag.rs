@@ -8,9 +8,8 @@
 //! `diag.fanout` input: `{"steps":N,"sleep_ms":S}`: N independent branches
 //! followed by a `join` step that depends on all of them.
 
-use engine::{Plan, PlanError, RetryPolicy, StepContext, StepError, StepSpec, Workflow};
-use serde::Deserialize;
-use serde_json::json;
+use engine::{Plan, PlanError, RetryPolicy, Step, StepContext, StepError, StepSpec, Workflow};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 #[derive(Deserialize)]
@@ -88,13 +87,12 @@ pub fn chain() -> Workflow {
             let retry = diag_retry(i.max_attempts.unwrap_or(i.fail_times + 1).max(1));
             let steps = (1..=i.steps)
                 .map(|n| {
-                    let mut s = StepSpec::new(format!("step-{n}"), "link")
-                        .params(json!({
-                            "index": n,
-                            "sleep_ms": i.sleep_ms,
-                            "fail_times": if i.fail_step == Some(n) { i.fail_times } else { 0 },
-                        }))
-                        .retry(retry.clone());
+                    let p = LinkParams {
+                        index: n as u64,
+                        sleep_ms: i.sleep_ms,
+                        fail_times: if i.fail_step == Some(n) { i.fail_times.into() } else { 0 },
+                    };
+                    let mut s = StepSpec::of::<Link>(format!("step-{n}"), &p).retry(retry.clone());
                     if n > 1 {
                         s = s.after(format!("step-{}", n - 1));
                     }
@@ -106,28 +104,46 @@ pub fn chain() -> Workflow {
                 .collect();
             Ok(Plan::new(steps))
         })
-        .step("link", |ctx| async move {
-            #[derive(Deserialize)]
-            struct P {
-                index: u64,
-                sleep_ms: u64,
-                fail_times: i64,
-            }
-            let p: P = ctx.params()?;
-            pause(&ctx, p.sleep_ms).await?;
-            if ctx.attempt <= p.fail_times {
-                return Err(StepError::retryable(format!(
-                    "injected failure {} of {}",
-                    ctx.attempt, p.fail_times
-                )));
-            }
-            let prev = match ctx.deps.values().next() {
-                Some(v) => v["sum"].as_u64().unwrap_or(0),
-                None => 0,
-            };
-            ctx.log.info(format!("link {} done", p.index));
-            Ok(json!({ "index": p.index, "sum": prev + p.index }))
+        .with::<Link>()
+}
+
+/// A link of `diag.chain`: adds its index to the sum of the link before.
+struct Link;
+
+#[derive(Serialize, Deserialize)]
+struct LinkParams {
+    index: u64,
+    sleep_ms: u64,
+    /// Attempts (counted across resumes) that fail before one succeeds.
+    fail_times: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sum {
+    index: u64,
+    sum: u64,
+}
+
+impl Step for Link {
+    const KIND: &'static str = "link";
+    type Params = LinkParams;
+    type Output = Sum;
+
+    async fn run(ctx: StepContext, p: LinkParams) -> Result<Sum, StepError> {
+        pause(&ctx, p.sleep_ms).await?;
+        if ctx.attempt <= p.fail_times {
+            return Err(StepError::retryable(format!(
+                "injected failure {} of {}",
+                ctx.attempt, p.fail_times
+            )));
+        }
+        let prev: u64 = ctx.outputs::<Link>()?.iter().map(|(_, s)| s.sum).sum();
+        ctx.log.info(format!("link {} done", p.index));
+        Ok(Sum {
+            index: p.index,
+            sum: prev + p.index,
         })
+    }
 }
 
 /// `diag.fanout`: N independent branches and a `join` that counts them.
@@ -138,27 +154,70 @@ pub fn fanout() -> Workflow {
             let i: FanoutInput = parse(input)?;
             let mut steps: Vec<StepSpec> = (1..=i.steps)
                 .map(|n| {
-                    StepSpec::new(format!("branch-{n}"), "branch")
-                        .params(json!({ "sleep_ms": i.sleep_ms }))
-                        .retry(diag_retry(1))
+                    StepSpec::of::<Branch>(
+                        format!("branch-{n}"),
+                        &BranchParams {
+                            sleep_ms: i.sleep_ms,
+                        },
+                    )
+                    .retry(diag_retry(1))
                 })
                 .collect();
             if !steps.is_empty() {
-                let join = steps.iter().fold(StepSpec::new("join", "join"), |j, s| {
-                    j.after(s.name.clone())
-                });
+                let join = steps
+                    .iter()
+                    .fold(StepSpec::of::<Join>(Join::KIND, &()), |j, s| {
+                        j.after(s.name.clone())
+                    });
                 steps.push(join);
             }
             Ok(Plan::new(steps))
         })
-        .step("branch", |ctx| async move {
-            let sleep_ms: u64 = ctx.params::<serde_json::Value>()?["sleep_ms"]
-                .as_u64()
-                .unwrap_or(0);
-            pause(&ctx, sleep_ms).await?;
-            Ok(json!({ "branch": ctx.step }))
+        .with::<Branch>()
+        .with::<Join>()
+}
+
+/// A branch of `diag.fanout`.
+struct Branch;
+
+#[derive(Serialize, Deserialize)]
+struct BranchParams {
+    #[serde(default)]
+    sleep_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Branched {
+    branch: String,
+}
+
+impl Step for Branch {
+    const KIND: &'static str = "branch";
+    type Params = BranchParams;
+    type Output = Branched;
+
+    async fn run(ctx: StepContext, p: BranchParams) -> Result<Branched, StepError> {
+        pause(&ctx, p.sleep_ms).await?;
+        Ok(Branched { branch: ctx.step })
+    }
+}
+
+/// The join of `diag.fanout`: counts its branches.
+struct Join;
+
+#[derive(Serialize, Deserialize)]
+struct Joined {
+    joined: usize,
+}
+
+impl Step for Join {
+    const KIND: &'static str = "join";
+    type Params = ();
+    type Output = Joined;
+
+    async fn run(ctx: StepContext, _: ()) -> Result<Joined, StepError> {
+        Ok(Joined {
+            joined: ctx.outputs::<Branch>()?.len(),
         })
-        .step("join", |ctx| async move {
-            Ok(json!({ "joined": ctx.deps.len() }))
-        })
+    }
 }

@@ -1,8 +1,11 @@
 //! # workflows: nix-infra's lifecycles as durable DAGs
 //!
 //! Each workflow turns a run input into a [`engine::Plan`] and glues a
-//! `tasks` adapter into each step. The functions here are thin: the engine
-//! owns durability, the adapters own side effects.
+//! `tasks` adapter into each step. The steps here are thin: the engine
+//! owns durability, the adapters own side effects. Every step kind is an
+//! [`engine::Step`] with typed params and output ([`node::kinds`] lists the
+//! node workflows' kinds), so a step reads its dependencies' outputs as
+//! the types they declared.
 //!
 //! ```text
 //!   cli ──► workflows ──┬──► engine  (plans, runs, retries)

@@ -6,14 +6,18 @@
 //! Input: the usual node input with `args: {"app","kind","port","env_prefix","env"}`;
 //! `nodes` may be empty for `app.register` and `app.unregister`.
 
+use super::access::registry;
 use super::init::{Mode, init_steps, located};
-use super::steps::{locate, registry};
-use super::{NodesInput, address, lifecycle_retry, node_param, node_resources, node_step};
-use engine::{Plan, PlanError, StepContext, StepError, StepSpec, Workflow};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use super::kinds::{Config, Ctrl, Locate};
+use super::{
+    NodeParams, NodesInput, address, decode_input, node_resources, node_step, single, step_name,
+};
+use crate::domain::NodeName;
+use engine::{Plan, PlanError, Step, StepContext, StepError, StepSpec, Workflow};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
-use tasks::registry::{AppKind, AppMeta, Instance, Publish};
+use tasks::registry::{AppKind, AppMeta, Instance as AppInstance, Publish};
 
 /// `args` of every app workflow.
 #[derive(Clone, Debug, Deserialize)]
@@ -54,8 +58,7 @@ impl AppArgs {
 }
 
 fn parse(input: &Value, need_nodes: bool) -> Result<(NodesInput, AppArgs), PlanError> {
-    let i: NodesInput =
-        serde_json::from_value(input.clone()).map_err(|e| PlanError::Input(e.to_string()))?;
+    let i = decode_input(input).map_err(PlanError::Input)?;
     let a: AppArgs = serde_json::from_value(i.args.clone())
         .map_err(|e| PlanError::Input(format!("args: {e}")))?;
     a.app_kind().map_err(PlanError::Input)?;
@@ -85,23 +88,61 @@ fn app_workflow(name: &str, about: &str) -> Workflow {
     Workflow::new(name, 1)
         .about(about)
         .resources(app_resources)
-        .step("ctrl", super::steps::ctrl)
-        .step("locate", locate)
+        .with::<Ctrl>()
+        .with::<Locate>()
 }
 
-fn per_node(i: &NodesInput, kind: &str, after_locate: bool) -> Vec<StepSpec> {
-    let mut steps = vec![StepSpec::new("ctrl", "ctrl").retry(lifecycle_retry())];
+/// `ctrl` (and `locate`), then a step of kind `S` per node.
+fn per_node<S: Step<Params = NodeParams>>(i: &NodesInput, after_locate: bool) -> Vec<StepSpec> {
+    let mut steps = vec![single::<Ctrl>()];
     if after_locate {
-        steps.push(StepSpec::new("locate", "locate").retry(lifecycle_retry()));
+        steps.push(single::<Locate>());
     }
     for n in &i.nodes {
-        let mut s = node_step(kind, &n.name).after("ctrl");
+        let mut s = node_step::<S>(&n.name).after(Ctrl::KIND);
         if after_locate {
-            s = s.after("locate");
+            s = s.after(Locate::KIND);
         }
         steps.push(s);
     }
     steps
+}
+
+/// `meta`: the app's meta_data in the registry.
+pub struct Meta;
+
+/// The app a step registered or unregistered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppRegistered {
+    /// The app.
+    pub registered: String,
+}
+
+impl Step for Meta {
+    const KIND: &'static str = "meta";
+    type Params = ();
+    type Output = AppRegistered;
+
+    async fn run(ctx: StepContext, _: ()) -> Result<AppRegistered, StepError> {
+        let (i, a, kind) = args(&ctx)?;
+        let meta = AppMeta {
+            publish: Publish {
+                port: a.port.unwrap_or_default(),
+            },
+            env_prefix: a
+                .env_prefix
+                .clone()
+                .unwrap_or_else(|| a.app.to_uppercase().replace('-', "_")),
+            env: a.env.clone(),
+        };
+        registry(&ctx, &i)
+            .await?
+            .register_app(kind, &a.app, &meta)
+            .await
+            .map_err(StepError::retryable)?;
+        ctx.log.info(format!("registered {} {}", a.kind, a.app));
+        Ok(AppRegistered { registered: a.app })
+    }
 }
 
 /// `app.register`: the app's meta_data.
@@ -112,22 +153,9 @@ pub fn register() -> Workflow {
             if a.port.is_none() {
                 return Err(PlanError::Input("args.port: an app publishes a port".into()));
             }
-            Ok(Plan::new(vec![
-                StepSpec::new("ctrl", "ctrl").retry(lifecycle_retry()),
-                StepSpec::new("meta", "meta").after("ctrl").retry(lifecycle_retry()),
-            ]))
+            Ok(Plan::new(vec![single::<Ctrl>(), single::<Meta>().after(Ctrl::KIND)]))
         })
-        .step("meta", |ctx| async move {
-            let (i, a, kind) = args(&ctx)?;
-            let meta = AppMeta {
-                publish: Publish { port: a.port.unwrap_or_default() },
-                env_prefix: a.env_prefix.clone().unwrap_or_else(|| a.app.to_uppercase().replace('-', "_")),
-                env: a.env.clone(),
-            };
-            registry(&ctx, &i).await?.register_app(kind, &a.app, &meta).await.map_err(StepError::retryable)?;
-            ctx.log.info(format!("registered {} {}", a.kind, a.app));
-            Ok::<_, StepError>(json!({ "registered": a.app }))
-        })
+        .with::<Meta>()
 }
 
 /// `app.deploy`: upload the app (and `nodes/<node>.nix`) to each node, deploy its secrets, rebuild.
@@ -151,17 +179,74 @@ pub fn remove() -> Workflow {
             let mut steps = Vec::new();
             located(&i, Mode::Update, &mut steps);
             for n in &i.nodes {
-                let config = format!("config/{}", n.name);
-                let drop = format!("uninstance/{}", n.name);
-                steps.push(StepSpec::new(drop.clone(), "uninstance").after("ctrl").params(json!({ "node": n.name })).retry(lifecycle_retry()));
+                let config = step_name::<Config>(&n.name);
+                let drop = node_step::<Uninstance>(&n.name).after(Ctrl::KIND);
                 for s in steps.iter_mut().filter(|s| s.name == config) {
-                    s.deps.push(drop.clone());
+                    s.deps.push(drop.name.clone());
                 }
+                steps.push(drop);
             }
             Ok(Plan::new(steps))
         })
-        .step("uninstance", uninstance);
+        .with::<Uninstance>();
     init_steps(w)
+}
+
+/// `instance/<node>`: the app runs on the node, at its overlay address.
+pub struct Instance;
+
+/// Where an instance was registered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instanced {
+    /// Its address: the node's overlay address (its public one off the overlay).
+    pub ipv4: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Step for Instance {
+    const KIND: &'static str = "instance";
+    type Params = NodeParams;
+    type Output = Instanced;
+
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Instanced, StepError> {
+        let (i, a, kind) = args(&ctx)?;
+        let node = p.node;
+        let public = address(&ctx)?;
+        let reg = registry(&ctx, &i).await?;
+        let port = match a.port {
+            Some(p) => p,
+            None => reg
+                .apps(kind)
+                .await
+                .map_err(StepError::retryable)?
+                .get(&a.app)
+                .and_then(|e| e.meta.as_ref())
+                .map(|m| m.publish.port)
+                .ok_or_else(|| {
+                    StepError::permanent(format!(
+                        "app {} is not registered (run app.register first) and no port was given",
+                        a.app
+                    ))
+                })?,
+        };
+        let ipv4 = reg
+            .overlay_ip(&public)
+            .await
+            .map_err(StepError::retryable)?
+            .unwrap_or(public);
+        let instance = AppInstance {
+            node: node.to_string(),
+            ipv4: ipv4.clone(),
+            port,
+        };
+        reg.register_instance(kind, &a.app, &instance)
+            .await
+            .map_err(StepError::retryable)?;
+        ctx.log
+            .info(format!("{} on {node} at {ipv4}:{port}", a.app));
+        Ok(Instanced { ipv4, port })
+    }
 }
 
 /// `app.register_instance`: the app runs on each node, at its overlay address.
@@ -169,38 +254,37 @@ pub fn register_instance() -> Workflow {
     app_workflow("app.register_instance", "Register an instance of the app on each node (at the node's overlay address). Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"kind\",\"port\"}}")
         .planner(|input| {
             let (i, _) = parse(input, true)?;
-            Ok(Plan::new(per_node(&i, "instance", true)))
+            Ok(Plan::new(per_node::<Instance>(&i, true)))
         })
-        .step("instance", |ctx| async move {
-            let (i, a, kind) = args(&ctx)?;
-            let node = node_param(&ctx)?;
-            let public = address(&ctx)?;
-            let reg = registry(&ctx, &i).await?;
-            let port = match a.port {
-                Some(p) => p,
-                None => reg.apps(kind).await.map_err(StepError::retryable)?
-                    .get(&a.app).and_then(|e| e.meta.as_ref()).map(|m| m.publish.port)
-                    .ok_or_else(|| StepError::permanent(format!("app {} is not registered (run app.register first) and no port was given", a.app)))?,
-            };
-            let ipv4 = reg.overlay_ip(&public).await.map_err(StepError::retryable)?.unwrap_or(public);
-            reg.register_instance(kind, &a.app, &Instance { node: node.clone(), ipv4: ipv4.clone(), port })
-                .await
-                .map_err(StepError::retryable)?;
-            ctx.log.info(format!("{} on {node} at {ipv4}:{port}", a.app));
-            Ok::<_, StepError>(json!({ "ipv4": ipv4, "port": port }))
-        })
+        .with::<Instance>()
 }
 
-async fn uninstance(ctx: StepContext) -> Result<Value, StepError> {
-    let (i, a, kind) = args(&ctx)?;
-    let node = node_param(&ctx)?;
-    registry(&ctx, &i)
-        .await?
-        .unregister_instance(kind, &a.app, &node)
-        .await
-        .map_err(StepError::retryable)?;
-    ctx.log.info(format!("{} no longer on {node}", a.app));
-    Ok(json!({ "unregistered": node }))
+/// `uninstance/<node>`: the app's instance on the node leaves the registry.
+pub struct Uninstance;
+
+/// The node whose instance left.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Uninstanced {
+    /// The node.
+    pub unregistered: NodeName,
+}
+
+impl Step for Uninstance {
+    const KIND: &'static str = "uninstance";
+    type Params = NodeParams;
+    type Output = Uninstanced;
+
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Uninstanced, StepError> {
+        let (i, a, kind) = args(&ctx)?;
+        let node = p.node;
+        registry(&ctx, &i)
+            .await?
+            .unregister_instance(kind, &a.app, node.as_str())
+            .await
+            .map_err(StepError::retryable)?;
+        ctx.log.info(format!("{} no longer on {node}", a.app));
+        Ok(Uninstanced { unregistered: node })
+    }
 }
 
 /// `app.unregister_instance`: the app's instance on each node leaves the registry.
@@ -208,9 +292,38 @@ pub fn unregister_instance() -> Workflow {
     app_workflow("app.unregister_instance", "Remove the app's instance on each node from the registry. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"kind\"}}")
         .planner(|input| {
             let (i, _) = parse(input, true)?;
-            Ok(Plan::new(per_node(&i, "uninstance", false)))
+            Ok(Plan::new(per_node::<Uninstance>(&i, false)))
         })
-        .step("uninstance", uninstance)
+        .with::<Uninstance>()
+}
+
+/// `forget`: the app's meta_data and every instance leave the registry.
+pub struct Forget;
+
+/// The app that left the registry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppUnregistered {
+    /// The app.
+    pub unregistered: String,
+}
+
+impl Step for Forget {
+    const KIND: &'static str = "forget";
+    type Params = ();
+    type Output = AppUnregistered;
+
+    async fn run(ctx: StepContext, _: ()) -> Result<AppUnregistered, StepError> {
+        let (i, a, kind) = args(&ctx)?;
+        registry(&ctx, &i)
+            .await?
+            .unregister_app(kind, &a.app)
+            .await
+            .map_err(StepError::retryable)?;
+        ctx.log.info(format!("unregistered {}", a.app));
+        Ok(AppUnregistered {
+            unregistered: a.app,
+        })
+    }
 }
 
 /// `app.unregister`: the app's meta_data and every instance leave the registry.
@@ -218,15 +331,7 @@ pub fn unregister() -> Workflow {
     app_workflow("app.unregister", "Remove the app from the registry: its meta_data and every instance. Input: {\"cluster\",\"dir\",\"nodes\":[],\"args\":{\"app\",\"kind\"}}")
         .planner(|input| {
             parse(input, false)?;
-            Ok(Plan::new(vec![
-                StepSpec::new("ctrl", "ctrl").retry(lifecycle_retry()),
-                StepSpec::new("forget", "forget").after("ctrl").retry(lifecycle_retry()),
-            ]))
+            Ok(Plan::new(vec![single::<Ctrl>(), single::<Forget>().after(Ctrl::KIND)]))
         })
-        .step("forget", |ctx| async move {
-            let (i, a, kind) = args(&ctx)?;
-            registry(&ctx, &i).await?.unregister_app(kind, &a.app).await.map_err(StepError::retryable)?;
-            ctx.log.info(format!("unregistered {}", a.app));
-            Ok::<_, StepError>(json!({ "unregistered": a.app }))
-        })
+        .with::<Forget>()
 }

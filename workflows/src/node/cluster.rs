@@ -3,9 +3,10 @@
 //! later steps (and, for a control node, the steps that need etcd); the run
 //! then ends failed and its summary names the node and step.
 
-use super::init::{Mode, init_steps, plan_init};
+use super::init::{Mode, Start, init_steps, plan_init};
+use super::kinds::{Create, Verify};
 use super::provision::{plan_provision, provision_steps};
-use super::{node_resources, parse_input};
+use super::{node_resources, parse_input, step_name};
 use engine::{Plan, Workflow};
 
 /// The `cluster.up` workflow.
@@ -17,13 +18,11 @@ pub fn up() -> Workflow {
             let i = parse_input(input)?;
             let mut steps = Vec::new();
             plan_provision(&i, &mut steps);
-            plan_init(
-                &i,
-                Mode::Init,
-                &|n| format!("create/{n}"),
-                &|n| vec![format!("verify/{n}")],
-                &mut steps,
-            );
+            let start = Start {
+                addr: &|n| step_name::<Create>(n),
+                ready: &|n| vec![step_name::<Verify>(n)],
+            };
+            plan_init(&i, Mode::Init, &start, &mut steps);
             Ok(Plan::new(steps))
         });
     init_steps(provision_steps(w))

@@ -5,14 +5,13 @@
 //! A remote command's exit code is its step's result: non-zero fails the step
 //! (for good: a command is not retried), an unreachable node is retried.
 
-use super::steps::{LogSink, secret_store};
-use super::{
-    NodesInput, lifecycle_retry, node_param, node_resources, node_step, parse_input, remote,
-};
-use engine::{Plan, RetryPolicy, StepContext, StepError, StepSpec, Workflow};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use std::future::Future;
+use super::access::secret_store;
+use super::kinds::Locate;
+use super::steps::LogSink;
+use super::{NodeParams, NodesInput, node_resources, node_step, parse_input, remote, single};
+use engine::{Plan, RetryPolicy, Step, StepContext, StepError, StepSpec, Workflow};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tasks::ssh::{LineSink, SshError, Stream, shell_quote};
 
 /// `args` of `node.cmd`.
@@ -101,82 +100,106 @@ fn command_error(e: SshError, values: &[String]) -> StepError {
     }
 }
 
-fn per_node(i: &NodesInput, kind: &str, retry: RetryPolicy) -> Vec<StepSpec> {
-    let mut steps = vec![StepSpec::new("locate", "locate").retry(lifecycle_retry())];
+/// `locate`, then one step of kind `S` per node.
+fn per_node<S: Step<Params = NodeParams>>(i: &NodesInput) -> Vec<StepSpec> {
+    let mut steps = vec![single::<Locate>()];
     for n in &i.nodes {
-        steps.push(
-            node_step(kind, &n.name)
-                .after("locate")
-                .retry(retry.clone()),
-        );
+        steps.push(node_step::<S>(&n.name).after(Locate::KIND));
     }
     steps
 }
 
-fn simple<F, Fut>(name: &str, about: &str, kind: &'static str, f: F) -> Workflow
-where
-    F: Fn(StepContext) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, StepError>> + Send + 'static,
-{
+/// A day-2 workflow: `locate`, then a step of kind `S` on every node.
+fn simple<S: Step<Params = NodeParams>>(name: &str, about: &str) -> Workflow {
     Workflow::new(name, 1)
         .about(about)
         .resources(node_resources)
-        .planner(move |input| {
+        .planner(|input| {
             let i = parse_input(input)?;
-            Ok(Plan::new(per_node(&i, kind, lifecycle_retry())))
+            Ok(Plan::new(per_node::<S>(&i)))
         })
-        .step("locate", super::steps::locate)
-        .step(kind, f)
+        .with::<Locate>()
+        .with::<S>()
+}
+
+/// A remote command's result: it exited 0 (any other exit fails the step).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The exit code, 0.
+    pub exit: i32,
+    /// The secret the command's output was stored as (`node.action --save-as-secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_as: Option<String>,
+    /// That secret's new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
+impl Exit {
+    const OK: Exit = Exit {
+        exit: 0,
+        saved_as: None,
+        version: None,
+    };
 }
 
 /// Runs `command` on the step's node, streaming its lines to the step log.
-async fn run_logged(ctx: &StepContext, command: &str) -> Result<Value, StepError> {
+async fn run_logged(ctx: &StepContext, command: &str) -> Result<Exit, StepError> {
     let i: NodesInput = ctx.input()?;
     let r = remote(ctx, &i).await?;
     r.run(command, None, &LogSink(ctx.log.clone()), None)
         .await
         .map_err(|e| command_error(e, &[]))?;
-    Ok(json!({ "exit": 0 }))
+    Ok(Exit::OK)
+}
+
+/// `cmd/<node>`: a shell command, sent on stdin.
+pub struct Cmd;
+
+impl Step for Cmd {
+    const KIND: &'static str = "cmd";
+    type Params = NodeParams;
+    type Output = Exit;
+
+    async fn run(ctx: StepContext, _: NodeParams) -> Result<Exit, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let a: CmdArgs = i.args()?;
+        let mut script = String::new();
+        let mut values = Vec::new();
+        if let Some(name) = &a.env_secret {
+            use age::secrecy::ExposeSecret;
+            let env = secret_store(&i)?.get(name).map_err(StepError::permanent)?;
+            let text = String::from_utf8_lossy(env.expose_secret()).to_string();
+            for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
+                script.push_str(&format!("export {k}={}\n", shell_quote(v)));
+                values.push(v.to_string());
+            }
+        }
+        script.push_str(&a.command);
+        script.push('\n');
+        let r = remote(&ctx, &i).await?;
+        let sink = LogSink(ctx.log.clone());
+        // The script, values included, goes on stdin: argv is `sh -s`.
+        r.run(
+            "sh -s",
+            Some(script.as_bytes()),
+            &Redacting {
+                inner: &sink,
+                values: &values,
+            },
+            None,
+        )
+        .await
+        .map_err(|e| command_error(e, &values))?;
+        Ok(Exit::OK)
+    }
 }
 
 /// `node.cmd`: a shell command on every node.
 pub fn cmd() -> Workflow {
-    simple(
+    simple::<Cmd>(
         "node.cmd",
         "Run a shell command on each node; the step fails with its exit code. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"command\",\"env_secret\"}}",
-        "cmd",
-        |ctx| async move {
-            let i: NodesInput = ctx.input()?;
-            let a: CmdArgs = i.args()?;
-            let mut script = String::new();
-            let mut values = Vec::new();
-            if let Some(name) = &a.env_secret {
-                use age::secrecy::ExposeSecret;
-                let env = secret_store(&i)?.get(name).map_err(StepError::permanent)?;
-                let text = String::from_utf8_lossy(env.expose_secret()).to_string();
-                for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
-                    script.push_str(&format!("export {k}={}\n", shell_quote(v)));
-                    values.push(v.to_string());
-                }
-            }
-            script.push_str(&a.command);
-            script.push('\n');
-            let r = remote(&ctx, &i).await?;
-            let sink = LogSink(ctx.log.clone());
-            // The script, values included, goes on stdin: argv is `sh -s`.
-            r.run(
-                "sh -s",
-                Some(script.as_bytes()),
-                &Redacting {
-                    inner: &sink,
-                    values: &values,
-                },
-                None,
-            )
-            .await
-            .map_err(|e| command_error(e, &values))?;
-            Ok(json!({ "exit": 0 }))
-        },
     )
 }
 
@@ -190,135 +213,213 @@ pub(crate) fn action_command(app: &str, args: &[String]) -> String {
     command
 }
 
+/// `action/<node>`: an app's `action.sh`; with `save_as_secret`, its stdout becomes a secret.
+pub struct Action;
+
+impl Step for Action {
+    const KIND: &'static str = "action";
+    type Params = NodeParams;
+    type Output = Exit;
+
+    async fn run(ctx: StepContext, _: NodeParams) -> Result<Exit, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let a: ActionArgs = i.args()?;
+        let command = action_command(&a.app, &a.args);
+        let r = remote(&ctx, &i).await?;
+        let Some(name) = &a.save_as_secret else {
+            r.run(&command, None, &LogSink(ctx.log.clone()), None)
+                .await
+                .map_err(|e| command_error(e, &[]))?;
+            return Ok(Exit::OK);
+        };
+        let store = secret_store(&i)?;
+        let v = tasks::deploy::save_output_as_secret(&r, &command, &store, name)
+            .await
+            .map_err(|e| match e {
+                tasks::deploy::DeployError::Ssh(s) => command_error(s, &[]),
+                other => StepError::permanent(other),
+            })?;
+        ctx.log
+            .info(format!("stored the output as secret {name} (version {v})"));
+        Ok(Exit {
+            saved_as: Some(name.clone()),
+            version: Some(v),
+            ..Exit::OK
+        })
+    }
+}
+
 /// `node.action`: an app's `action.sh` on each node.
 pub fn action() -> Workflow {
-    simple(
+    simple::<Action>(
         "node.action",
         "Run app_modules/<app>/action.sh on each node; with save_as_secret its stdout is stored as a secret, never shown. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"args\",\"save_as_secret\"}}",
-        "action",
-        |ctx| async move {
-            let i: NodesInput = ctx.input()?;
-            let a: ActionArgs = i.args()?;
-            let command = action_command(&a.app, &a.args);
-            let r = remote(&ctx, &i).await?;
-            match &a.save_as_secret {
-                Some(name) => {
-                    let store = secret_store(&i)?;
-                    let v = tasks::deploy::save_output_as_secret(&r, &command, &store, name)
-                        .await
-                        .map_err(|e| match e {
-                            tasks::deploy::DeployError::Ssh(s) => command_error(s, &[]),
-                            other => StepError::permanent(other),
-                        })?;
-                    ctx.log
-                        .info(format!("stored the output as secret {name} (version {v})"));
-                    Ok(json!({ "exit": 0, "saved_as": name, "version": v }))
-                }
-                None => {
-                    r.run(&command, None, &LogSink(ctx.log.clone()), None)
-                        .await
-                        .map_err(|e| command_error(e, &[]))?;
-                    Ok(json!({ "exit": 0 }))
-                }
-            }
-        },
     )
+}
+
+/// `upload/<node>`: a local file or folder copied onto the node.
+pub struct Upload;
+
+/// Where `upload/<node>` put it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Uploaded {
+    /// The path on the node.
+    pub uploaded: String,
+}
+
+impl Step for Upload {
+    const KIND: &'static str = "upload";
+    type Params = NodeParams;
+    type Output = Uploaded;
+
+    async fn run(ctx: StepContext, _: NodeParams) -> Result<Uploaded, StepError> {
+        use std::os::unix::fs::PermissionsExt;
+        let i: NodesInput = ctx.input()?;
+        let a: UploadArgs = i.args()?;
+        let r = remote(&ctx, &i).await?;
+        let meta = std::fs::metadata(&a.src)
+            .map_err(|e| StepError::permanent(format!("{}: {e}", a.src.display())))?;
+        if meta.is_dir() {
+            r.upload_tree(&a.src, &a.dst)
+                .await
+                .map_err(super::ssh_error)?;
+        } else {
+            let data = std::fs::read(&a.src)
+                .map_err(|e| StepError::permanent(format!("{}: {e}", a.src.display())))?;
+            r.upload(&data, &a.dst, meta.permissions().mode() & 0o777)
+                .await
+                .map_err(super::ssh_error)?;
+        }
+        ctx.log.info(format!("{} → {}", a.src.display(), a.dst));
+        Ok(Uploaded { uploaded: a.dst })
+    }
 }
 
 /// `node.upload`: a local file or folder onto each node.
 pub fn upload() -> Workflow {
-    simple(
+    simple::<Upload>(
         "node.upload",
         "Copy a local file or folder to a path on each node. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"src\",\"dst\"}}",
-        "upload",
-        |ctx| async move {
-            use std::os::unix::fs::PermissionsExt;
-            let i: NodesInput = ctx.input()?;
-            let a: UploadArgs = i.args()?;
-            let r = remote(&ctx, &i).await?;
-            let meta = std::fs::metadata(&a.src)
-                .map_err(|e| StepError::permanent(format!("{}: {e}", a.src.display())))?;
-            if meta.is_dir() {
-                r.upload_tree(&a.src, &a.dst)
-                    .await
-                    .map_err(super::ssh_error)?;
-            } else {
-                let data = std::fs::read(&a.src)
-                    .map_err(|e| StepError::permanent(format!("{}: {e}", a.src.display())))?;
-                r.upload(&data, &a.dst, meta.permissions().mode() & 0o777)
-                    .await
-                    .map_err(super::ssh_error)?;
-            }
-            ctx.log.info(format!("{} → {}", a.src.display(), a.dst));
-            Ok(json!({ "uploaded": a.dst }))
-        },
     )
+}
+
+/// `publish/<node>`: an image archive loaded into the node's podman.
+pub struct Publish;
+
+/// What `publish/<node>` loaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Loaded {
+    /// The images, as podman names them.
+    pub loaded: Vec<String>,
+}
+
+impl Step for Publish {
+    const KIND: &'static str = "publish";
+    type Params = NodeParams;
+    type Output = Loaded;
+
+    async fn run(ctx: StepContext, _: NodeParams) -> Result<Loaded, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let a: PublishArgs = i.args()?;
+        let data = std::fs::read(&a.file)
+            .map_err(|e| StepError::permanent(format!("{}: {e}", a.file.display())))?;
+        let r = remote(&ctx, &i).await?;
+        let path = format!(
+            "/var/lib/nix-infra/images/{}.tar",
+            ctx.run_id
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+        );
+        r.upload(&data, &path, 0o600)
+            .await
+            .map_err(super::ssh_error)?;
+        let q = shell_quote(&path);
+        let out = r
+            .run(
+                &format!("podman load -q -i {q}; status=$?; rm -f {q}; exit $status"),
+                None,
+                &LogSink(ctx.log.clone()),
+                None,
+            )
+            .await
+            .map_err(|e| command_error(e, &[]))?;
+        let loaded = out
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("Loaded image:")
+                    .or_else(|| l.strip_prefix("Loaded image(s):"))
+            })
+            .flat_map(|l| l.split(','))
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        Ok(Loaded { loaded })
+    }
 }
 
 /// `image.publish`: an image archive loaded into each node's podman.
 pub fn publish_image() -> Workflow {
-    simple(
+    simple::<Publish>(
         "image.publish",
         "Load a local image archive (podman/docker save) into podman on each node. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"file\"}}",
-        "publish",
-        |ctx| async move {
-            let i: NodesInput = ctx.input()?;
-            let a: PublishArgs = i.args()?;
-            let data = std::fs::read(&a.file)
-                .map_err(|e| StepError::permanent(format!("{}: {e}", a.file.display())))?;
-            let r = remote(&ctx, &i).await?;
-            let path = format!(
-                "/var/lib/nix-infra/images/{}.tar",
-                ctx.run_id
-                    .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-            );
-            r.upload(&data, &path, 0o600)
-                .await
-                .map_err(super::ssh_error)?;
-            let q = shell_quote(&path);
-            let out = r
-                .run(
-                    &format!("podman load -q -i {q}; status=$?; rm -f {q}; exit $status"),
-                    None,
-                    &LogSink(ctx.log.clone()),
-                    None,
-                )
-                .await
-                .map_err(|e| command_error(e, &[]))?;
-            let images: Vec<String> = out
-                .stdout
-                .lines()
-                .filter_map(|l| {
-                    l.strip_prefix("Loaded image:")
-                        .or_else(|| l.strip_prefix("Loaded image(s):"))
-                })
-                .flat_map(|l| l.split(','))
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect();
-            Ok(json!({ "loaded": images }))
-        },
     )
+}
+
+/// `gc/<node>`: `nix-collect-garbage -d`.
+pub struct Gc;
+
+impl Step for Gc {
+    const KIND: &'static str = "gc";
+    type Params = NodeParams;
+    type Output = Exit;
+
+    async fn run(ctx: StepContext, _: NodeParams) -> Result<Exit, StepError> {
+        run_logged(&ctx, "nix-collect-garbage -d").await
+    }
 }
 
 /// `nix.gc`: `nix-collect-garbage -d` on each node.
 pub fn gc() -> Workflow {
-    simple(
+    simple::<Gc>(
         "nix.gc",
         "Collect garbage in each node's Nix store (nix-collect-garbage -d). Input: {\"cluster\",\"dir\",\"nodes\"}",
-        "gc",
-        |ctx| async move { run_logged(&ctx, "nix-collect-garbage -d").await },
     )
+}
+
+/// `rollback/<node>`: back to the previous NixOS generation.
+pub struct Rollback;
+
+impl Step for Rollback {
+    const KIND: &'static str = "rollback";
+    type Params = NodeParams;
+    type Output = Exit;
+
+    async fn run(ctx: StepContext, _: NodeParams) -> Result<Exit, StepError> {
+        run_logged(&ctx, "nixos-rebuild switch --rollback").await
+    }
 }
 
 /// `nixos.rollback`: back to each node's previous generation.
 pub fn rollback() -> Workflow {
-    simple(
+    simple::<Rollback>(
         "nixos.rollback",
         "Switch each node back to its previous NixOS generation. Input: {\"cluster\",\"dir\",\"nodes\"}",
-        "rollback",
-        |ctx| async move { run_logged(&ctx, "nixos-rebuild switch --rollback").await },
     )
+}
+
+/// `upgrade/<node>`: `nixos-rebuild switch --upgrade`.
+pub struct Upgrade;
+
+impl Step for Upgrade {
+    const KIND: &'static str = "upgrade";
+    type Params = NodeParams;
+    type Output = Exit;
+
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Exit, StepError> {
+        let out = run_logged(&ctx, "nixos-rebuild switch --upgrade").await?;
+        ctx.log.info(format!("{} upgraded", p.node));
+        Ok(out)
+    }
 }
 
 /// `nixos.upgrade`: rolling, `args.batch` nodes at a time; a failed batch stops the rest.
@@ -333,29 +434,24 @@ pub fn upgrade() -> Workflow {
             if a.batch == 0 {
                 return Err(engine::PlanError::Input("batch must be at least 1".into()));
             }
-            let mut steps = vec![StepSpec::new("locate", "locate").retry(lifecycle_retry())];
+            let mut steps = vec![single::<Locate>()];
             let mut previous: Vec<String> = Vec::new();
             for batch in i.nodes.chunks(a.batch) {
                 let mut this = Vec::new();
                 for n in batch {
-                    let mut up = node_step("upgrade", &n.name)
-                        .after("locate")
+                    let mut up = node_step::<Upgrade>(&n.name)
+                        .after(Locate::KIND)
                         .retry(RetryPolicy::none());
                     for prev in &previous {
                         up = up.after(prev.clone());
                     }
-                    this.push(format!("upgrade/{}", n.name));
+                    this.push(up.name.clone());
                     steps.push(up);
                 }
                 previous = this;
             }
             Ok(Plan::new(steps))
         })
-        .step("locate", super::steps::locate)
-        .step("upgrade", |ctx| async move {
-            let node = node_param(&ctx)?;
-            let out = run_logged(&ctx, "nixos-rebuild switch --upgrade").await?;
-            ctx.log.info(format!("{node} upgraded"));
-            Ok::<_, StepError>(out)
-        })
+        .with::<Locate>()
+        .with::<Upgrade>()
 }

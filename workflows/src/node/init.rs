@@ -12,9 +12,12 @@
 //! The overlay subnet is reserved before the first render, so a node's own
 //! overlay address is in its configuration on the first deploy.
 
-use super::{NodesInput, lifecycle_retry, node_resources, node_step, parse_input, steps};
-use engine::{Plan, StepSpec, Workflow};
-use serde_json::json;
+use super::kinds::{
+    Certs, Confd, Config, Ctrl, Etcd, Locate, Overlay, Rebuild, Register, Secrets, Unregister,
+};
+use super::{NodeParams, NodesInput, node_resources, node_step, parse_input, single, step_name};
+use crate::domain::NodeName;
+use engine::{Plan, Step, StepSpec, Workflow};
 
 /// What an init-like plan does.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -25,107 +28,130 @@ pub(crate) enum Mode {
     Update,
 }
 
-/// Adds the init (or update) steps of every node. `addr(node)` names the step
-/// whose output holds the node's address; `ready(node)` the steps that must be
-/// done before its first step.
-pub(crate) fn plan_init(
-    i: &NodesInput,
-    mode: Mode,
-    addr: &dyn Fn(&str) -> String,
-    ready: &dyn Fn(&str) -> Vec<String>,
-    steps: &mut Vec<StepSpec>,
-) {
-    let retry = lifecycle_retry();
-    let mut ctrl_done = Vec::new();
-    let spec = |name: String, kind: &str, node: &str| {
-        let mut s = StepSpec::new(name, kind)
-            .after(addr(node))
-            .params(json!({ "node": node }))
-            .retry(retry.clone());
-        for r in ready(node) {
+/// Where each node's plan starts: `addr(node)` names the step whose output
+/// holds the node's address; `ready(node)` the steps that must be done
+/// before its first step.
+pub(crate) struct Start<'a> {
+    pub(crate) addr: &'a dyn Fn(&NodeName) -> String,
+    pub(crate) ready: &'a dyn Fn(&NodeName) -> Vec<String>,
+}
+
+impl Start<'_> {
+    /// Node `node`'s step of kind `S`, after its address and readiness.
+    fn step<S: Step<Params = NodeParams>>(&self, node: &NodeName) -> StepSpec {
+        let mut s = node_step::<S>(node).after((self.addr)(node));
+        for r in (self.ready)(node) {
             s = s.after(r);
         }
         s
-    };
-    let s = |stage: &str, node: &str| format!("{stage}/{node}");
-    let members: Vec<&str> = i
-        .nodes
-        .iter()
-        .filter(|n| n.is_ctrl())
-        .map(|n| n.name.as_str())
-        .collect();
-    for n in i.nodes.iter().filter(|n| n.is_ctrl()) {
-        let node = n.name.as_str();
-        let mut config = spec(s("config", node), "config", node);
-        // etcd's initial cluster lists every control node: all must have servers first.
-        for other in members.iter().filter(|m| **m != node) {
-            config = config.after(addr(other));
-        }
-        if mode == Mode::Init {
-            steps.push(spec(s("certs", node), "certs", node));
-            config = config.after(s("certs", node));
-        }
-        steps.push(config);
-        steps.push(spec(s("rebuild", node), "rebuild", node).after(s("config", node)));
-        steps.push(spec(s("etcd", node), "etcd", node).after(s("rebuild", node)));
-        ctrl_done.push(s("etcd", node));
     }
+}
+
+/// Adds the init (or update) steps of every node.
+pub(crate) fn plan_init(i: &NodesInput, mode: Mode, start: &Start, steps: &mut Vec<StepSpec>) {
+    let ctrl_done = plan_ctrl_nodes(i, mode, start, steps);
     // Fleet nodes: no control plane, no overlay; configuration, secrets, rebuild.
     for n in i.nodes.iter().filter(|n| n.is_fleet()) {
-        let node = n.name.as_str();
-        steps.push(spec(s("config", node), "config", node));
-        steps.push(spec(s("secrets", node), "secrets", node).after(s("config", node)));
-        steps.push(spec(s("rebuild", node), "rebuild", node).after(s("secrets", node)));
+        let node = &n.name;
+        steps.push(start.step::<Config>(node));
+        steps.push(start.step::<Secrets>(node).after(step_name::<Config>(node)));
+        steps.push(
+            start
+                .step::<Rebuild>(node)
+                .after(step_name::<Secrets>(node)),
+        );
     }
     if i.nodes.iter().all(|n| n.is_ctrl() || n.is_fleet()) {
         return;
     }
-    let mut ctrl = StepSpec::new("ctrl", "ctrl").retry(retry.clone());
+    let mut ctrl = single::<Ctrl>();
     for d in ctrl_done {
         ctrl = ctrl.after(d);
     }
     steps.push(ctrl);
     for n in i.nodes.iter().filter(|n| !n.is_ctrl() && !n.is_fleet()) {
-        let node = n.name.as_str();
-        steps.push(spec(s("overlay", node), "overlay", node).after("ctrl"));
-        let mut config = spec(s("config", node), "config", node)
-            .after("ctrl")
-            .after(s("overlay", node));
+        let node = &n.name;
+        steps.push(start.step::<Overlay>(node).after(Ctrl::KIND));
+        let mut config = start
+            .step::<Config>(node)
+            .after(Ctrl::KIND)
+            .after(step_name::<Overlay>(node));
         if mode == Mode::Init {
-            steps.push(spec(s("certs", node), "certs", node));
-            config = config.after(s("certs", node));
+            steps.push(start.step::<Certs>(node));
+            config = config.after(step_name::<Certs>(node));
         }
         steps.push(config);
-        steps.push(spec(s("secrets", node), "secrets", node).after(s("config", node)));
-        steps.push(spec(s("rebuild", node), "rebuild", node).after(s("secrets", node)));
-        steps.push(spec(s("confd", node), "confd", node).after(s("rebuild", node)));
+        steps.push(start.step::<Secrets>(node).after(step_name::<Config>(node)));
+        steps.push(
+            start
+                .step::<Rebuild>(node)
+                .after(step_name::<Secrets>(node)),
+        );
+        steps.push(start.step::<Confd>(node).after(step_name::<Rebuild>(node)));
         if mode == Mode::Init {
             steps.push(
-                spec(s("register", node), "register", node)
-                    .after(s("confd", node))
-                    .after("ctrl"),
+                start
+                    .step::<Register>(node)
+                    .after(step_name::<Confd>(node))
+                    .after(Ctrl::KIND),
             );
         }
     }
 }
 
+/// Adds the control nodes' steps; returns the steps after which etcd answers.
+fn plan_ctrl_nodes(
+    i: &NodesInput,
+    mode: Mode,
+    start: &Start,
+    steps: &mut Vec<StepSpec>,
+) -> Vec<String> {
+    let members: Vec<&NodeName> = i
+        .nodes
+        .iter()
+        .filter(|n| n.is_ctrl())
+        .map(|n| &n.name)
+        .collect();
+    let mut ctrl_done = Vec::new();
+    for node in &members {
+        let mut config = start.step::<Config>(node);
+        // etcd's initial cluster lists every control node: all must have servers first.
+        for other in members.iter().filter(|m| *m != node) {
+            config = config.after((start.addr)(other));
+        }
+        if mode == Mode::Init {
+            steps.push(start.step::<Certs>(node));
+            config = config.after(step_name::<Certs>(node));
+        }
+        steps.push(config);
+        steps.push(start.step::<Rebuild>(node).after(step_name::<Config>(node)));
+        steps.push(start.step::<Etcd>(node).after(step_name::<Rebuild>(node)));
+        ctrl_done.push(step_name::<Etcd>(node));
+    }
+    ctrl_done
+}
+
 /// Registers the init step kinds on `w`.
 pub(crate) fn init_steps(w: Workflow) -> Workflow {
-    w.step("certs", steps::certs)
-        .step("ctrl", steps::ctrl)
-        .step("overlay", steps::overlay)
-        .step("config", steps::config)
-        .step("secrets", steps::secrets)
-        .step("rebuild", steps::rebuild)
-        .step("etcd", steps::etcd)
-        .step("confd", steps::confd)
-        .step("register", steps::register)
+    w.with::<Certs>()
+        .with::<Ctrl>()
+        .with::<Overlay>()
+        .with::<Config>()
+        .with::<Secrets>()
+        .with::<Rebuild>()
+        .with::<Etcd>()
+        .with::<Confd>()
+        .with::<Register>()
 }
 
 /// One `locate` step, then the plan: for nodes that already exist.
 pub(crate) fn located(i: &NodesInput, mode: Mode, steps: &mut Vec<StepSpec>) {
-    steps.push(StepSpec::new("locate", "locate").retry(lifecycle_retry()));
-    plan_init(i, mode, &|_| "locate".to_string(), &|_| Vec::new(), steps);
+    steps.push(single::<Locate>());
+    let start = Start {
+        addr: &|_| Locate::KIND.to_string(),
+        ready: &|_| Vec::new(),
+    };
+    plan_init(i, mode, &start, steps);
 }
 
 /// The `node.init` workflow: a provisioned node becomes a control node (etcd)
@@ -140,7 +166,7 @@ pub fn init() -> Workflow {
             located(&i, Mode::Init, &mut steps);
             Ok(Plan::new(steps))
         })
-        .step("locate", steps::locate);
+        .with::<Locate>();
     init_steps(w)
 }
 
@@ -157,7 +183,7 @@ pub fn update() -> Workflow {
             located(&i, Mode::Update, &mut steps);
             Ok(Plan::new(steps))
         })
-        .step("locate", steps::locate);
+        .with::<Locate>();
     init_steps(w)
 }
 
@@ -169,8 +195,8 @@ pub fn unregister() -> Workflow {
         .planner(|input| {
             let i = parse_input(input)?;
             Ok(Plan::new(
-                i.nodes.iter().map(|n| node_step("unregister", &n.name)).collect(),
+                i.nodes.iter().map(|n| node_step::<Unregister>(&n.name)).collect(),
             ))
         })
-        .step("unregister", steps::unregister)
+        .with::<Unregister>()
 }

@@ -1,18 +1,23 @@
 //! Node lifecycles: `node.provision`, `node.init`, `node.update`,
 //! `node.unregister`, `node.destroy`, and `cluster.up`, which chains them.
 //!
-//! Every node workflow takes one input shape, [`NodesInput`], and names its
-//! steps `<stage>/<node>`, so a run fans out per node, a failed node blocks
-//! only its own later stages, and a summary can say which node failed where.
-//! Credentials are read when a step runs (environment, then the cluster's
-//! `.env`), never stored with a run.
+//! Every node workflow takes one input shape, [`NodesInput`]. A per-node
+//! step is named `<kind>/<node>` and has the node as its subject
+//! ([`engine::StepSpec::subject()`]), so a run fans out per node, a failed
+//! node blocks only its own later stages, and a summary can say which node
+//! failed where. Each step kind is an [`engine::Step`] (see [`kinds`]): its
+//! params and output are types, so a dependent reads what its dependency
+//! returned as that type. Credentials are read when a step runs
+//! (environment, then the cluster's `.env`), never stored with a run.
 
+mod access;
 pub mod app;
 mod cluster;
 mod day2;
 mod init;
 mod provision;
 mod rotate;
+mod stage;
 mod steps;
 #[cfg(test)]
 mod tests;
@@ -22,11 +27,32 @@ pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
 pub use provision::{adopt, destroy, provision};
 pub use rotate::rotate;
-pub use steps::{
-    NODE_CERTS, node_apps, node_type_file, open_registry, referenced_secrets, stage_config,
-};
+pub use stage::{node_apps, node_type_file, referenced_secrets, stage_config};
+pub use steps::{NODE_CERTS, open_registry};
 
-use engine::{RetryPolicy, StepContext, StepError};
+/// Every step kind of the node workflows, with its output type.
+pub mod kinds {
+    pub use super::NodeParams;
+    pub use super::app::{
+        AppRegistered, AppUnregistered, Forget as ForgetApp, Instance, Instanced, Meta, Uninstance,
+        Uninstanced,
+    };
+    pub use super::day2::{
+        Action, Cmd, Exit, Gc, Loaded, Publish, Rollback, Upgrade, Upload, Uploaded,
+    };
+    pub use super::provision::{
+        Adopt, Create, Delete, Deleted, Forget, Forgotten, Install, Installed, Prepare, Prepared,
+        Revoke, Revoked, Verified, Verify,
+    };
+    pub use super::steps::{
+        Certs, Confd, Config, Configured, Ctrl, Deployed, Endpoints, Etcd, Healthy, Issued, Locate,
+        Located, Overlay, Rebuild, Register, Registered, Restarted, Secrets, Server, Subnet,
+        Switched, Unregister, Unregistered,
+    };
+}
+
+use crate::domain::{NodeName, Role};
+use engine::{RetryPolicy, Step, StepContext, StepError, StepSpec};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,10 +66,10 @@ use tasks::ssh::{Pool, Remote, SshConfig, SshError};
 #[serde(deny_unknown_fields)]
 pub struct NodeInput {
     /// Node name (also the server's name).
-    pub name: String,
-    /// `ctrl`, `cluster`, `ingress`, or `fleet` (no overlay, no registry).
+    pub name: NodeName,
+    /// `ctrl`, `cluster` (the default), `ingress`, or `fleet` (no overlay, no registry).
     #[serde(default = "default_role")]
-    pub role: String,
+    pub role: Role,
     /// Service groups the node serves (default: its role).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
@@ -52,26 +78,26 @@ pub struct NodeInput {
 impl NodeInput {
     /// Whether the node runs etcd.
     pub fn is_ctrl(&self) -> bool {
-        self.role == "ctrl"
+        self.role.is_ctrl()
     }
 
     /// Whether the node is a fleet node: NixOS managed by nix-infra, outside the overlay and registry.
     pub fn is_fleet(&self) -> bool {
-        self.role == "fleet"
+        self.role.is_fleet()
     }
 
     /// The service groups it registers with.
     pub fn service_groups(&self) -> Vec<String> {
         if self.groups.is_empty() {
-            vec![self.role.clone()]
+            vec![self.role.to_string()]
         } else {
             self.groups.clone()
         }
     }
 }
 
-fn default_role() -> String {
-    "cluster".into()
+fn default_role() -> Role {
+    Role::Cluster
 }
 
 /// The input every node workflow takes.
@@ -204,36 +230,40 @@ pub(crate) fn ssh_error(e: SshError) -> StepError {
     }
 }
 
-/// The step's `node` parameter.
-pub(crate) fn node_param(ctx: &StepContext) -> Result<String, StepError> {
-    let p: serde_json::Value = ctx.params()?;
-    p["node"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| StepError::permanent("step without a node"))
+/// The params of a per-node step: the node, and for provisioning its role.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeParams {
+    /// The node the step acts on.
+    pub node: NodeName,
+    /// Its role (the steps that create servers carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
-/// The node's public address, from the dependency that found its server
-/// (`create/<node>`, or the run's `locate`).
+/// The step's node, from its [`NodeParams`].
+pub(crate) fn node_param(ctx: &StepContext) -> Result<NodeName, StepError> {
+    Ok(ctx.params::<NodeParams>()?.node)
+}
+
+/// The node's public address, from the dependency that found its server:
+/// the run's `locate`, or `create/<node>`.
 pub(crate) fn address(ctx: &StepContext) -> Result<String, StepError> {
     let node = node_param(ctx)?;
-    let ip = |v: &serde_json::Value| v["ipv4"].as_str().map(str::to_string);
-    ctx.deps
-        .values()
-        .find_map(|v| ip(&v["servers"][node.as_str()]))
-        .or_else(|| {
-            ctx.deps
-                .values()
-                .find(|v| v["node"].as_str() == Some(node.as_str()))
-                .and_then(ip)
-        })
-        // Runs started before outputs named their node.
-        .or_else(|| ctx.deps.values().find_map(ip))
-        .ok_or_else(|| {
-            StepError::permanent(format!(
-                "no address known for node {node} (has it a server? provision it first)"
-            ))
-        })
+    let located = ctx
+        .outputs::<kinds::Locate>()?
+        .into_iter()
+        .find_map(|(_, l)| l.servers.get(&node)?.ipv4.clone());
+    let created = step_name::<kinds::Create>(&node);
+    let ip = match located {
+        Some(ip) => Some(ip),
+        None if ctx.deps.contains_key(&created) => ctx.output::<kinds::Create>(&created)?.ipv4,
+        None => None,
+    };
+    ip.ok_or_else(|| {
+        StepError::permanent(format!(
+            "no address known for node {node} (has it a server? provision it first)"
+        ))
+    })
 }
 
 /// This process's SSH connections, shared by the steps of every run it executes.
@@ -249,7 +279,12 @@ pub(crate) async fn remote(ctx: &StepContext, i: &NodesInput) -> Result<Arc<Remo
     let node = node_param(ctx)?;
     let ip = address(ctx)?;
     CONNECTIONS
-        .get(&ssh_config(&i.dir), &node, &ip, Duration::from_secs(300))
+        .get(
+            &ssh_config(&i.dir),
+            node.as_str(),
+            &ip,
+            Duration::from_secs(300),
+        )
         .await
         .map_err(ssh_error)
 }
@@ -264,11 +299,29 @@ pub(crate) fn node_resources(input: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// Step `<kind>/<node>` of kind `kind` for `node`, with the lifecycle retry policy.
-pub(crate) fn node_step(kind: &str, node: &str) -> engine::StepSpec {
-    engine::StepSpec::new(format!("{kind}/{node}"), kind)
-        .params(serde_json::json!({ "node": node }))
+/// The name of node `node`'s step of kind `S`: `<kind>/<node>`.
+pub(crate) fn step_name<S: Step>(node: &NodeName) -> String {
+    format!("{}/{node}", S::KIND)
+}
+
+/// Step `<kind>/<node>` of kind `S` acting on `node`, with the lifecycle retry policy.
+pub(crate) fn node_step<S: Step<Params = NodeParams>>(node: &NodeName) -> StepSpec {
+    node_step_with::<S>(NodeParams {
+        node: node.clone(),
+        role: None,
+    })
+}
+
+/// [`node_step`] with params `p`.
+pub(crate) fn node_step_with<S: Step<Params = NodeParams>>(p: NodeParams) -> StepSpec {
+    StepSpec::of::<S>(step_name::<S>(&p.node), &p)
+        .on(p.node.as_str())
         .retry(lifecycle_retry())
+}
+
+/// The run's one step of kind `S`, named after its kind, with the lifecycle retry policy.
+pub(crate) fn single<S: Step<Params = ()>>() -> StepSpec {
+    StepSpec::of::<S>(S::KIND, &()).retry(lifecycle_retry())
 }
 
 /// The retry policy of steps that talk to the provider or the nodes.
@@ -280,10 +333,30 @@ pub(crate) fn lifecycle_retry() -> RetryPolicy {
     }
 }
 
+/// Decodes a run input; a bad node name or role is reported with its node.
+pub(crate) fn decode_input(input: &serde_json::Value) -> Result<NodesInput, String> {
+    NodesInput::deserialize(input).map_err(|e| {
+        let nodes = input["nodes"].as_array().into_iter().flatten();
+        let name = |n: &serde_json::Value| n["name"].as_str().unwrap_or("?").to_string();
+        for n in nodes {
+            if let Some(Err(bad)) = n["name"].as_str().map(NodeName::new) {
+                return bad.to_string();
+            }
+            if let Some(Err(bad)) = n["role"].as_str().map(str::parse::<Role>) {
+                return format!(
+                    "node `{}` has role `{}`; roles are ctrl, cluster, ingress and fleet",
+                    name(n),
+                    bad.0
+                );
+            }
+        }
+        e.to_string()
+    })
+}
+
 /// Parses a run input, as a planner error.
 pub(crate) fn parse_input(input: &serde_json::Value) -> Result<NodesInput, engine::PlanError> {
-    let i: NodesInput = serde_json::from_value(input.clone())
-        .map_err(|e| engine::PlanError::Input(e.to_string()))?;
+    let i = decode_input(input).map_err(engine::PlanError::Input)?;
     if i.nodes.is_empty() {
         return Err(engine::PlanError::Input("no nodes in the input".into()));
     }
@@ -293,12 +366,6 @@ pub(crate) fn parse_input(input: &serde_json::Value) -> Result<NodesInput, engin
             return Err(engine::PlanError::Input(format!(
                 "node `{}` is listed twice",
                 n.name
-            )));
-        }
-        if !matches!(n.role.as_str(), "ctrl" | "cluster" | "ingress" | "fleet") {
-            return Err(engine::PlanError::Input(format!(
-                "node `{}` has role `{}`; roles are ctrl, cluster, ingress and fleet",
-                n.name, n.role
             )));
         }
     }

@@ -4,126 +4,188 @@
 //! Every step is idempotent: a server found by its labels is adopted, a node
 //! that already runs NixOS is not infected again, deleting what is gone succeeds.
 
+use super::kinds::{Server, Unregister};
 use super::{
-    NodesInput, lifecycle_retry, node_param, node_resources, node_step, parse_input,
-    provider_error, remote, ssh_error, steps,
+    NodeParams, NodesInput, node_resources, node_step, node_step_with, parse_input, provider_error,
+    remote, single, ssh_error, step_name,
 };
-use engine::{Plan, StepContext, StepError, StepSpec, Workflow};
-use serde_json::{Value, json};
+use engine::{Plan, RetryPolicy, Step, StepContext, StepError, Workflow};
+use serde::{Deserialize, Serialize};
 use tasks::provider::ServerSpec;
 
 /// Adds the provisioning steps of every node: `prepare`, then `create/<n>`,
 /// `install/<n>`, `verify/<n>`. A node is provisioned once `verify/<n>` is done.
-pub(crate) fn plan_provision(i: &NodesInput, steps: &mut Vec<StepSpec>) {
-    let retry = lifecycle_retry();
-    steps.push(StepSpec::new("prepare", "prepare").retry(retry.clone()));
+pub(crate) fn plan_provision(i: &NodesInput, steps: &mut Vec<engine::StepSpec>) {
+    steps.push(single::<Prepare>());
     for n in &i.nodes {
-        let p = json!({ "node": n.name, "role": n.role });
-        let s = |stage: &str| format!("{stage}/{}", n.name);
+        let p = NodeParams {
+            node: n.name.clone(),
+            role: Some(n.role),
+        };
+        let create = step_name::<Create>(&n.name);
+        steps.push(node_step_with::<Create>(p.clone()).after(Prepare::KIND));
+        steps.push(node_step_with::<Install>(p.clone()).after(create.clone()));
         steps.push(
-            StepSpec::new(s("create"), "create")
-                .after("prepare")
-                .params(p.clone())
-                .retry(retry.clone()),
-        );
-        steps.push(
-            StepSpec::new(s("install"), "install")
-                .after(s("create"))
-                .params(p.clone())
-                .retry(retry.clone()),
-        );
-        steps.push(
-            StepSpec::new(s("verify"), "verify")
-                .after(s("install"))
-                .after(s("create"))
-                .params(p)
-                .retry(retry.clone()),
+            node_step_with::<Verify>(p)
+                .after(step_name::<Install>(&n.name))
+                .after(create),
         );
     }
 }
 
 /// Registers the provisioning step kinds on `w`.
 pub(crate) fn provision_steps(w: Workflow) -> Workflow {
-    w.step("prepare", prepare)
-        .step("create", create)
-        .step("install", install)
-        .step("verify", verify)
+    w.with::<Prepare>()
+        .with::<Create>()
+        .with::<Install>()
+        .with::<Verify>()
 }
 
-async fn prepare(ctx: StepContext) -> Result<Value, StepError> {
-    let i: NodesInput = ctx.input()?;
-    let p = i.provider()?;
-    let public = std::fs::read_to_string(i.dir.join("keys/id_ed25519.pub")).map_err(|e| {
-        StepError::permanent(format!("no cluster SSH key (run `nix-infra init`): {e}"))
-    })?;
-    let key = p
-        .ensure_ssh_key(&format!("nix-infra-{}", i.cluster), &public)
-        .await
-        .map_err(provider_error)?;
-    let pg = p
-        .ensure_placement_group(&format!("{}-spread", i.cluster))
-        .await
-        .map_err(provider_error)?;
-    ctx.log
-        .info(format!("ssh key {}, placement group {pg}", key.name));
-    Ok(json!({ "key_name": key.name, "placement_group": pg }))
+/// `prepare`: the cluster's SSH key and placement group exist at the provider.
+pub struct Prepare;
+
+/// What every server of the cluster is created with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prepared {
+    /// The provider's name of the cluster's SSH key.
+    pub key_name: String,
+    /// The spread placement group's id.
+    pub placement_group: Option<i64>,
 }
 
-async fn create(ctx: StepContext) -> Result<Value, StepError> {
-    let i: NodesInput = ctx.input()?;
-    let node = node_param(&ctx)?;
-    let role = i.node(&node)?.role.clone();
-    let prep = ctx.dep::<Value>("prepare")?;
-    let spec = ServerSpec {
-        cluster: i.cluster.clone(),
-        node: node.clone(),
-        role: role.clone(),
-        server_type: i.server_type.clone(),
-        image: i.image.clone(),
-        location: i.location.clone(),
-        ssh_key: prep["key_name"].as_str().unwrap_or_default().into(),
-        placement_group: prep["placement_group"].as_i64(),
-        user_data: None,
-    };
-    let s = i
-        .provider()?
-        .create_server(&spec)
-        .await
-        .map_err(provider_error)?;
-    ctx.log.info(format!(
-        "server {} ({}) at {}",
-        s.name,
-        s.id,
-        s.ipv4.clone().unwrap_or_default()
-    ));
-    Ok(json!({ "node": node, "role": role, "id": s.id, "ipv4": s.ipv4 }))
-}
+impl Step for Prepare {
+    const KIND: &'static str = "prepare";
+    type Params = ();
+    type Output = Prepared;
 
-async fn install(ctx: StepContext) -> Result<Value, StepError> {
-    let i: NodesInput = ctx.input()?;
-    let r = remote(&ctx, &i).await?;
-    // Idempotent: a node already on NixOS is left as it is.
-    let already = r
-        .run("nixos-version", None, &tasks::ssh::Discard, None)
-        .await
-        .is_ok();
-    if already {
-        ctx.log.info("already runs NixOS");
-    } else {
-        tasks::nixos::install(&r, &i.channel, &tasks::ssh::Discard)
+    async fn run(ctx: StepContext, _: ()) -> Result<Prepared, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let p = i.provider()?;
+        let public = std::fs::read_to_string(i.dir.join("keys/id_ed25519.pub")).map_err(|e| {
+            StepError::permanent(format!("no cluster SSH key (run `nix-infra init`): {e}"))
+        })?;
+        let key = p
+            .ensure_ssh_key(&format!("nix-infra-{}", i.cluster), &public)
             .await
-            .map_err(ssh_error)?;
-        ctx.log.info(format!("installed {}", i.channel));
+            .map_err(provider_error)?;
+        let pg = p
+            .ensure_placement_group(&format!("{}-spread", i.cluster))
+            .await
+            .map_err(provider_error)?;
+        ctx.log
+            .info(format!("ssh key {}, placement group {pg}", key.name));
+        Ok(Prepared {
+            key_name: key.name,
+            placement_group: Some(pg),
+        })
     }
-    Ok(json!({ "installed": !already }))
 }
 
-async fn verify(ctx: StepContext) -> Result<Value, StepError> {
-    let i: NodesInput = ctx.input()?;
-    let r = remote(&ctx, &i).await?;
-    let version = tasks::nixos::verify(&r).await.map_err(ssh_error)?;
-    ctx.log.info(format!("NixOS {version}"));
-    Ok(json!({ "nixos_version": version }))
+/// `create/<node>`: the node's server, created or adopted (found by its labels).
+pub struct Create;
+
+impl Step for Create {
+    const KIND: &'static str = "create";
+    type Params = NodeParams;
+    type Output = Server;
+
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Server, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let node = p.node;
+        let role = i.node(node.as_str())?.role;
+        let prep = ctx.output::<Prepare>(Prepare::KIND)?;
+        let spec = ServerSpec {
+            cluster: i.cluster.clone(),
+            node: node.to_string(),
+            role: role.to_string(),
+            server_type: i.server_type.clone(),
+            image: i.image.clone(),
+            location: i.location.clone(),
+            ssh_key: prep.key_name,
+            placement_group: prep.placement_group,
+            user_data: None,
+        };
+        let s = i
+            .provider()?
+            .create_server(&spec)
+            .await
+            .map_err(provider_error)?;
+        ctx.log.info(format!(
+            "server {} ({}) at {}",
+            s.name,
+            s.id,
+            s.ipv4.clone().unwrap_or_default()
+        ));
+        Ok(Server {
+            node: Some(node),
+            role: Some(role),
+            id: s.id,
+            ipv4: s.ipv4,
+        })
+    }
+}
+
+/// `install/<node>`: NixOS installed over the provider's image.
+pub struct Install;
+
+/// Whether `install/<node>` installed anything.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Installed {
+    /// `false` when the node already ran NixOS.
+    pub installed: bool,
+}
+
+impl Step for Install {
+    const KIND: &'static str = "install";
+    type Params = NodeParams;
+    type Output = Installed;
+
+    async fn run(ctx: StepContext, _: NodeParams) -> Result<Installed, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let r = remote(&ctx, &i).await?;
+        // Idempotent: a node already on NixOS is left as it is.
+        let already = r
+            .run("nixos-version", None, &tasks::ssh::Discard, None)
+            .await
+            .is_ok();
+        if already {
+            ctx.log.info("already runs NixOS");
+        } else {
+            tasks::nixos::install(&r, &i.channel, &tasks::ssh::Discard)
+                .await
+                .map_err(ssh_error)?;
+            ctx.log.info(format!("installed {}", i.channel));
+        }
+        Ok(Installed {
+            installed: !already,
+        })
+    }
+}
+
+/// `verify/<node>`: the node answers as NixOS.
+pub struct Verify;
+
+/// The NixOS a node runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verified {
+    /// `nixos-version`'s answer.
+    pub nixos_version: String,
+}
+
+impl Step for Verify {
+    const KIND: &'static str = "verify";
+    type Params = NodeParams;
+    type Output = Verified;
+
+    async fn run(ctx: StepContext, _: NodeParams) -> Result<Verified, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let r = remote(&ctx, &i).await?;
+        let version = tasks::nixos::verify(&r).await.map_err(ssh_error)?;
+        ctx.log.info(format!("NixOS {version}"));
+        Ok(Verified {
+            nixos_version: version,
+        })
+    }
 }
 
 /// The `node.provision` workflow.
@@ -149,81 +211,130 @@ pub fn destroy() -> Workflow {
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
-            let retry = lifecycle_retry();
             let mut steps = Vec::new();
-            let members: Vec<String> = i.nodes.iter().filter(|n| !n.is_ctrl()).map(|n| format!("unregister/{}", n.name)).collect();
+            let members: Vec<String> = i.nodes.iter().filter(|n| !n.is_ctrl()).map(|n| step_name::<Unregister>(&n.name)).collect();
             for n in &i.nodes {
-                let p = json!({ "node": n.name });
-                let s = |stage: &str| format!("{stage}/{}", n.name);
-                steps.push(StepSpec::new(s("unregister"), "unregister").params(p.clone()).retry(retry.clone()));
-                let mut delete = StepSpec::new(s("delete"), "delete").after(s("unregister")).params(p.clone()).retry(retry.clone());
+                let node = &n.name;
+                let unregister = step_name::<Unregister>(node);
+                steps.push(node_step::<Unregister>(node));
+                let mut delete = node_step::<Delete>(node).after(unregister.clone());
                 if n.is_ctrl() {
                     for m in &members {
                         delete = delete.after(m.clone());
                     }
                 }
                 steps.push(delete);
-                steps.push(StepSpec::new(s("revoke"), "revoke").after(s("delete")).params(p.clone()));
-                steps.push(StepSpec::new(s("forget"), "forget").after(s("delete")).params(p));
+                let deleted = step_name::<Delete>(node);
+                steps.push(node_step::<Revoke>(node).after(deleted.clone()).retry(RetryPolicy::default()));
+                steps.push(node_step::<Forget>(node).after(deleted).retry(RetryPolicy::default()));
             }
             Ok(Plan::new(steps))
         })
-        .step("unregister", steps::unregister)
-        .step("delete", delete)
-        .step("revoke", revoke)
-        .step("forget", forget)
+        .with::<Unregister>()
+        .with::<Delete>()
+        .with::<Revoke>()
+        .with::<Forget>()
 }
 
-async fn delete(ctx: StepContext) -> Result<Value, StepError> {
-    let i: NodesInput = ctx.input()?;
-    let node = node_param(&ctx)?;
-    let p = i.provider()?;
-    super::CONNECTIONS.forget(&node).await;
-    let found = p.list_servers(&i.cluster).await.map_err(provider_error)?;
-    let mut ipv4 = None;
-    for s in found
-        .into_iter()
-        .filter(|s| s.node() == Some(node.as_str()))
-    {
-        p.delete_server(s.id).await.map_err(provider_error)?;
-        ctx.log
-            .info(format!("deleted server {} ({})", s.name, s.id));
-        ipv4 = s.ipv4;
-    }
-    Ok(json!({ "ipv4": ipv4 }))
+/// `delete/<node>`: the node's server is gone.
+pub struct Delete;
+
+/// What `delete/<node>` deleted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The deleted server's address (none if there was no server).
+    pub ipv4: Option<String>,
 }
 
-async fn revoke(ctx: StepContext) -> Result<Value, StepError> {
-    let i: NodesInput = ctx.input()?;
-    let node = node_param(&ctx)?;
-    if !i.dir.join("ca/root.pem").exists() {
-        return Ok(json!({ "revoked": 0 }));
-    }
-    let ca = steps::load_ca(&i)?;
-    let n = ca.revoke_node(&node).map_err(StepError::retryable)?;
-    ctx.log.info(format!("revoked {n} certificate(s)"));
-    Ok(json!({ "revoked": n }))
-}
+impl Step for Delete {
+    const KIND: &'static str = "delete";
+    type Params = NodeParams;
+    type Output = Deleted;
 
-async fn forget(ctx: StepContext) -> Result<Value, StepError> {
-    let i: NodesInput = ctx.input()?;
-    let deleted: Value = ctx.deps.values().next().cloned().unwrap_or_default();
-    let known = i.dir.join("ssh/known_hosts");
-    if let (Some(ip), true) = (deleted["ipv4"].as_str(), known.exists()) {
-        let out = std::process::Command::new("ssh-keygen")
-            .arg("-R")
-            .arg(ip)
-            .arg("-f")
-            .arg(&known)
-            .output()
-            .map_err(StepError::permanent)?;
-        if !out.status.success() {
-            return Err(StepError::permanent(String::from_utf8_lossy(&out.stderr)));
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Deleted, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let node = p.node;
+        let provider = i.provider()?;
+        super::CONNECTIONS.forget(node.as_str()).await;
+        let found = provider
+            .list_servers(&i.cluster)
+            .await
+            .map_err(provider_error)?;
+        let mut ipv4 = None;
+        for s in found
+            .into_iter()
+            .filter(|s| s.node() == Some(node.as_str()))
+        {
+            provider.delete_server(s.id).await.map_err(provider_error)?;
+            ctx.log
+                .info(format!("deleted server {} ({})", s.name, s.id));
+            ipv4 = s.ipv4;
         }
-        let _ = std::fs::remove_file(known.with_extension("old"));
-        ctx.log.info(format!("forgot the host key of {ip}"));
+        Ok(Deleted { ipv4 })
     }
-    Ok(json!({}))
+}
+
+/// `revoke/<node>`: the node's certificates are revoked.
+pub struct Revoke;
+
+/// How many certificates `revoke/<node>` revoked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// The count.
+    pub revoked: usize,
+}
+
+impl Step for Revoke {
+    const KIND: &'static str = "revoke";
+    type Params = NodeParams;
+    type Output = Revoked;
+
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Revoked, StepError> {
+        let i: NodesInput = ctx.input()?;
+        if !i.dir.join("ca/root.pem").exists() {
+            return Ok(Revoked { revoked: 0 });
+        }
+        let ca = super::access::load_ca(&i)?;
+        let n = ca
+            .revoke_node(p.node.as_str())
+            .map_err(StepError::retryable)?;
+        ctx.log.info(format!("revoked {n} certificate(s)"));
+        Ok(Revoked { revoked: n })
+    }
+}
+
+/// `forget/<node>`: the deleted server's host key leaves `ssh/known_hosts`.
+pub struct Forget;
+
+/// Nothing: `forget/<node>` returns `{}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Forgotten {}
+
+impl Step for Forget {
+    const KIND: &'static str = "forget";
+    type Params = NodeParams;
+    type Output = Forgotten;
+
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Forgotten, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let deleted = ctx.output::<Delete>(&step_name::<Delete>(&p.node))?;
+        let known = i.dir.join("ssh/known_hosts");
+        if let (Some(ip), true) = (deleted.ipv4, known.exists()) {
+            let out = std::process::Command::new("ssh-keygen")
+                .arg("-R")
+                .arg(&ip)
+                .arg("-f")
+                .arg(&known)
+                .output()
+                .map_err(StepError::permanent)?;
+            if !out.status.success() {
+                return Err(StepError::permanent(String::from_utf8_lossy(&out.stderr)));
+            }
+            let _ = std::fs::remove_file(known.with_extension("old"));
+            ctx.log.info(format!("forgot the host key of {ip}"));
+        }
+        Ok(Forgotten {})
+    }
 }
 
 /// The `node.adopt` workflow: servers made by another tool (the Dart
@@ -235,19 +346,38 @@ pub fn adopt() -> Workflow {
         .planner(|input| {
             let i = parse_input(input)?;
             Ok(Plan::new(
-                i.nodes.iter().map(|n| node_step("adopt", &n.name)).collect(),
+                i.nodes.iter().map(|n| node_step::<Adopt>(&n.name)).collect(),
             ))
         })
-        .step("adopt", |ctx| async move {
-            let i: NodesInput = ctx.input()?;
-            let node = node_param(&ctx)?;
-            let role = i.node(&node)?.role.clone();
-            let s = i
-                .provider()?
-                .adopt_server(&i.cluster, &node, &role)
-                .await
-                .map_err(provider_error)?;
-            ctx.log.info(format!("server {} ({}) is {node} ({role}) of {}", s.name, s.id, i.cluster));
-            Ok::<_, StepError>(json!({ "node": node, "role": role, "id": s.id, "ipv4": s.ipv4 }))
+        .with::<Adopt>()
+}
+
+/// `adopt/<node>`: the server named after the node is labelled as it.
+pub struct Adopt;
+
+impl Step for Adopt {
+    const KIND: &'static str = "adopt";
+    type Params = NodeParams;
+    type Output = Server;
+
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Server, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let node = p.node;
+        let role = i.node(node.as_str())?.role;
+        let s = i
+            .provider()?
+            .adopt_server(&i.cluster, node.as_str(), role.as_str())
+            .await
+            .map_err(provider_error)?;
+        ctx.log.info(format!(
+            "server {} ({}) is {node} ({role}) of {}",
+            s.name, s.id, i.cluster
+        ));
+        Ok(Server {
+            node: Some(node),
+            role: Some(role),
+            id: s.id,
+            ipv4: s.ipv4,
         })
+    }
 }

@@ -147,7 +147,7 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
     let vars = [("overlayIp", "10.100.1.0")]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .into();
-    let staged = super::stage_config(d, "w1", "cluster", &vars).unwrap();
+    let staged = super::stage_config(d, "w1", crate::domain::Role::Cluster, &vars).unwrap();
     let s = staged.path();
     assert!(s.join("app_modules/web/default.nix").exists());
     assert!(!s.join("app_modules/webhook").exists());
@@ -165,7 +165,8 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
         ["web-key"]
     );
     // A missing placeholder value is named with its file.
-    let err = super::stage_config(d, "w1", "cluster", &Default::default()).unwrap_err();
+    let err = super::stage_config(d, "w1", crate::domain::Role::Cluster, &Default::default())
+        .unwrap_err();
     assert!(err.contains("node_type.nix: overlayIp"), "{err}");
 }
 
@@ -180,4 +181,93 @@ fn control_nodes_render_once_every_member_has_a_server() {
         assert!(config.contains(&d.to_string()), "{config:?}");
     }
     assert!(p.step("ctrl").is_none(), "no member nodes, no overlay step");
+}
+
+/// `config/w1` (the real step) after stand-ins for `locate`, `ctrl` and an
+/// `overlay/w1` whose output is `overlay`: the run's error on `config/w1`.
+async fn config_after_overlay(overlay: serde_json::Value) -> Option<String> {
+    use super::kinds::{Config, Ctrl, Locate, Overlay};
+    use engine::{Engine, Observer, Plan, Registry, Step, Workflow};
+    let w1 = crate::domain::NodeName::new("w1").unwrap();
+    let wf = Workflow::new("t.config", 1)
+        .planner(move |_| {
+            Ok(Plan::new(vec![
+                super::single::<Locate>(),
+                super::single::<Ctrl>(),
+                super::node_step::<Overlay>(&w1).after(Ctrl::KIND),
+                super::node_step::<Config>(&w1)
+                    .after(Locate::KIND)
+                    .after(Ctrl::KIND)
+                    .after("overlay/w1"),
+            ]))
+        })
+        .step(Locate::KIND, |_| async {
+            Ok(json!({"servers": {"w1": {"node": "w1", "role": "cluster", "id": 1, "ipv4": "127.0.0.9"}}}))
+        })
+        .step(Ctrl::KIND, |_| async {
+            Ok(json!({"endpoints": ["https://127.0.0.8:2379"]}))
+        })
+        .step(Overlay::KIND, move |_| {
+            let out = overlay.clone();
+            async move { Ok(out) }
+        })
+        .with::<Config>();
+    let mut registry = Registry::new();
+    registry.register(wf);
+    let engine = Engine::new(Arc::new(engine::testing::MemoryStore::default()), registry);
+    let dir = tempfile::tempdir().unwrap();
+    let input = json!({"cluster": "c", "dir": dir.path(), "nodes": nodes(&[("w1", "cluster")])});
+    let id = engine
+        .create("t.config", input, None)
+        .await
+        .unwrap()
+        .record()
+        .id
+        .clone();
+    engine
+        .execute(&id, Default::default(), Observer::none())
+        .await
+        .unwrap();
+    let state = engine.load(&id).await.unwrap();
+    state
+        .attempts
+        .iter()
+        .find(|a| a.step == "config/w1")
+        .and_then(|a| a.error.clone())
+}
+
+use std::sync::Arc;
+
+#[tokio::test]
+async fn config_fails_naming_the_overlay_step_and_the_field_it_lacks() {
+    // `overlay_ip` renamed: the old code rendered `[%%overlayIp%%]` as "".
+    let error = config_after_overlay(json!({"subnet": "10.100.1.0/24", "ip": "10.100.1.0"})).await;
+    assert_eq!(
+        error.as_deref(),
+        Some("step `overlay/w1`'s output: missing field `overlay_ip`")
+    );
+    // With the field, config gets past the overlay: it fails later, on the
+    // node type file this empty cluster directory lacks.
+    let error =
+        config_after_overlay(json!({"subnet": "10.100.1.0/24", "overlay_ip": "10.100.1.0"}))
+            .await
+            .unwrap();
+    assert!(error.contains("node_types/cluster_node.nix"), "{error}");
+}
+
+#[test]
+fn per_node_steps_act_on_their_node_and_singletons_on_nothing() {
+    let p = plan(
+        "cluster.up",
+        json!({"cluster": "c", "dir": "/tmp/c", "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster"), ("f1", "fleet")])}),
+    );
+    for s in &p.steps {
+        let want = s.name.split_once('/').map(|(_, n)| n);
+        assert_eq!(s.subject.as_deref(), want, "{}", s.name);
+    }
+    assert_eq!(
+        p.step("create/w1").unwrap().params,
+        json!({"node": "w1", "role": "cluster"})
+    );
+    assert_eq!(p.step("config/w1").unwrap().params, json!({"node": "w1"}));
 }

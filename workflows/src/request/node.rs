@@ -18,8 +18,8 @@ pub fn targets(target: &str) -> Result<Vec<NodeName>, ClusterError> {
 /// A node of a run input.
 pub(super) fn node(name: &NodeName, role: Role) -> NodeInput {
     NodeInput {
-        name: name.to_string(),
-        role: role.to_string(),
+        name: name.clone(),
+        role,
         groups: Vec::new(),
     }
 }

@@ -1,0 +1,117 @@
+//! `/etc/nixos` staged locally for a node: a generated `configuration.nix`
+//! importing the node type, `nodes/<node>.nix`, `modules/` and the node's own
+//! `app_modules/`, with every `[%%key%%]` filled.
+
+use crate::domain::Role;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The node type file of `role`, relative to the cluster directory
+/// ([`Role::node_type_file`]; a name that is no role maps to `node_types/<name>_node.nix`).
+pub fn node_type_file(role: &str) -> String {
+    match role.parse::<Role>() {
+        Ok(r) => r.node_type_file(),
+        Err(_) => format!("node_types/{role}_node.nix"),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &dst)?;
+        } else {
+            std::fs::copy(e.path(), dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Names of the secrets a staged tree references as `/root/secrets/<name>`
+/// (it holds only the apps the node runs, see [`stage_config`]).
+pub fn referenced_secrets(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for (pos, _) in text.match_indices("/root/secrets/") {
+                let name: String = text[pos + 14..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                    .collect();
+                if !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The apps of `app_modules/` that a node file names (`app_modules/<app>`).
+pub fn node_apps(dir: &Path, node_file: &str) -> Vec<String> {
+    let mut apps: Vec<String> = std::fs::read_dir(dir.join("app_modules"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|app| {
+            let needle = format!("app_modules/{app}");
+            node_file.match_indices(&needle).any(|(at, _)| {
+                let next = node_file[at + needle.len()..].chars().next();
+                !matches!(next, Some(c) if c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        })
+        .collect();
+    apps.sort();
+    apps
+}
+
+/// Stages `/etc/nixos` for a node: a generated `configuration.nix` importing
+/// the node type, `nodes/<node>.nix`, `modules/` and `app_modules/`.
+pub fn stage_config(
+    dir: &Path,
+    node: &str,
+    role: Role,
+    vars: &BTreeMap<String, String>,
+) -> Result<tempfile::TempDir, String> {
+    let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+    let staging = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let s = staging.path();
+    let node_type = dir.join(role.node_type_file());
+    std::fs::copy(&node_type, s.join("node_type.nix")).map_err(|e| io(&node_type, e))?;
+    let own = dir.join("nodes").join(format!("{node}.nix"));
+    let mut imports = vec!["./hardware-configuration.nix", "./node_type.nix"];
+    if own.exists() {
+        std::fs::copy(&own, s.join("node.nix")).map_err(|e| io(&own, e))?;
+        imports.push("./node.nix");
+    }
+    let modules = dir.join("modules");
+    if modules.is_dir() {
+        copy_tree(&modules, &s.join("modules")).map_err(|e| io(&modules, e))?;
+    }
+    // Only the apps the node runs: those its nodes/<node>.nix names.
+    let own_text = std::fs::read_to_string(&own).unwrap_or_default();
+    for app in node_apps(dir, &own_text) {
+        let from = dir.join("app_modules").join(&app);
+        copy_tree(&from, &s.join("app_modules").join(&app)).map_err(|e| io(&from, e))?;
+    }
+    let configuration = format!(
+        "# Written by nix-infra for node {node} ({role}). Edit {} and nodes/{node}.nix instead.\n\
+         {{ ... }}:\n{{\n  imports = [ {} ];\n  networking.hostName = \"{node}\";\n}}\n",
+        role.node_type_file(),
+        imports.join(" ")
+    );
+    std::fs::write(s.join("configuration.nix"), configuration).map_err(|e| e.to_string())?;
+    let rendered = tasks::nixos::render_tree(s, vars).map_err(|e| e.to_string())?;
+    Ok(rendered)
+}
