@@ -3,11 +3,11 @@
 //! on control nodes). Servers labelled for the cluster but registered nowhere
 //! are orphans; registered nodes without a server are flagged as well.
 
-use workflows::cluster::Cluster;
 use observability::dashboard::{ClusterNode, ClusterView};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tasks::provider::LABEL_ROLE;
+use workflows::cluster::Cluster;
 use workflows::domain::Role;
 
 /// The node's role, if its label names one.

@@ -17,14 +17,14 @@ use axum::routing::{get, post};
 use engine::{CancelOutcome, Engine, Observer, RunFilter, RunStatus};
 use observability::dashboard::{self, ClusterView, RunsFilter};
 use serde::Deserialize;
-use workflows::cluster::ClusterError;
-use workflows::request::{Origin, Request, RunSecret};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
+use workflows::cluster::ClusterError;
+use workflows::request::{Origin, Request, RunSecret};
 
 #[derive(Clone)]
 struct App {
@@ -203,10 +203,13 @@ async fn api_start(
     authorize(&app, &headers)?;
     let Json(body) = body.map_err(|e| problem(StatusCode::BAD_REQUEST, e.body_text()))?;
     let (request, run_id) = start_request(body)?;
-    let checked = request.check(&app.origin, run_id).await.map_err(|e| match e {
-        ClusterError::Refused(m) => problem(StatusCode::BAD_REQUEST, m),
-        ClusterError::Unavailable(m) => problem(StatusCode::BAD_GATEWAY, m),
-    })?;
+    let checked = request
+        .check(&app.origin, run_id)
+        .await
+        .map_err(|e| match e {
+            ClusterError::Refused(m) => problem(StatusCode::BAD_REQUEST, m),
+            ClusterError::Unavailable(m) => problem(StatusCode::BAD_GATEWAY, m),
+        })?;
     if let Some(s) = &checked.run_secret {
         s.store()
             .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;

@@ -4,9 +4,9 @@
 use crate::args::{ExecArgs, Global};
 use crate::{Context, Failure, progress, summary};
 use engine::{Created, Observer, RunOutcome, RunStatus, Step};
-use workflows::node::kinds::{Action, Cmd};
 use serde_json::json;
 use std::io::IsTerminal;
+use workflows::node::kinds::{Action, Cmd};
 use workflows::request::{Checked, Request};
 
 /// Checks `request` against the cluster repo; nothing is written.

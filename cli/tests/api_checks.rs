@@ -75,5 +75,8 @@ fn the_api_refuses_what_the_cli_refuses_with_the_same_message() {
     // Nothing was started by either.
     let (_, runs) = http(&server.base, "GET", "/api/runs", None, "");
     assert_eq!(runs.trim(), "[]", "{runs}");
-    assert_eq!(ok(cli(dir).args(["runs", "list", "--output", "json"])).trim(), "[]");
+    assert_eq!(
+        ok(cli(dir).args(["runs", "list", "--output", "json"])).trim(),
+        "[]"
+    );
 }

@@ -49,9 +49,10 @@ impl Cluster {
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "cluster".into());
         let env_file = match env_file {
-            Some(f) => Some(std::fs::canonicalize(f).map_err(|e| {
-                ClusterError::Refused(format!("env file {}: {e}", f.display()))
-            })?),
+            Some(f) => Some(
+                std::fs::canonicalize(f)
+                    .map_err(|e| ClusterError::Refused(format!("env file {}: {e}", f.display())))?,
+            ),
             None => None,
         };
         let path = env_file.clone().unwrap_or_else(|| dir.join(".env"));
@@ -140,7 +141,10 @@ impl Cluster {
 
     /// The cluster's secret store (`DIR/secrets`).
     pub fn secrets(&self) -> Result<SecretStore, ClusterError> {
-        Ok(SecretStore::new(self.dir.join("secrets"), self.secret_key()?))
+        Ok(SecretStore::new(
+            self.dir.join("secrets"),
+            self.secret_key()?,
+        ))
     }
 
     /// Where the cluster's servers come from: `servers.yaml` when the repo has
@@ -174,7 +178,9 @@ impl Cluster {
         self.provider()?
             .list_servers(&self.name)
             .await
-            .map_err(|e| ClusterError::Unavailable(format!("cannot list the cluster's servers: {e}")))
+            .map_err(|e| {
+                ClusterError::Unavailable(format!("cannot list the cluster's servers: {e}"))
+            })
     }
 
     /// Node → role of every server of the cluster (servers whose labels name
@@ -228,7 +234,9 @@ mod tests {
             "servers:\n  - name: box1\n    ipv4: 127.0.0.9\n    role: ctrl\n",
         )
         .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let inv = rt.block_on(c.inventory()).unwrap();
         assert_eq!(inv.get("box1"), Some(&Role::Ctrl));
     }
@@ -238,8 +246,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = Cluster::open(d.path(), None).unwrap();
         let e = c.need_init().unwrap_err().to_string();
-        assert!(e.contains("keys/age.key") && e.contains("nix-infra init"), "{e}");
-        let e = c.need_types([Role::Ctrl, Role::Cluster]).unwrap_err().to_string();
-        assert!(e.contains("node_types/control_node.nix, node_types/cluster_node.nix"), "{e}");
+        assert!(
+            e.contains("keys/age.key") && e.contains("nix-infra init"),
+            "{e}"
+        );
+        let e = c
+            .need_types([Role::Ctrl, Role::Cluster])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("node_types/control_node.nix, node_types/cluster_node.nix"),
+            "{e}"
+        );
     }
 }

@@ -102,7 +102,11 @@ impl NodeName {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !n.starts_with('-')
             && !n.ends_with('-');
-        if ok { Ok(NodeName(n)) } else { Err(BadNodeName(n)) }
+        if ok {
+            Ok(NodeName(n))
+        } else {
+            Err(BadNodeName(n))
+        }
     }
 
     /// The name.
@@ -180,7 +184,11 @@ mod tests {
             assert!(e.to_string().contains("is not a node name"), "{bad}: {e}");
         }
         let e: Result<NodeName, _> = serde_json::from_value(serde_json::json!("Bad_Name"));
-        assert!(e.unwrap_err().to_string().contains("`Bad_Name` is not a node name"));
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("`Bad_Name` is not a node name")
+        );
     }
 
     #[test]
@@ -190,8 +198,14 @@ mod tests {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
         assert_eq!(Role::Ctrl.node_type_file(), "node_types/control_node.nix");
-        assert_eq!(Role::Ingress.node_type_file(), "node_types/ingress_node.nix");
+        assert_eq!(
+            Role::Ingress.node_type_file(),
+            "node_types/ingress_node.nix"
+        );
         let e = "worker".parse::<Role>().unwrap_err();
-        assert_eq!(e.to_string(), "`worker` is not a role; roles are ctrl, cluster, ingress and fleet");
+        assert_eq!(
+            e.to_string(),
+            "`worker` is not a role; roles are ctrl, cluster, ingress and fleet"
+        );
     }
 }

@@ -84,7 +84,6 @@ pub struct AppArgs {
     pub kind: String,
 }
 
-
 /// The request an `app` command makes, and its execution options.
 pub fn request(cmd: AppCommand) -> (Request, ExecArgs) {
     use AppCommand as A;
@@ -98,7 +97,16 @@ pub fn request(cmd: AppCommand) -> (Request, ExecArgs) {
         } => {
             let AppArgs { app, kind } = app;
             let env = app_env;
-            (Request::AppRegister { app, kind, port, env_prefix, env }, exec)
+            (
+                Request::AppRegister {
+                    app,
+                    kind,
+                    port,
+                    env_prefix,
+                    env,
+                },
+                exec,
+            )
         }
         A::Deploy { app, target, exec } => {
             let AppArgs { app, kind } = app;

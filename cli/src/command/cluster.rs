@@ -252,7 +252,6 @@ pub struct ServerArgs {
     pub location: Option<String>,
 }
 
-
 impl From<ServerArgs> for ServerOptions {
     fn from(s: ServerArgs) -> Self {
         ServerOptions {
@@ -291,7 +290,13 @@ pub fn request(
             exec,
         } => {
             let server = server.into();
-            let r = Request::Up { ctrl, workers, ingress, server, fleet };
+            let r = Request::Up {
+                ctrl,
+                workers,
+                ingress,
+                server,
+                fleet,
+            };
             (r, exec)
         }
         C::Provision {
@@ -301,15 +306,37 @@ pub fn request(
             exec,
         } => {
             let server = server.into();
-            (Request::Provision { target, role, fleet, server }, exec)
+            (
+                Request::Provision {
+                    target,
+                    role,
+                    fleet,
+                    server,
+                },
+                exec,
+            )
         }
-        C::Adopt { target, role, exec } => (Request::Adopt { target, role, fleet }, exec),
+        C::Adopt { target, role, exec } => (
+            Request::Adopt {
+                target,
+                role,
+                fleet,
+            },
+            exec,
+        ),
         C::InitCtrl { target, exec } => (Request::InitCtrl { target, fleet }, exec),
         C::InitNode {
             target,
             groups,
             exec,
-        } => (Request::InitNode { target, groups, fleet }, exec),
+        } => (
+            Request::InitNode {
+                target,
+                groups,
+                fleet,
+            },
+            exec,
+        ),
         C::UpdateNode { target, exec } => (Request::UpdateNode { target, fleet }, exec),
         C::DeployApps { target, exec } => (Request::DeployApps { target, fleet }, exec),
         C::Unregister { target, exec } => (Request::Unregister { target, fleet }, exec),
@@ -321,7 +348,15 @@ pub fn request(
             exec,
         } => {
             let command = command.join(" ");
-            (Request::Cmd { target, fleet, command, env_vars }, exec)
+            (
+                Request::Cmd {
+                    target,
+                    fleet,
+                    command,
+                    env_vars,
+                },
+                exec,
+            )
         }
         C::Action {
             target,
@@ -330,7 +365,13 @@ pub fn request(
             args,
             exec,
         } => {
-            let r = Request::Action { target, fleet, app, args, save_as_secret };
+            let r = Request::Action {
+                target,
+                fleet,
+                app,
+                args,
+                save_as_secret,
+            };
             (r, exec)
         }
         C::Upload {
@@ -338,13 +379,28 @@ pub fn request(
             src,
             dst,
             exec,
-        } => (Request::Upload { target, fleet, src, dst }, exec),
+        } => (
+            Request::Upload {
+                target,
+                fleet,
+                src,
+                dst,
+            },
+            exec,
+        ),
         C::Gc { target, exec } => (Request::Gc { target, fleet }, exec),
         C::UpgradeNixos {
             target,
             batch,
             exec,
-        } => (Request::UpgradeNixos { target, fleet, batch }, exec),
+        } => (
+            Request::UpgradeNixos {
+                target,
+                fleet,
+                batch,
+            },
+            exec,
+        ),
         C::Rollback { target, exec } => (Request::Rollback { target, fleet }, exec),
         direct @ (C::PortForward { .. } | C::Ssh { .. } | C::Etcd { .. }) => {
             return Err(Box::new(direct));

@@ -1,8 +1,8 @@
 //! `nix-infra init`: the cluster repo's identity, SSH key and CA, and with
 //! `--example` the example repo's files.
 
-use crate::args::{Global, Output};
 use crate::Failure;
+use crate::args::{Global, Output};
 use clap::Args;
 use std::path::Path;
 

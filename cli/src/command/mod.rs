@@ -17,8 +17,8 @@ pub mod ssh_key;
 pub mod worker;
 pub mod workflows;
 
-use crate::args::Global;
 use crate::Failure;
+use crate::args::Global;
 use clap::Subcommand;
 
 /// Top-level commands.

@@ -62,7 +62,9 @@ async fn ssh(c: &Cluster, target: &str, command: &[String]) -> Result<(), Failur
         .map_err(|e| Failure::other(format!("ssh: {e}")))?;
     match status.code() {
         Some(0) => Ok(()),
-        _ => Err(Failure::other(format!("ssh to {target} exited with {status}"))),
+        _ => Err(Failure::other(format!(
+            "ssh to {target} exited with {status}"
+        ))),
     }
 }
 

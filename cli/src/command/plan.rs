@@ -63,11 +63,9 @@ pub async fn run(global: &Global, cmd: PlanCommand) -> Result<(), Failure> {
         }
     }
     let request = match cmd {
-        PlanCommand::Cluster(c) | PlanCommand::Fleet(c) => {
-            super::cluster::request(c, fleet)
-                .map(|(r, _)| r)
-                .map_err(|_| Failure::usage("this command starts no run, so it has no plan"))?
-        }
+        PlanCommand::Cluster(c) | PlanCommand::Fleet(c) => super::cluster::request(c, fleet)
+            .map(|(r, _)| r)
+            .map_err(|_| Failure::usage("this command starts no run, so it has no plan"))?,
         PlanCommand::App(c) => super::app::request(c).0,
     };
     let checked = crate::start::check(global, request).await?;

@@ -10,7 +10,8 @@ use workflows::request::Request;
 
 /// Parses `--input` as JSON.
 fn parse_input(input: &str) -> Result<serde_json::Value, Failure> {
-    serde_json::from_str(input).map_err(|e| Failure::usage(format!("--input is not valid JSON: {e}")))
+    serde_json::from_str(input)
+        .map_err(|e| Failure::usage(format!("--input is not valid JSON: {e}")))
 }
 
 /// `nix-infra runs …`
@@ -100,11 +101,12 @@ pub enum RunsCommand {
     },
 }
 
-
 /// Runs one `runs` subcommand.
 pub async fn run(global: Global, cmd: RunsCommand) -> Result<(), Failure> {
     if let RunsCommand::Start {
-        workflow, input, exec,
+        workflow,
+        input,
+        exec,
     } = cmd
     {
         // Refused before the database is even opened: a typo leaves nothing behind.
@@ -273,4 +275,3 @@ async fn resume_failed(
         Err(Failure::RunNotSucceeded)
     }
 }
-

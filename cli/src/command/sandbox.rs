@@ -60,7 +60,10 @@ pub fn up(dir: &Path, output: Output) -> Result<(), Failure> {
     let endpoint = running.endpoint.unwrap_or_default();
     if output == Output::Json {
         let pid = running.pid;
-        println!("{}", json!({"status": "running", "pid": pid, "endpoint": endpoint}));
+        println!(
+            "{}",
+            json!({"status": "running", "pid": pid, "endpoint": endpoint})
+        );
     } else {
         println!(
             "sandbox running (pid {}) at {endpoint}; HCLOUD_ENDPOINT and HCLOUD_TOKEN are in {}",
@@ -79,7 +82,10 @@ pub fn status(dir: &Path, output: Output) -> Result<(), Failure> {
             Some(r) => ("running", Some(r.pid), r.endpoint.clone()),
             None => ("stopped", None, None),
         };
-        println!("{}", json!({"status": status, "pid": pid, "endpoint": endpoint}));
+        println!(
+            "{}",
+            json!({"status": status, "pid": pid, "endpoint": endpoint})
+        );
         return Ok(());
     }
     match running {
@@ -106,8 +112,8 @@ pub fn down(dir: &Path, output: Output) -> Result<(), Failure> {
 
 /// `sandbox serve`: runs the test cloud in this process until SIGTERM.
 pub async fn serve(listen: std::net::SocketAddr) -> Result<(), Failure> {
-    let token = std::env::var("HCLOUD_TOKEN")
-        .map_err(|_| Failure::usage("HCLOUD_TOKEN is not set"))?;
+    let token =
+        std::env::var("HCLOUD_TOKEN").map_err(|_| Failure::usage("HCLOUD_TOKEN is not set"))?;
     let cloud = ::sandbox::TestCloud::start_on(listen, ::sandbox::CloudConfig::sandbox(token))
         .await
         .map_err(|e| Failure::other(format!("cannot start the sandbox cloud: {e}")))?;

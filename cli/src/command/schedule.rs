@@ -1,10 +1,10 @@
 //! `nix-infra schedule …`: add, list, pause, resume, remove, history.
 
 use crate::args::Global;
-use clap::{Subcommand, ValueEnum};
 use crate::views::timestamp;
 use crate::{Context, Failure};
 use anyhow::anyhow;
+use clap::{Subcommand, ValueEnum};
 use engine::schedule::{self, Cron};
 use engine::{CatchUp, EngineError, RunFilter, Schedule, now_millis};
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! `nix-infra ssh-key …`: the cluster's SSH key, locally and at the provider.
 
-use crate::args::{Global, Output};
 use crate::Failure;
+use crate::args::{Global, Output};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -58,7 +58,10 @@ pub async fn run(global: &Global, cmd: SshKeyCommand) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Other(e.into()))?;
             let what = if removed { "removed" } else { "not found:" };
-            say(format!("{what} ssh key {key_name}"), json!({"removed": removed}));
+            say(
+                format!("{what} ssh key {key_name}"),
+                json!({"removed": removed}),
+            );
         }
     }
     Ok(())

@@ -2,9 +2,9 @@
 
 use crate::args::Global;
 use crate::{Context, Failure};
+use ::worker::queue::Queue;
 use clap::Args;
 use std::time::Duration;
-use ::worker::queue::Queue;
 
 /// `nix-infra worker`
 #[derive(Args, Debug)]
@@ -27,10 +27,14 @@ pub async fn open_queue(ctx: &Context, name: &str) -> Result<Queue, Failure> {
 pub async fn run(global: Global, args: WorkerArgs) -> Result<(), Failure> {
     let ctx = Context::open(global).await?;
     let queue = open_queue(&ctx, &args.queue).await?;
-    let shutdown = crate::signal::cancel_on_stop("worker: shutting down; in-flight steps may finish");
+    let shutdown =
+        crate::signal::cancel_on_stop("worker: shutting down; in-flight steps may finish");
     let name = format!("worker-{}", ctx.engine.config().owner);
     let concurrency = args.concurrency as usize;
-    eprintln!("worker {name}: {concurrency} at once, queue `{}`", args.queue);
+    eprintln!(
+        "worker {name}: {concurrency} at once, queue `{}`",
+        args.queue
+    );
     ::worker::work(ctx.engine.clone(), queue, &name, concurrency, shutdown)
         .await
         .map_err(|e| Failure::other(format!("worker failed: {e}")))

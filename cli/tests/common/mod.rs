@@ -261,4 +261,3 @@ pub fn serve(dir: &Path) -> Server {
         base: format!("http://127.0.0.1:{port}"),
     }
 }
-

@@ -51,13 +51,13 @@ pub mod kinds {
     };
 }
 
+use crate::cluster::Cluster;
 use crate::domain::{NodeName, Role};
 use engine::{RetryPolicy, Step, StepContext, StepError, StepSpec};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use crate::cluster::Cluster;
 use tasks::provider::{Provider, ProviderError, ServerInfo};
 use tasks::ssh::{Pool, Remote, SshConfig, SshError};
 

@@ -89,7 +89,11 @@ pub(super) async fn check(
             check_imports(c, &list, &app, deploying)?;
             c.need_types(list.iter().map(|(_, r)| *r))?;
             i.nodes = as_nodes(&list);
-            if deploying { "app.deploy" } else { "app.remove" }
+            if deploying {
+                "app.deploy"
+            } else {
+                "app.remove"
+            }
         }
         AppRegisterInstance { app, kind, target } => {
             i.args = app_args(c, &app, &kind)?;

@@ -85,9 +85,15 @@ fn with_server(mut i: NodesInput, s: ServerOptions) -> NodesInput {
 }
 
 /// `ctrl1.., worker1.., ingress1..` of `cluster up`.
-pub fn up_nodes(ctrl: u32, workers: u32, ingress: u32) -> Result<Vec<(NodeName, Role)>, ClusterError> {
+pub fn up_nodes(
+    ctrl: u32,
+    workers: u32,
+    ingress: u32,
+) -> Result<Vec<(NodeName, Role)>, ClusterError> {
     if !(1..=7).contains(&ctrl) {
-        return Err(refused(format!("--ctrl {ctrl}: a cluster has 1 to 7 control nodes")));
+        return Err(refused(format!(
+            "--ctrl {ctrl}: a cluster has 1 to 7 control nodes"
+        )));
     }
     let mut out = Vec::new();
     for (count, prefix, role) in [
@@ -256,7 +262,10 @@ pub(super) async fn check(
             if save_as_secret.is_some() && list.len() != 1 {
                 return Err(refused("--save-as-secret needs exactly one target node"));
             }
-            c.need(&[format!("app_modules/{app}/action.sh")], "the app has no action")?;
+            c.need(
+                &[format!("app_modules/{app}/action.sh")],
+                "the app has no action",
+            )?;
             i.nodes = nodes(&list);
             i.args = json!({ "app": app, "args": args, "save_as_secret": save_as_secret });
             "node.action"
@@ -269,7 +278,9 @@ pub(super) async fn check(
         } => {
             let src = canonical(&src, "--src")?;
             if !dst.starts_with('/') {
-                return Err(refused(format!("--dst {dst}: give an absolute path on the node")));
+                return Err(refused(format!(
+                    "--dst {dst}: give an absolute path on the node"
+                )));
             }
             i.nodes = nodes(&existing(c, &target, fleet).await?);
             i.args = json!({ "src": src, "dst": dst });
@@ -319,7 +330,10 @@ pub fn env_vars_text(spec: &str) -> Result<String, ClusterError> {
     for (n, line) in entries.enumerate() {
         // The entry itself is not echoed: it may be a value.
         let Some((k, v)) = line.split_once('=') else {
-            return Err(refused(format!("--env-vars: entry {} is not KEY=VALUE", n + 1)));
+            return Err(refused(format!(
+                "--env-vars: entry {} is not KEY=VALUE",
+                n + 1
+            )));
         };
         let ok = !k.is_empty()
             && !k.starts_with(|c: char| c.is_ascii_digit())
