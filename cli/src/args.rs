@@ -1,10 +1,11 @@
 //! The command line: the top of the tree and the options every command shares.
 //! Each subcommand's own arguments live in its file under `command/`.
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
-const AFTER_HELP: &str = "\
+/// The end of `nix-infra --help`.
+pub const AFTER_HELP: &str = "\
 Exit status:
   0  the command (and the run it started) succeeded
   1  the run failed or was cancelled
@@ -13,19 +14,6 @@ Exit status:
 
 State lives in DATABASE_URL (postgres://… for teams and CI) or, by default,
 in the SQLite file .nix-infra/state.db under the working directory.";
-
-/// nix-infra: a private PaaS on Hetzner Cloud and NixOS, driven by durable runs.
-///
-/// Every lifecycle is a run: a DAG of steps whose results are persisted, so a
-/// run can be resumed after a crash, from another machine or from CI.
-#[derive(Parser, Debug)]
-#[command(name = "nix-infra", version, after_help = AFTER_HELP, propagate_version = true)]
-pub struct Cli {
-    #[command(flatten)]
-    pub global: Global,
-    #[command(subcommand)]
-    pub command: crate::command::Command,
-}
 
 /// Options every command accepts.
 #[derive(Args, Debug, Clone)]
@@ -96,14 +84,4 @@ pub struct ExecArgs {
     /// Most steps of the run executing at once (steps mostly wait on the network).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_command_tree_is_consistent() {
-        // Catches clashing ids, globals shadowed by a command's own flags, bad defaults.
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
-    }
 }

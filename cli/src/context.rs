@@ -100,6 +100,12 @@ impl Context {
         })
     }
 
+    /// The run queue named `name`, beside the context's database.
+    pub async fn queue(&self, name: &str) -> Result<::worker::queue::Queue, Failure> {
+        let heartbeat = Duration::from_secs(self.global.lease_ttl).div_f64(3.0);
+        Ok(::worker::queue::Queue::open(&self.url, name, heartbeat).await?)
+    }
+
     /// Whether results are JSON.
     pub fn json(&self) -> bool {
         self.global.output == Output::Json

@@ -19,8 +19,8 @@ mod start;
 mod summary;
 mod views;
 
-use args::Cli;
 use clap::Parser;
+use command::Cli;
 pub use context::{Context, Failure};
 use std::process::ExitCode;
 

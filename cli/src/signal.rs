@@ -31,3 +31,10 @@ pub fn cancel_on_stop(say: &'static str) -> tokio_util::sync::CancellationToken 
     });
     token
 }
+
+/// Resolves at the next Ctrl-C (SIGINT) only; never, if it cannot be watched.
+pub async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -118,9 +118,8 @@ pub async fn execute_outcome(
         let cancel = cancel.clone();
         tokio::spawn(async move {
             cancel.cancelled().await;
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
+            crate::signal::interrupted().await;
+            std::process::exit(130);
         })
     };
     let result = engine.execute(run_id, cancel, observer).await;
@@ -168,7 +167,7 @@ pub fn finish(
 
 /// Queues a run for a worker and prints its id.
 pub async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Failure> {
-    let q = crate::command::worker::open_queue(ctx, queue).await?;
+    let q = ctx.queue(queue).await?;
     let added = q
         .enqueue(run_id)
         .await

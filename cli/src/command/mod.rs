@@ -18,8 +18,21 @@ pub mod worker;
 pub mod workflows;
 
 use crate::Failure;
-use crate::args::Global;
-use clap::Subcommand;
+use crate::args::{AFTER_HELP, Global};
+use clap::{Parser, Subcommand};
+
+/// nix-infra: a private PaaS on Hetzner Cloud and NixOS, driven by durable runs.
+///
+/// Every lifecycle is a run: a DAG of steps whose results are persisted, so a
+/// run can be resumed after a crash, from another machine or from CI.
+#[derive(Parser, Debug)]
+#[command(name = "nix-infra", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
 
 /// Top-level commands.
 #[derive(Subcommand, Debug)]
@@ -95,5 +108,15 @@ pub async fn run(global: Global, command: Command) -> Result<(), Failure> {
         Command::App(cmd) => app::run(global, cmd).await,
         Command::Registry(cmd) => registry::run(global, cmd).await,
         Command::Demo(args) => demo::run(&global, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_tree_is_consistent() {
+        // Catches clashing ids, globals shadowed by a command's own flags, bad defaults.
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

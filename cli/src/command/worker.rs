@@ -2,9 +2,7 @@
 
 use crate::args::Global;
 use crate::{Context, Failure};
-use ::worker::queue::Queue;
 use clap::Args;
-use std::time::Duration;
 
 /// `nix-infra worker`
 #[derive(Args, Debug)]
@@ -17,16 +15,10 @@ pub struct WorkerArgs {
     queue: String,
 }
 
-/// Opens the queue that goes with the context's database.
-pub async fn open_queue(ctx: &Context, name: &str) -> Result<Queue, Failure> {
-    let heartbeat = Duration::from_secs(ctx.global.lease_ttl).div_f64(3.0);
-    Ok(Queue::open(&ctx.url, name, heartbeat).await?)
-}
-
 /// Runs the worker until SIGTERM or Ctrl-C, then shuts down gracefully.
 pub async fn run(global: Global, args: WorkerArgs) -> Result<(), Failure> {
     let ctx = Context::open(global).await?;
-    let queue = open_queue(&ctx, &args.queue).await?;
+    let queue = ctx.queue(&args.queue).await?;
     let shutdown =
         crate::signal::cancel_on_stop("worker: shutting down; in-flight steps may finish");
     let name = format!("worker-{}", ctx.engine.config().owner);
