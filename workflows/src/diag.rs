@@ -67,7 +67,8 @@ pub fn chain() -> Workflow {
     Workflow::new("diag.chain", 1)
         .about(
             "N steps in a line; step K fails M times first. \
-             Input: {\"steps\":N, \"sleep_ms\":S, \"fail_step\":K, \"fail_times\":M, \"max_attempts\":A, \"timeout_ms\":T, \"resources\":[R]}",
+             Input: {\"steps\":N, \"sleep_ms\":S, \"fail_step\":K, \"fail_times\":M, \
+             \"max_attempts\":A, \"timeout_ms\":T, \"resources\":[R]}",
         )
         .resources(|input| {
             serde_json::from_value::<ChainInput>(input.clone())
@@ -90,7 +91,11 @@ pub fn chain() -> Workflow {
                     let p = LinkParams {
                         index: n as u64,
                         sleep_ms: i.sleep_ms,
-                        fail_times: if i.fail_step == Some(n) { i.fail_times.into() } else { 0 },
+                        fail_times: if i.fail_step == Some(n) {
+                            i.fail_times.into()
+                        } else {
+                            0
+                        },
                     };
                     let mut s = StepSpec::of::<Link>(format!("step-{n}"), &p).retry(retry.clone());
                     if n > 1 {

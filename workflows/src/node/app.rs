@@ -145,35 +145,52 @@ impl Step for Meta {
     }
 }
 
+/// The description `nix-infra workflows` shows for [`register`].
+const REGISTER_ABOUT: &str = "Register an app's meta_data (publish port, env prefix, env). Input: \
+    {\"cluster\",\"dir\",\"nodes\":[],\"args\":{\"app\",\"kind\",\"port\",\"env_prefix\",\"env\"}}";
+
 /// `app.register`: the app's meta_data.
 pub fn register() -> Workflow {
-    app_workflow("app.register", "Register an app's meta_data (publish port, env prefix, env). Input: {\"cluster\",\"dir\",\"nodes\":[],\"args\":{\"app\",\"kind\",\"port\",\"env_prefix\",\"env\"}}")
+    app_workflow("app.register", REGISTER_ABOUT)
         .planner(|input| {
             let (_, a) = parse(input, false)?;
             if a.port.is_none() {
-                return Err(PlanError::Input("args.port: an app publishes a port".into()));
+                return Err(PlanError::Input(
+                    "args.port: an app publishes a port".into(),
+                ));
             }
-            Ok(Plan::new(vec![single::<Ctrl>(), single::<Meta>().after(Ctrl::KIND)]))
+            Ok(Plan::new(vec![
+                single::<Ctrl>(),
+                single::<Meta>().after(Ctrl::KIND),
+            ]))
         })
         .with::<Meta>()
 }
 
+/// The description `nix-infra workflows` shows for [`deploy`].
+const DEPLOY_ABOUT: &str = "Upload app_modules/<app> and nodes/<node>.nix to each node, deploy \
+    the secrets they reference, rebuild. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\"}}";
+
 /// `app.deploy`: upload the app (and `nodes/<node>.nix`) to each node, deploy its secrets, rebuild.
 pub fn deploy() -> Workflow {
-    let w = app_workflow("app.deploy", "Upload app_modules/<app> and nodes/<node>.nix to each node, deploy the secrets they reference, rebuild. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\"}}")
-        .planner(|input| {
-            let (i, _) = parse(input, true)?;
-            let mut steps = Vec::new();
-            located(&i, Mode::Update, &mut steps);
-            Ok(Plan::new(steps))
-        });
+    let w = app_workflow("app.deploy", DEPLOY_ABOUT).planner(|input| {
+        let (i, _) = parse(input, true)?;
+        let mut steps = Vec::new();
+        located(&i, Mode::Update, &mut steps);
+        Ok(Plan::new(steps))
+    });
     init_steps(w)
 }
+
+/// The description `nix-infra workflows` shows for [`remove`].
+const REMOVE_ABOUT: &str = "Unregister the app's instance on each node, then upload the node's \
+    configuration without the app, prune its secrets, rebuild. Input: \
+    {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"kind\"}}";
 
 /// `app.remove`: the app's instances leave the registry, and each node is
 /// rebuilt without it (its folder and the secrets only it used are removed).
 pub fn remove() -> Workflow {
-    let w = app_workflow("app.remove", "Unregister the app's instance on each node, then upload the node's configuration without the app, prune its secrets, rebuild. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"kind\"}}")
+    let w = app_workflow("app.remove", REMOVE_ABOUT)
         .planner(|input| {
             let (i, _) = parse(input, true)?;
             let mut steps = Vec::new();
@@ -249,9 +266,14 @@ impl Step for Instance {
     }
 }
 
+/// The description `nix-infra workflows` shows for [`register_instance`].
+const REGISTER_INSTANCE_ABOUT: &str = "Register an instance of the app on each node (at the \
+    node's overlay address). Input: \
+    {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"kind\",\"port\"}}";
+
 /// `app.register_instance`: the app runs on each node, at its overlay address.
 pub fn register_instance() -> Workflow {
-    app_workflow("app.register_instance", "Register an instance of the app on each node (at the node's overlay address). Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"kind\",\"port\"}}")
+    app_workflow("app.register_instance", REGISTER_INSTANCE_ABOUT)
         .planner(|input| {
             let (i, _) = parse(input, true)?;
             Ok(Plan::new(per_node::<Instance>(&i, true)))
@@ -287,9 +309,13 @@ impl Step for Uninstance {
     }
 }
 
+/// The description `nix-infra workflows` shows for [`unregister_instance`].
+const UNREGISTER_INSTANCE_ABOUT: &str = "Remove the app's instance on each node from the \
+    registry. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"kind\"}}";
+
 /// `app.unregister_instance`: the app's instance on each node leaves the registry.
 pub fn unregister_instance() -> Workflow {
-    app_workflow("app.unregister_instance", "Remove the app's instance on each node from the registry. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"kind\"}}")
+    app_workflow("app.unregister_instance", UNREGISTER_INSTANCE_ABOUT)
         .planner(|input| {
             let (i, _) = parse(input, true)?;
             Ok(Plan::new(per_node::<Uninstance>(&i, false)))
@@ -326,12 +352,19 @@ impl Step for Forget {
     }
 }
 
+/// The description `nix-infra workflows` shows for [`unregister`].
+const UNREGISTER_ABOUT: &str = "Remove the app from the registry: its meta_data and every \
+    instance. Input: {\"cluster\",\"dir\",\"nodes\":[],\"args\":{\"app\",\"kind\"}}";
+
 /// `app.unregister`: the app's meta_data and every instance leave the registry.
 pub fn unregister() -> Workflow {
-    app_workflow("app.unregister", "Remove the app from the registry: its meta_data and every instance. Input: {\"cluster\",\"dir\",\"nodes\":[],\"args\":{\"app\",\"kind\"}}")
+    app_workflow("app.unregister", UNREGISTER_ABOUT)
         .planner(|input| {
             parse(input, false)?;
-            Ok(Plan::new(vec![single::<Ctrl>(), single::<Forget>().after(Ctrl::KIND)]))
+            Ok(Plan::new(vec![
+                single::<Ctrl>(),
+                single::<Forget>().after(Ctrl::KIND),
+            ]))
         })
         .with::<Forget>()
 }

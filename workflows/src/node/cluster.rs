@@ -9,10 +9,14 @@ use super::provision::{plan_provision, provision_steps};
 use super::{node_resources, parse_input, step_name};
 use engine::{Plan, Workflow};
 
+/// The description `nix-infra workflows` shows for [`up`].
+const UP_ABOUT: &str = "Provision every node, initialise the control nodes, then the others, and \
+    register them. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}";
+
 /// The `cluster.up` workflow.
 pub fn up() -> Workflow {
     let w = Workflow::new("cluster.up", 1)
-        .about("Provision every node, initialise the control nodes, then the others, and register them. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}")
+        .about(UP_ABOUT)
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;

@@ -422,15 +422,24 @@ impl Step for Upgrade {
     }
 }
 
+/// The description `nix-infra workflows` shows for [`upgrade`].
+const UPGRADE_ABOUT: &str = "Upgrade NixOS on the nodes in batches (nixos-rebuild switch \
+    --upgrade); the first failed batch leaves the later ones untouched. Input: \
+    {\"cluster\",\"dir\",\"nodes\",\"args\":{\"batch\"}}";
+
 /// `nixos.upgrade`: rolling, `args.batch` nodes at a time; a failed batch stops the rest.
 pub fn upgrade() -> Workflow {
     Workflow::new("nixos.upgrade", 1)
-        .about("Upgrade NixOS on the nodes in batches (nixos-rebuild switch --upgrade); the first failed batch leaves the later ones untouched. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"batch\"}}")
+        .about(UPGRADE_ABOUT)
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
-            let a: UpgradeArgs = serde_json::from_value(if i.args.is_null() { json!({}) } else { i.args.clone() })
-                .map_err(|e| engine::PlanError::Input(format!("args: {e}")))?;
+            let a: UpgradeArgs = serde_json::from_value(if i.args.is_null() {
+                json!({})
+            } else {
+                i.args.clone()
+            })
+            .map_err(|e| engine::PlanError::Input(format!("args: {e}")))?;
             if a.batch == 0 {
                 return Err(engine::PlanError::Input("batch must be at least 1".into()));
             }

@@ -154,11 +154,16 @@ pub(crate) fn located(i: &NodesInput, mode: Mode, steps: &mut Vec<StepSpec>) {
     plan_init(i, mode, &start, steps);
 }
 
+/// The description `nix-infra workflows` shows for [`init`].
+const INIT_ABOUT: &str = "Initialise provisioned nodes by type: ctrl (certificates, etcd) or \
+    cluster/ingress (certificates, overlay, configuration, secrets, rebuild, confd, register). \
+    Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}";
+
 /// The `node.init` workflow: a provisioned node becomes a control node (etcd)
 /// or a cluster/ingress node (overlay, confd, registered).
 pub fn init() -> Workflow {
     let w = Workflow::new("node.init", 1)
-        .about("Initialise provisioned nodes by type: ctrl (certificates, etcd) or cluster/ingress (certificates, overlay, configuration, secrets, rebuild, confd, register). Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}")
+        .about(INIT_ABOUT)
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
@@ -170,12 +175,16 @@ pub fn init() -> Workflow {
     init_steps(w)
 }
 
+/// The description `nix-infra workflows` shows for [`update`].
+const UPDATE_ABOUT: &str = "Re-render and upload each node's configuration and apps, deploy its \
+    secrets, rebuild, restart confd. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}";
+
 /// The `node.update` workflow (update-node, deploy-apps): re-render and upload
 /// `/etc/nixos` (node type, `nodes/<node>.nix`, `modules/`, `app_modules/`),
 /// deploy the secrets it references, rebuild, restart confd.
 pub fn update() -> Workflow {
     let w = Workflow::new("node.update", 1)
-        .about("Re-render and upload each node's configuration and apps, deploy its secrets, rebuild, restart confd. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}")
+        .about(UPDATE_ABOUT)
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
@@ -187,15 +196,22 @@ pub fn update() -> Workflow {
     init_steps(w)
 }
 
+/// The description `nix-infra workflows` shows for [`unregister`].
+const UNREGISTER_ABOUT: &str = "Remove nodes from the registry (/cluster/nodes) and release their \
+    overlay subnets. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\"}]}";
+
 /// The `node.unregister` workflow: nodes leave the registry and give back their overlay subnets.
 pub fn unregister() -> Workflow {
     Workflow::new("node.unregister", 1)
-        .about("Remove nodes from the registry (/cluster/nodes) and release their overlay subnets. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\"}]}")
+        .about(UNREGISTER_ABOUT)
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
             Ok(Plan::new(
-                i.nodes.iter().map(|n| node_step::<Unregister>(&n.name)).collect(),
+                i.nodes
+                    .iter()
+                    .map(|n| node_step::<Unregister>(&n.name))
+                    .collect(),
             ))
         })
         .with::<Unregister>()

@@ -188,10 +188,14 @@ impl Step for Verify {
     }
 }
 
+/// The description `nix-infra workflows` shows for [`provision`].
+const PROVISION_ABOUT: &str = "Create (or adopt) a server per node, wait for SSH, install NixOS, \
+    verify. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}";
+
 /// The `node.provision` workflow.
 pub fn provision() -> Workflow {
     let w = Workflow::new("node.provision", 1)
-        .about("Create (or adopt) a server per node, wait for SSH, install NixOS, verify. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}")
+        .about(PROVISION_ABOUT)
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
@@ -202,17 +206,26 @@ pub fn provision() -> Workflow {
     provision_steps(w)
 }
 
+/// The description `nix-infra workflows` shows for [`destroy`].
+const DESTROY_ABOUT: &str = "Unregister, delete the server, revoke the certificates and forget \
+    the host key of each node. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\"}]}";
+
 /// The `node.destroy` workflow: unregister → delete the server → revoke its
 /// certificates → forget its host key. Control nodes are deleted only after
 /// every other node of the run has left the registry they hold.
 pub fn destroy() -> Workflow {
     Workflow::new("node.destroy", 1)
-        .about("Unregister, delete the server, revoke the certificates and forget the host key of each node. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\"}]}")
+        .about(DESTROY_ABOUT)
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
             let mut steps = Vec::new();
-            let members: Vec<String> = i.nodes.iter().filter(|n| !n.is_ctrl()).map(|n| step_name::<Unregister>(&n.name)).collect();
+            let members: Vec<String> = i
+                .nodes
+                .iter()
+                .filter(|n| !n.is_ctrl())
+                .map(|n| step_name::<Unregister>(&n.name))
+                .collect();
             for n in &i.nodes {
                 let node = &n.name;
                 let unregister = step_name::<Unregister>(node);
@@ -225,8 +238,16 @@ pub fn destroy() -> Workflow {
                 }
                 steps.push(delete);
                 let deleted = step_name::<Delete>(node);
-                steps.push(node_step::<Revoke>(node).after(deleted.clone()).retry(RetryPolicy::default()));
-                steps.push(node_step::<Forget>(node).after(deleted).retry(RetryPolicy::default()));
+                steps.push(
+                    node_step::<Revoke>(node)
+                        .after(deleted.clone())
+                        .retry(RetryPolicy::default()),
+                );
+                steps.push(
+                    node_step::<Forget>(node)
+                        .after(deleted)
+                        .retry(RetryPolicy::default()),
+                );
             }
             Ok(Plan::new(steps))
         })
@@ -337,16 +358,23 @@ impl Step for Forget {
     }
 }
 
+/// The description `nix-infra workflows` shows for [`adopt`].
+const ADOPT_ABOUT: &str = "Label existing servers, found by name, as this cluster's nodes (their \
+    other labels stay). Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}";
+
 /// The `node.adopt` workflow: servers made by another tool (the Dart
 /// nix-infra, the console) are labelled as this cluster's nodes, by name.
 pub fn adopt() -> Workflow {
     Workflow::new("node.adopt", 1)
-        .about("Label existing servers, found by name, as this cluster's nodes (their other labels stay). Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}")
+        .about(ADOPT_ABOUT)
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
             Ok(Plan::new(
-                i.nodes.iter().map(|n| node_step::<Adopt>(&n.name)).collect(),
+                i.nodes
+                    .iter()
+                    .map(|n| node_step::<Adopt>(&n.name))
+                    .collect(),
             ))
         })
         .with::<Adopt>()

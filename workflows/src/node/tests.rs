@@ -29,7 +29,11 @@ fn nodes(list: &[(&str, &str)]) -> serde_json::Value {
 fn cluster_up_inits_control_nodes_first_and_reserves_the_overlay_before_rendering() {
     let p = plan(
         "cluster.up",
-        json!({"cluster": "c", "dir": "/tmp/c", "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster")])}),
+        json!({
+            "cluster": "c",
+            "dir": "/tmp/c",
+            "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster")])
+        }),
     );
     assert_eq!(deps(&p, "ctrl"), ["etcd/ctrl1"]);
     assert_eq!(
@@ -55,8 +59,18 @@ fn cluster_up_inits_control_nodes_first_and_reserves_the_overlay_before_renderin
 fn a_rolling_upgrade_chains_its_batches() {
     let p = plan(
         "nixos.upgrade",
-        json!({"cluster": "c", "dir": "/tmp/c", "args": {"batch": 2},
-        "nodes": nodes(&[("n1", "fleet"), ("n2", "fleet"), ("n3", "fleet"), ("n4", "fleet"), ("n5", "fleet")])}),
+        json!({
+            "cluster": "c",
+            "dir": "/tmp/c",
+            "args": {"batch": 2},
+            "nodes": nodes(&[
+                ("n1", "fleet"),
+                ("n2", "fleet"),
+                ("n3", "fleet"),
+                ("n4", "fleet"),
+                ("n5", "fleet")
+            ])
+        }),
     );
     assert_eq!(deps(&p, "upgrade/n1"), ["locate"]);
     assert_eq!(
@@ -67,7 +81,15 @@ fn a_rolling_upgrade_chains_its_batches() {
         deps(&p, "upgrade/n5"),
         ["locate", "upgrade/n3", "upgrade/n4"]
     );
-    let zero = crate::registry().get("nixos.upgrade").unwrap().plan(&json!({"cluster": "c", "dir": "/tmp", "args": {"batch": 0}, "nodes": nodes(&[("n1", "fleet")])}));
+    let zero = crate::registry()
+        .get("nixos.upgrade")
+        .unwrap()
+        .plan(&json!({
+            "cluster": "c",
+            "dir": "/tmp",
+            "args": {"batch": 0},
+            "nodes": nodes(&[("n1", "fleet")])
+        }));
     assert!(
         zero.unwrap_err()
             .to_string()
@@ -79,7 +101,11 @@ fn a_rolling_upgrade_chains_its_batches() {
 fn destroy_deletes_control_nodes_after_the_others_left_the_registry() {
     let p = plan(
         "node.destroy",
-        json!({"cluster": "c", "dir": "/tmp/c", "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster"), ("w2", "ingress")])}),
+        json!({
+            "cluster": "c",
+            "dir": "/tmp/c",
+            "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster"), ("w2", "ingress")])
+        }),
     );
     assert_eq!(
         deps(&p, "delete/ctrl1"),
@@ -94,7 +120,12 @@ fn bad_inputs_name_the_problem() {
     let err = |w: &str, input: serde_json::Value| {
         wf.get(w).unwrap().plan(&input).unwrap_err().to_string()
     };
-    assert!(err("node.init", json!({"cluster": "c", "dir": "/t", "nodes": nodes(&[("a", "cluster"), ("a", "cluster")])})).contains("node `a` is listed twice"));
+    let twice = json!({
+        "cluster": "c",
+        "dir": "/t",
+        "nodes": nodes(&[("a", "cluster"), ("a", "cluster")])
+    });
+    assert!(err("node.init", twice).contains("node `a` is listed twice"));
     assert!(
         err(
             "node.init",
@@ -109,8 +140,19 @@ fn bad_inputs_name_the_problem() {
         )
         .contains("publishes a port")
     );
-    assert!(err("app.register", json!({"cluster": "c", "dir": "/t", "nodes": [], "args": {"app": "x", "port": 1, "kind": "db"}})).contains("app kind `db`"));
-    assert!(err("secret.rotate", json!({"cluster": "c", "dir": "/t", "args": {"secret": "s", "bytes": 8, "from_action": {"app": "a", "node": "n"}}})).contains("not both"));
+    let db = json!({
+        "cluster": "c",
+        "dir": "/t",
+        "nodes": [],
+        "args": {"app": "x", "port": 1, "kind": "db"}
+    });
+    assert!(err("app.register", db).contains("app kind `db`"));
+    let both = json!({
+        "cluster": "c",
+        "dir": "/t",
+        "args": {"secret": "s", "bytes": 8, "from_action": {"app": "a", "node": "n"}}
+    });
+    assert!(err("secret.rotate", both).contains("not both"));
 }
 
 #[test]
@@ -174,7 +216,11 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
 fn control_nodes_render_once_every_member_has_a_server() {
     let p = plan(
         "cluster.up",
-        json!({"cluster": "c", "dir": "/tmp/c", "nodes": nodes(&[("ctrl1", "ctrl"), ("ctrl2", "ctrl"), ("ctrl3", "ctrl")])}),
+        json!({
+            "cluster": "c",
+            "dir": "/tmp/c",
+            "nodes": nodes(&[("ctrl1", "ctrl"), ("ctrl2", "ctrl"), ("ctrl3", "ctrl")])
+        }),
     );
     let config = deps(&p, "config/ctrl1");
     for d in ["create/ctrl2", "create/ctrl3"] {
@@ -202,7 +248,9 @@ async fn config_after_overlay(overlay: serde_json::Value) -> Option<String> {
             ]))
         })
         .step(Locate::KIND, |_| async {
-            Ok(json!({"servers": {"w1": {"node": "w1", "role": "cluster", "id": 1, "ipv4": "127.0.0.9"}}}))
+            Ok(json!({
+                "servers": {"w1": {"node": "w1", "role": "cluster", "id": 1, "ipv4": "127.0.0.9"}}
+            }))
         })
         .step(Ctrl::KIND, |_| async {
             Ok(json!({"endpoints": ["https://127.0.0.8:2379"]}))
@@ -259,7 +307,11 @@ async fn config_fails_naming_the_overlay_step_and_the_field_it_lacks() {
 fn per_node_steps_act_on_their_node_and_singletons_on_nothing() {
     let p = plan(
         "cluster.up",
-        json!({"cluster": "c", "dir": "/tmp/c", "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster"), ("f1", "fleet")])}),
+        json!({
+            "cluster": "c",
+            "dir": "/tmp/c",
+            "nodes": nodes(&[("ctrl1", "ctrl"), ("w1", "cluster"), ("f1", "fleet")])
+        }),
     );
     for s in &p.steps {
         let want = s.name.split_once('/').map(|(_, n)| n);
