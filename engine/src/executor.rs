@@ -330,7 +330,10 @@ impl Execution {
                     return Err(EngineError::LeaseLost(self.lease.run_id.clone()));
                 }
                 Err(StoreError::Database(e)) if tries < 6 => {
-                    tracing::warn!(run = %self.lease.run_id, "write failed, retrying in {delay:?}: {e}");
+                    tracing::warn!(
+                        run = %self.lease.run_id,
+                        "write failed, retrying in {delay:?}: {e}"
+                    );
                     tries += 1;
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -404,37 +407,47 @@ impl Execution {
             attempt,
         });
         let span = tracing::info_span!("step", run = %self.lease.run_id, step = %step, attempt);
-        tasks.spawn(async move {
-            let begin = Instant::now();
-            let body = AssertUnwindSafe(handler(ctx)).catch_unwind();
-            let timed = async {
-                match spec.timeout_ms.map(Duration::from_millis) {
-                    Some(limit) => tokio::time::timeout(limit, body).await.ok(),
-                    None => Some(body.await),
-                }
-            };
-            let outcome = tokio::select! {
-                r = timed => match r {
-                    None => Outcome::TimedOut(Duration::from_millis(spec.timeout_ms.unwrap_or(0))),
-                    Some(Ok(Ok(v))) => Outcome::Ok(v),
-                    Some(Ok(Err(_))) if token.is_cancelled() => Outcome::Cancelled,
-                    Some(Ok(Err(e))) => Outcome::Err(e),
-                    Some(Err(panic)) => Outcome::Err(StepError::permanent(format!(
-                        "step panicked: {}",
-                        panic.downcast_ref::<&str>().copied()
-                            .or(panic.downcast_ref::<String>().map(String::as_str))
-                            .unwrap_or("(no message)")
-                    ))),
-                },
-                _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => Outcome::Cancelled,
-            };
-            let _ = tx.send(Msg::Ended {
-                step,
-                attempt,
-                outcome,
-                elapsed: begin.elapsed(),
-            });
-        }.instrument(span));
+        tasks.spawn(
+            async move {
+                let begin = Instant::now();
+                let body = AssertUnwindSafe(handler(ctx)).catch_unwind();
+                let timeout = Duration::from_millis(spec.timeout_ms.unwrap_or(0));
+                let timed = async {
+                    match spec.timeout_ms.map(Duration::from_millis) {
+                        Some(limit) => tokio::time::timeout(limit, body).await.ok(),
+                        None => Some(body.await),
+                    }
+                };
+                let cancelled = async {
+                    token.cancelled().await;
+                    tokio::time::sleep(grace).await
+                };
+                let outcome = tokio::select! {
+                    r = timed => match r {
+                        None => Outcome::TimedOut(timeout),
+                        Some(Ok(Ok(v))) => Outcome::Ok(v),
+                        Some(Ok(Err(_))) if token.is_cancelled() => Outcome::Cancelled,
+                        Some(Ok(Err(e))) => Outcome::Err(e),
+                        Some(Err(panic)) => Outcome::Err(StepError::permanent(format!(
+                            "step panicked: {}",
+                            panic
+                                .downcast_ref::<&str>()
+                                .copied()
+                                .or(panic.downcast_ref::<String>().map(String::as_str))
+                                .unwrap_or("(no message)")
+                        ))),
+                    },
+                    _ = cancelled => Outcome::Cancelled,
+                };
+                let _ = tx.send(Msg::Ended {
+                    step,
+                    attempt,
+                    outcome,
+                    elapsed: begin.elapsed(),
+                });
+            }
+            .instrument(span),
+        );
     }
 
     /// Folds an attempt's outcome into the state; returns the record to persist
@@ -592,7 +605,10 @@ impl Execution {
                     Ok(ack) if ack.cancel_requested => token.cancel(),
                     Ok(_) => {}
                     Err(StoreError::StaleLease { .. }) => {
-                        tracing::error!(run = %lease.run_id, "lease lost to another executor; stopping");
+                        tracing::error!(
+                            run = %lease.run_id,
+                            "lease lost to another executor; stopping"
+                        );
                         lost.store(true, Ordering::SeqCst);
                         token.cancel();
                         return;

@@ -229,7 +229,11 @@ impl Engine {
                     }
                     seen_expiry = Some(expires_at);
                     let wait = Duration::from_millis((expires_at - now).max(0) as u64 + 50);
-                    tracing::info!(run = run_id, %owner, "waiting {wait:?} for the previous executor's lease to lapse");
+                    tracing::info!(
+                        run = run_id,
+                        %owner,
+                        "waiting {wait:?} for the previous executor's lease to lapse"
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = cancel.cancelled() => return Err(EngineError::Interrupted),

@@ -171,13 +171,13 @@ pub enum PlanError {
     #[error("duplicate step names: {}", .0.join(", "))]
     Duplicate(Vec<String>),
     /// A step depends on a step that is not in the plan.
-    #[error("unknown dependencies: {}", .0.iter().map(|(s, d)| format!("{s} -> {d}")).collect::<Vec<_>>().join(", "))]
+    #[error("unknown dependencies: {}", joined(.0, |(s, d)| format!("{s} -> {d}")))]
     UnknownDependency(Vec<(String, String)>),
     /// The dependencies form a cycle; the steps on it are listed.
     #[error("dependency cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
     /// A step names a handler the workflow does not have.
-    #[error("steps with unknown kinds: {}", .0.iter().map(|(s, k)| format!("{s} ({k})")).collect::<Vec<_>>().join(", "))]
+    #[error("steps with unknown kinds: {}", joined(.0, |(s, k)| format!("{s} ({k})")))]
     UnknownKind(Vec<(String, String)>),
     /// A retry policy or timeout makes no sense.
     #[error("invalid policy on step {step}: {reason}")]
@@ -190,6 +190,11 @@ pub enum PlanError {
     /// The workflow could not build a plan from the input.
     #[error("invalid input: {0}")]
     Input(String),
+}
+
+/// Each pair as `show` writes it, joined with ", ".
+fn joined(pairs: &[(String, String)], show: impl Fn(&(String, String)) -> String) -> String {
+    pairs.iter().map(show).collect::<Vec<_>>().join(", ")
 }
 
 /// The step graph of one run, fixed when the run starts and persisted with it.

@@ -79,7 +79,14 @@ impl StepLogger {
     }
 
     fn push(&self, level: &str, line: String) {
-        tracing::event!(target: "nix_infra::step", tracing::Level::INFO, step = %self.step, attempt = self.attempt, level, "{line}");
+        tracing::event!(
+            target: "nix_infra::step",
+            tracing::Level::INFO,
+            step = %self.step,
+            attempt = self.attempt,
+            level,
+            "{line}"
+        );
         let entry = LogLine {
             step: self.step.clone(),
             attempt: self.attempt,
