@@ -33,11 +33,12 @@ impl SqlStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
-                let holder: String = sqlx::query_scalar("SELECT run_id FROM locks WHERE resource = $1")
-                    .bind(r)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                let holder: String =
+                    sqlx::query_scalar("SELECT run_id FROM locks WHERE resource = $1")
+                        .bind(r)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db)?;
                 if holder != run_id {
                     // All or none: the rollback returns what was taken so far.
                     tx.rollback().await.map_err(db)?;
@@ -98,8 +99,14 @@ impl SqlStore {
         name: &str,
         paused: bool,
     ) -> Result<bool, StoreError> {
-        let n = with_pool!(self, p => sqlx::query("UPDATE schedules SET paused = $2 WHERE name = $1")
-            .bind(name).bind(i64::from(paused)).execute(p).await.map_err(db)?.rows_affected());
+        let sql = "UPDATE schedules SET paused = $2 WHERE name = $1";
+        let n = with_pool!(self, p => sqlx::query(sql)
+            .bind(name)
+            .bind(i64::from(paused))
+            .execute(p)
+            .await
+            .map_err(db)?
+            .rows_affected());
         Ok(n == 1)
     }
 

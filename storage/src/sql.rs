@@ -111,7 +111,10 @@ impl SqlStore {
 
     /// Runs a raw statement; for tests and benchmarks that measure the database itself.
     pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
-        with_pool!(self, p => Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(p).await.map_err(db)?.rows_affected()))
+        with_pool!(self, p => {
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+            Ok(q.execute(p).await.map_err(db)?.rows_affected())
+        })
     }
 
     /// Every text value stored in the engine's tables, for leak checks.
@@ -370,7 +373,8 @@ impl Store for SqlStore {
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         with_pool!(self, p => {
-            let mut q = QueryBuilder::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE 1 = 1"));
+            let mut q =
+                QueryBuilder::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE 1 = 1"));
             if let Some(w) = &filter.workflow {
                 q.push(" AND workflow = ").push_bind(w);
             }

@@ -32,7 +32,8 @@ macro_rules! conformance {
             mod $name {
                 #[tokio::test]
                 async fn memory() {
-                    super::$name(std::sync::Arc::new(engine::testing::MemoryStore::default())).await;
+                    let store = engine::testing::MemoryStore::default();
+                    super::$name(std::sync::Arc::new(store)).await;
                 }
                 #[tokio::test]
                 async fn sqlite() {
