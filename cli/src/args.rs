@@ -50,8 +50,15 @@ pub struct Global {
 
     /// Seconds a run's lease lasts without renewal: how soon another process
     /// may take over a run whose executor died.
-    #[arg(long, global = true, env = "NIX_INFRA_LEASE_TTL", hide_env_values = true, default_value_t = 30, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        global = true,
+        env = "NIX_INFRA_LEASE_TTL",
+        hide_env_values = true,
+        default_value_t = 30,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub lease_ttl: u64,
 
     /// The env file with HCLOUD_TOKEN, SECRETS_PASS, … [default: DIR/.env]

@@ -268,8 +268,17 @@ async fn api_schedules(State(app): State<App>) -> Reply {
         .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let list: Vec<Value> = s
         .iter()
-        .map(|s| json!({"name": s.name, "cron": s.cron, "tz": s.tz, "workflow": s.workflow, "paused": s.paused,
-                        "catch_up": s.catch_up, "last_fire": (s.last_fire > 0).then(|| views::timestamp(s.last_fire))}))
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "cron": s.cron,
+                "tz": s.tz,
+                "workflow": s.workflow,
+                "paused": s.paused,
+                "catch_up": s.catch_up,
+                "last_fire": (s.last_fire > 0).then(|| views::timestamp(s.last_fire))
+            })
+        })
         .collect();
     Ok(Json(Value::Array(list)).into_response())
 }

@@ -403,7 +403,11 @@ async fn rotation_on_a_schedule_finishes_once_per_fire_and_survives_a_killed_wor
             .cloned()
             .unwrap()
     };
-    let input = serde_json::json!({"cluster": common::cluster_name(dir), "dir": std::fs::canonicalize(dir).unwrap(), "args": {"secret": "hello-greeting"}});
+    let input = serde_json::json!({
+        "cluster": common::cluster_name(dir),
+        "dir": std::fs::canonicalize(dir).unwrap(),
+        "args": {"secret": "hello-greeting"}
+    });
     ok(cli(dir).env("DATABASE_URL", &url).args([
         "schedule",
         "add",

@@ -31,11 +31,19 @@ pub async fn run(global: &Global, cmd: PlanCommand) -> Result<(), Failure> {
         if let Ok(state) = ctx.engine.load(id).await {
             let views = engine::inspect::step_views(&state);
             if ctx.json() {
-                let steps: Vec<_> = views.iter().map(|v| json!({"name": v.name, "kind": v.kind, "deps": v.deps, "status": v.status})).collect();
-                println!(
-                    "{}",
-                    json!({"run": id, "workflow": state.run.workflow, "status": state.run.status, "steps": steps})
-                );
+                let steps: Vec<_> = views
+                    .iter()
+                    .map(|v| {
+                        json!({"name": v.name, "kind": v.kind, "deps": v.deps, "status": v.status})
+                    })
+                    .collect();
+                let run = json!({
+                    "run": id,
+                    "workflow": state.run.workflow,
+                    "status": state.run.status,
+                    "steps": steps
+                });
+                println!("{run}");
             } else {
                 let done = views
                     .iter()

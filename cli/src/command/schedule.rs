@@ -210,7 +210,9 @@ pub async fn run(global: Global, cmd: ScheduleCommand) -> Result<(), Failure> {
             if ctx.json() {
                 let items: Vec<_> = rows
                     .iter()
-                    .map(|(t, id, st)| json!({"fire_time": timestamp(*t), "run_id": id, "status": st}))
+                    .map(|(t, id, st)| {
+                        json!({"fire_time": timestamp(*t), "run_id": id, "status": st})
+                    })
                     .collect();
                 println!("{}", serde_json::Value::Array(items));
             } else {

@@ -9,7 +9,13 @@ pub fn run(global: &Global) -> Result<(), Failure> {
     if global.output == Output::Json {
         let list: Vec<_> = registry
             .iter()
-            .map(|w| serde_json::json!({"name": w.name(), "version": w.version(), "about": w.description()}))
+            .map(|w| {
+                serde_json::json!({
+                    "name": w.name(),
+                    "version": w.version(),
+                    "about": w.description()
+                })
+            })
             .collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
