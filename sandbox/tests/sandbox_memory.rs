@@ -60,7 +60,11 @@ async fn round(http: &reqwest::Client, endpoint: &str, i: usize) -> usize {
     let created: Value = http
         .post(format!("{endpoint}/ssh_keys"))
         .bearer_auth(TOKEN)
-        .json(&json!({"name": format!("rss-{i}"), "public_key": KEY, "labels": {"round": i.to_string()}}))
+        .json(&json!({
+            "name": format!("rss-{i}"),
+            "public_key": KEY,
+            "labels": {"round": i.to_string()}
+        }))
         .send()
         .await
         .unwrap()

@@ -71,8 +71,13 @@ impl Client {
             .call(
                 reqwest::Method::POST,
                 "/servers",
-                json!({"name": name, "server_type": "cx22", "image": "debian-12", "ssh_keys": ["me"],
-                       "user_data": "#cloud-config\n"}),
+                json!({
+                    "name": name,
+                    "server_type": "cx22",
+                    "image": "debian-12",
+                    "ssh_keys": ["me"],
+                    "user_data": "#cloud-config\n"
+                }),
             )
             .await;
         assert_eq!(status, 201, "{body}");

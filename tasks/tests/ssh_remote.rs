@@ -71,7 +71,12 @@ impl Fixture {
         let v: serde_json::Value = reqwest::Client::new()
             .post(format!("{}/servers", self.cloud.endpoint()))
             .bearer_auth(self.cloud.token())
-            .json(&json!({"name": name, "server_type": "cx22", "image": "debian-12", "ssh_keys": ["k"]}))
+            .json(&json!({
+                "name": name,
+                "server_type": "cx22",
+                "image": "debian-12",
+                "ssh_keys": ["k"]
+            }))
             .send()
             .await
             .unwrap()

@@ -151,7 +151,10 @@ pub fn server_type(i: usize) -> Value {
         "id": e.id, "name": e.name, "description": e.name.to_uppercase(), "category": "Shared vCPU",
         "cores": cores, "memory": memory, "disk": disk, "deprecated": false, "deprecation": null,
         "cpu_type": "shared", "storage_type": "local", "architecture": "x86",
-        "locations": LOCATIONS.iter().map(|(l, _, _)| json!({"id": l.id, "name": l.name, "deprecation": null})).collect::<Vec<_>>(),
+        "locations": LOCATIONS
+            .iter()
+            .map(|(l, _, _)| json!({"id": l.id, "name": l.name, "deprecation": null}))
+            .collect::<Vec<_>>(),
         "prices": LOCATIONS.iter().map(|(l, _, _)| json!({
             "location": l.name, "included_traffic": 21_990_232_555_520_i64,
             "price_hourly": price, "price_monthly": price, "price_per_tb_traffic": price,

@@ -262,10 +262,12 @@ impl TestCloud {
     /// When the cloud was started without [`CloudConfig::record`]: a check of
     /// the recorded responses would otherwise pass on nothing.
     pub fn recorded(&self) -> Vec<Recorded> {
+        const NOT_RECORDING: &str = "this test cloud does not record responses: \
+            start it with CloudConfig { record: true, .. }";
         self.shared
             .recorded
             .as_ref()
-            .expect("this test cloud does not record responses: start it with CloudConfig { record: true, .. }")
+            .expect(NOT_RECORDING)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

@@ -145,7 +145,8 @@ fn units_in(text: &str) -> Vec<String> {
 /// The description `nix-infra workflows` shows for [`rotate`].
 const ROTATE_ABOUT: &str = "Rotate a secret: stage a new version, deploy it to the nodes that use \
     it, restart their units, verify, retire the old version. Input: \
-    {\"cluster\",\"dir\",\"args\":{\"secret\",\"bytes\"|\"from_action\":{\"app\",\"node\",\"args\"}}}";
+    {\"cluster\",\"dir\",\"args\":{\"secret\",\
+    \"bytes\"|\"from_action\":{\"app\",\"node\",\"args\"}}}";
 
 /// The `secret.rotate` workflow.
 pub fn rotate() -> Workflow {
