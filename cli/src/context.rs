@@ -118,6 +118,7 @@ impl Global {
         Origin {
             dir: self.working_dir.clone(),
             env_file: self.env.clone(),
+            local_files: true,
         }
     }
 }

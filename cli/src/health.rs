@@ -60,9 +60,7 @@ pub async fn check(c: &Cluster) -> ClusterView {
             }
             Err(e) => view.problems.push(format!("provider: {e}")),
         },
-        Err(_) => view
-            .problems
-            .push("no provider configured (HCLOUD_TOKEN)".into()),
+        Err(e) => view.problems.push(format!("no provider: {e}")),
     }
     let has_ctrl =
         nodes.values().any(|n| role(n) == Some(Role::Ctrl)) || c.var("ETCD_ENDPOINTS").is_some();

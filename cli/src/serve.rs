@@ -314,7 +314,11 @@ pub async fn run(ctx: &Context, listen: SocketAddr) -> Result<(), Failure> {
     let dir = ctx.global.origin().cluster().ok();
     let app = App {
         engine: ctx.engine.clone(),
-        origin: Arc::new(ctx.global.origin()),
+        // A request over HTTP may not make this process read its files.
+        origin: Arc::new(Origin {
+            local_files: false,
+            ..ctx.global.origin()
+        }),
         token: Arc::new(token),
         cluster: cluster.clone(),
         suspend: CancellationToken::new(),

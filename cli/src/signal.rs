@@ -20,16 +20,36 @@ pub async fn stop_requested() {
     }
 }
 
-/// A token cancelled at the first stop request, with `say` printed then.
-pub fn cancel_on_stop(say: &'static str) -> tokio_util::sync::CancellationToken {
+/// A token cancelled at the first stop request (with `say` printed then);
+/// the watch ends when the guard is dropped.
+pub fn cancel_on_stop(say: &'static str) -> StopGuard {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
-    tokio::spawn(async move {
+    let watch = tokio::spawn(async move {
         stop_requested().await;
         eprintln!("{say}");
         t.cancel();
     });
-    token
+    StopGuard { token, watch }
+}
+
+/// Watches for a stop request until dropped.
+pub struct StopGuard {
+    token: tokio_util::sync::CancellationToken,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl StopGuard {
+    /// Cancelled at the first Ctrl-C or SIGTERM while the guard lives.
+    pub fn token(&self) -> tokio_util::sync::CancellationToken {
+        self.token.clone()
+    }
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
 }
 
 /// Resolves at the next Ctrl-C (SIGINT) only; never, if it cannot be watched.

@@ -42,20 +42,57 @@ pub async fn request(global: Global, request: Request, exec: &ExecArgs) -> Resul
     start(global, checked, exec).await
 }
 
+/// What to do with a run's own secret, given the run already stored under
+/// the same id (if any).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SecretPlan {
+    /// A new run: store it; remove it if the run cannot be created or once it succeeded.
+    New,
+    /// The same run, not finished: store the values given now; remove once it succeeded.
+    Continue,
+    /// Leave it alone: another run's (the create will refuse), or a finished one's.
+    Keep,
+    /// The same run, already succeeded: a leftover; remove it.
+    Leftover,
+}
+
+async fn secret_plan(ctx: &Context, checked: &Checked) -> Result<SecretPlan, Failure> {
+    let (Some(_), Some(id)) = (&checked.run_secret, &ctx.global.run_id) else {
+        return Ok(SecretPlan::New);
+    };
+    let prior = match ctx.engine.load(id).await {
+        Ok(state) => state.run,
+        Err(engine::EngineError::Store(engine::StoreError::NotFound(_))) => {
+            return Ok(SecretPlan::New);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match (prior.input == checked.input, prior.status) {
+        (false, _) => SecretPlan::Keep,
+        (true, RunStatus::Succeeded) => SecretPlan::Leftover,
+        (true, s) if s.is_final() => SecretPlan::Keep,
+        (true, _) => SecretPlan::Continue,
+    })
+}
+
 /// Starts (or continues, with the same run id) a checked run, executes it
 /// here or queues it, and reports it. The run's own secret is stored first,
 /// kept while the run can be resumed, and removed once the run succeeded.
 pub async fn start(mut global: Global, checked: Checked, exec: &ExecArgs) -> Result<(), Failure> {
     global.run_id = checked.run_id.clone();
     let ctx = Context::open(global).await?;
-    if let Some(s) = &checked.run_secret {
-        s.store()?;
-    }
-    let forget = || {
-        if let Some(s) = &checked.run_secret {
+    let plan = secret_plan(&ctx, &checked).await?;
+    let forget = |when: &[SecretPlan]| {
+        if let Some(s) = checked.run_secret.as_ref().filter(|_| when.contains(&plan)) {
             s.forget();
         }
     };
+    if let Some(s) = &checked.run_secret
+        && matches!(plan, SecretPlan::New | SecretPlan::Continue)
+    {
+        s.store()?;
+    }
+    forget(&[SecretPlan::Leftover]);
     let created = ctx
         .engine
         .create(
@@ -64,39 +101,44 @@ pub async fn start(mut global: Global, checked: Checked, exec: &ExecArgs) -> Res
             ctx.global.run_id.clone(),
         )
         .await
-        .inspect_err(|_| forget())?;
+        .inspect_err(|_| forget(&[SecretPlan::New]))?;
     let run = created.record().clone();
     match created {
         Created::New(_) => eprintln!("started run {} ({})", run.id, run.workflow),
         Created::Existing(_) => eprintln!("run {} already exists ({})", run.id, run.status),
     }
     if run.status.is_final() {
-        return finish(&ctx, &RunOutcome::from_record(&run), None);
+        return report(&ctx, &RunOutcome::from_record(&run)).await;
     }
     if exec.detach {
         return detach(&ctx, &run.id, &exec.queue).await;
     }
     let result = execute(&ctx, &run.id, exec).await;
     if result.is_ok() {
-        forget();
+        forget(&[SecretPlan::New, SecretPlan::Continue]);
     }
     result
 }
 
-/// Executes a run here and reports it: runs that act on nodes end with each
-/// node's output (cmd, action) and a per-node summary.
+/// Executes a run here and reports it.
 pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(), Failure> {
     let outcome = execute_outcome(ctx, run_id, exec).await?;
-    let state = ctx.engine.load(run_id).await?;
+    report(ctx, &outcome).await
+}
+
+/// Reports how a run ended: runs that act on nodes end with each node's
+/// output (cmd, action) and a per-node summary.
+async fn report(ctx: &Context, outcome: &RunOutcome) -> Result<(), Failure> {
+    let state = ctx.engine.load(&outcome.run_id).await?;
     let nodes = summary::nodes(&state);
     if nodes.is_empty() {
-        return finish(ctx, &outcome, None);
+        return finish(ctx, outcome, None);
     }
     if !ctx.json() {
         print_output(ctx, &state).await?;
         println!("\n{}", summary::table(&nodes));
     }
-    finish(ctx, &outcome, Some(json!(nodes)))
+    finish(ctx, outcome, Some(json!(nodes)))
 }
 
 /// Executes a run here with progress on stderr; Ctrl-C or SIGTERM cancels it,
@@ -111,9 +153,10 @@ pub async fn execute_outcome(
     let engine = ctx.engine.clone().with_config(config);
     let (observer, events) = Observer::channel();
     let reporter = tokio::spawn(progress::report(events));
-    let cancel = crate::signal::cancel_on_stop(
+    let stop = crate::signal::cancel_on_stop(
         "cancelling: waiting for in-flight steps to stop (Ctrl-C again to quit now)",
     );
+    let cancel = stop.token();
     let again = {
         let cancel = cancel.clone();
         tokio::spawn(async move {

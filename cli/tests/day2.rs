@@ -298,6 +298,27 @@ async fn cmd_reports_each_node_and_a_rolling_upgrade_stops_at_the_failed_batch()
     }
     let db = std::fs::read(dir.join(".nix-infra/state.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains("tok-93f1b7"));
+    // The failed run keeps its secret, so it can be resumed; a different command
+    // under the same run id is refused and leaves that secret alone.
+    let secret = format!("env.{id}");
+    let has_secret = || ok(cli(dir).args(["secrets", "list"])).contains(&secret);
+    assert!(has_secret(), "the failed run's secret is kept");
+    let clash = cli(dir)
+        .args([
+            "--run-id",
+            id,
+            "fleet",
+            "cmd",
+            "--target",
+            "f1",
+            "--env-vars",
+            "TOKEN=other",
+        ])
+        .args(["true"])
+        .output()
+        .unwrap();
+    assert_eq!(clash.status.code(), Some(2));
+    assert!(has_secret(), "a refused start removed another run's secret");
     // In text mode each node's output and exit show.
     let text = ok(cli(dir).args(["fleet", "cmd", "--target", "f1 f2", "hostname"]));
     assert!(

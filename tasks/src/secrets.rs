@@ -191,7 +191,8 @@ pub struct SecretStore {
     key: SecretKey,
 }
 
-fn check_name(name: &str) -> Result<(), SecretError> {
+/// Checks a secret name: 1-64 characters from A-Z a-z 0-9 . _ -.
+pub fn check_name(name: &str) -> Result<(), SecretError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

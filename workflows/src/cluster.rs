@@ -65,6 +65,21 @@ impl Cluster {
         })
     }
 
+    /// Opens the repo of a run that already passed its checks. An env file
+    /// that is gone since reads as empty (the process environment still
+    /// counts); one that is there must parse.
+    pub fn open_for_run(dir: &Path, env_file: Option<&Path>) -> Result<Cluster, ClusterError> {
+        match env_file {
+            Some(f) if !f.exists() => {
+                let mut c = Cluster::open(dir, None)?;
+                c.env = BTreeMap::new();
+                c.env_file = Some(f.to_path_buf());
+                Ok(c)
+            }
+            _ => Cluster::open(dir, env_file),
+        }
+    }
+
     /// The same cluster under another name (a run input names its cluster).
     pub fn named(mut self, name: &str) -> Cluster {
         self.name = name.to_string();
@@ -183,19 +198,57 @@ impl Cluster {
             })
     }
 
-    /// Node → role of every server of the cluster (servers whose labels name
-    /// no node or no known role are left out).
-    pub async fn inventory(&self) -> Result<BTreeMap<NodeName, Role>, ClusterError> {
-        Ok(self
-            .servers()
-            .await?
-            .into_iter()
-            .filter_map(|s| {
-                let role = s.labels.get(LABEL_ROLE)?.parse().ok()?;
-                Some((NodeName::new(s.node()?).ok()?, role))
-            })
-            .collect())
+    /// The cluster's nodes by name and role, and the servers labelled for the
+    /// cluster that cannot be nodes (a bad name, no role, an unknown role).
+    pub async fn inventory(&self) -> Result<Inventory, ClusterError> {
+        let mut inv = Inventory::default();
+        for s in self.servers().await? {
+            let Some(node) = s.node().map(str::to_string) else {
+                continue;
+            };
+            let role = s.labels.get(LABEL_ROLE).map(String::as_str).unwrap_or("");
+            match (NodeName::new(node.as_str()), role.parse::<Role>()) {
+                (Ok(name), Ok(role)) => {
+                    inv.nodes.insert(name, role);
+                }
+                (Err(e), _) => {
+                    inv.unusable.insert(node, e.to_string());
+                }
+                (Ok(_), Err(e)) => {
+                    inv.unusable.insert(node, format!("its role label: {e}"));
+                }
+            }
+        }
+        Ok(inv)
     }
+
+    /// Whether the repo lists its own machines (`servers.yaml`) instead of
+    /// asking a cloud for them: nix-infra then cannot create or delete servers.
+    pub fn is_self_hosted(&self) -> bool {
+        self.dir.join("servers.yaml").exists()
+    }
+
+    /// Refuses `what` (a command that creates or deletes servers or keys at the
+    /// provider) on a self-hosted cluster.
+    pub fn need_cloud(&self, what: &str) -> Result<(), ClusterError> {
+        if !self.is_self_hosted() {
+            return Ok(());
+        }
+        Err(ClusterError::Refused(format!(
+            "{what} needs a cloud provider, but {} lists this cluster's machines: \
+             add the machine there and run `cluster init-node` (servers.yaml wins over HCLOUD_TOKEN)",
+            self.dir.join("servers.yaml").display()
+        )))
+    }
+}
+
+/// What the provider lists for a cluster (see [`Cluster::inventory`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Node → role.
+    pub nodes: BTreeMap<NodeName, Role>,
+    /// Server (by its node label) → why it cannot be a node.
+    pub unusable: BTreeMap<String, String>,
 }
 
 /// Variables of an env file (a missing file has none); a malformed line is
@@ -238,7 +291,10 @@ mod tests {
             .build()
             .unwrap();
         let inv = rt.block_on(c.inventory()).unwrap();
-        assert_eq!(inv.get("box1"), Some(&Role::Ctrl));
+        assert_eq!(inv.nodes.get("box1"), Some(&Role::Ctrl));
+        assert!(inv.unusable.is_empty());
+        let e = c.need_cloud("`cluster provision`").unwrap_err().to_string();
+        assert!(e.contains("servers.yaml wins over HCLOUD_TOKEN"), "{e}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
     );
     init::init(&dir, "demo", Output::Text)?;
     init::example(&dir, Output::Text)?;
-    store_demo_secret(&dir)?;
+    store_demo_secret(&dir, global.env.as_deref())?;
     eprintln!("== 2/5 sandbox cloud");
     sandbox::up(&dir, Output::Text)?;
     let result = lifecycle_run(global, &dir, keep).await;
@@ -53,8 +53,8 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
 }
 
 /// The example's `hello` app reads the secret `hello-greeting`.
-fn store_demo_secret(dir: &Path) -> Result<(), Failure> {
-    let store = workflows::cluster::Cluster::open(dir, None)?.secrets()?;
+fn store_demo_secret(dir: &Path, env_file: Option<&Path>) -> Result<(), Failure> {
+    let store = workflows::cluster::Cluster::open(dir, env_file)?.secrets()?;
     let have = store
         .list()
         .map_err(|e| Failure::Other(e.into()))?

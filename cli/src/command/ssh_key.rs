@@ -34,6 +34,7 @@ pub async fn run(global: &Global, cmd: SshKeyCommand) -> Result<(), Failure> {
             say(format!("{what} keys/id_ed25519"), json!({"created": made}));
         }
         SshKeyCommand::Add => {
+            c.need_cloud("`ssh-key add`")?;
             let public = c.dir.join("keys").join("id_ed25519.pub");
             let text = std::fs::read_to_string(&public).map_err(|e| {
                 Failure::usage(format!(
@@ -52,6 +53,7 @@ pub async fn run(global: &Global, cmd: SshKeyCommand) -> Result<(), Failure> {
             );
         }
         SshKeyCommand::Remove => {
+            c.need_cloud("`ssh-key remove`")?;
             let removed = c
                 .provider()?
                 .delete_ssh_key(&key_name)

@@ -27,7 +27,13 @@ pub async fn run(global: Global, args: WorkerArgs) -> Result<(), Failure> {
         "worker {name}: {concurrency} at once, queue `{}`",
         args.queue
     );
-    ::worker::work(ctx.engine.clone(), queue, &name, concurrency, shutdown)
-        .await
-        .map_err(|e| Failure::other(format!("worker failed: {e}")))
+    ::worker::work(
+        ctx.engine.clone(),
+        queue,
+        &name,
+        concurrency,
+        shutdown.token(),
+    )
+    .await
+    .map_err(|e| Failure::other(format!("worker failed: {e}")))
 }

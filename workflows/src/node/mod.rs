@@ -177,7 +177,7 @@ impl NodesInput {
     /// The run's cluster repo, read now: a step sees the env file as it is
     /// when the step runs, and credentials are never stored with the run.
     pub fn repo(&self) -> Result<Cluster, StepError> {
-        Cluster::open(&self.dir, self.env_file.as_deref())
+        Cluster::open_for_run(&self.dir, self.env_file.as_deref())
             .map(|c| c.named(&self.cluster))
             .map_err(StepError::permanent)
     }

@@ -124,12 +124,12 @@ pub(super) async fn check(
             i.args = rotate_args(c, &name, bytes, from_action, action_args)?;
             "secret.rotate"
         }
-        other => return Err(refused(format!("{other:?} is not an app command"))),
+        _ => return Err(refused("not an app command")),
     };
     c.provider()?;
     Ok(Checked {
         workflow: workflow.into(),
-        input: to_json(&i),
+        input: to_json(&i, false),
         run_id,
         run_secret: None,
         confirm: None,
@@ -151,6 +151,7 @@ async fn publish_targets(
     let all: Vec<_> = c
         .inventory()
         .await?
+        .nodes
         .into_iter()
         .filter(|(_, role)| *role == Role::Cluster)
         .collect();

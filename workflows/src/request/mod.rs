@@ -24,6 +24,8 @@
 
 mod app;
 mod node;
+#[cfg(test)]
+mod tests;
 
 pub use node::{env_vars_text, targets, up_nodes};
 
@@ -32,6 +34,7 @@ use crate::domain::Role;
 use age::secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use tasks::secrets::SecretError;
 
 /// What servers to create.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +281,9 @@ pub struct Origin {
     pub dir: PathBuf,
     /// The env file (`--env`), if not `DIR/.env`.
     pub env_file: Option<PathBuf>,
+    /// Whether `@FILE` arguments (`cmd --env-vars @FILE`) may read files of
+    /// this machine: yes for the CLI, no for a request over HTTP.
+    pub local_files: bool,
 }
 
 impl Origin {
@@ -329,13 +335,26 @@ impl RunSecret {
             .secrets()?
             .store(&self.name, &value)
             .map(|_| ())
-            .map_err(|e| ClusterError::Unavailable(format!("cannot store {}: {e}", self.name)))
+            .map_err(|e| match e {
+                SecretError::BadName(_) => ClusterError::Refused(e.to_string()),
+                other => ClusterError::Unavailable(format!("cannot store {}: {other}", self.name)),
+            })
     }
 
-    /// Removes it; a secret already gone is fine.
+    /// Removes it; a secret already gone is fine, any other failure is
+    /// reported as a warning (the run is over; the secret stays encrypted).
     pub fn forget(&self) {
-        if let Ok(store) = self.cluster().and_then(|c| c.secrets()) {
-            let _ = store.remove(&self.name);
+        let removed = self
+            .cluster()
+            .and_then(|c| c.secrets())
+            .map_err(|e| e.to_string())
+            .and_then(|store| match store.remove(&self.name) {
+                Ok(()) | Err(SecretError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            });
+        if let Err(e) = removed {
+            tracing::warn!(secret = %self.name, "cannot remove the run's secret: {e}");
+            eprintln!("warning: cannot remove the run's secret {}: {e}", self.name);
         }
     }
 }
@@ -368,7 +387,7 @@ impl Request {
             | Request::AppRegisterInstance { .. }
             | Request::AppUnregisterInstance { .. }
             | Request::AppUnregister { .. } => app::check(self, &origin.cluster()?, run_id).await?,
-            other => node::check(other, &origin.cluster()?, run_id).await?,
+            other => node::check(other, &origin.cluster()?, run_id, origin.local_files).await?,
         };
         plan(&checked.workflow, &checked.input)?;
         Ok(checked)
@@ -402,8 +421,23 @@ fn refused(message: impl Into<String>) -> ClusterError {
     ClusterError::Refused(message.into())
 }
 
-fn to_json(i: &crate::node::NodesInput) -> serde_json::Value {
-    serde_json::to_value(i).expect("a run input serializes")
+/// The run input as JSON, in the shape earlier builds stored: server
+/// options only where servers are created, the channel only when it is not
+/// the default. Inputs are compared when a `--run-id` is given again, so a
+/// command repeated across an upgrade finds the run an earlier build started.
+fn to_json(i: &crate::node::NodesInput, creates_servers: bool) -> serde_json::Value {
+    let mut v = serde_json::to_value(i).expect("a run input serializes");
+    if let Some(fields) = v.as_object_mut() {
+        if !creates_servers {
+            for k in ["server_type", "image", "location"] {
+                fields.remove(k);
+            }
+        }
+        if i.channel == crate::node::DEFAULT_CHANNEL {
+            fields.remove("channel");
+        }
+    }
+    v
 }
 
 fn canonical(path: &Path, flag: &str) -> Result<PathBuf, ClusterError> {

@@ -46,24 +46,30 @@ pub(super) async fn existing(
     let inv = c.inventory().await?;
     names
         .into_iter()
-        .map(|n| match inv.get(&n) {
+        .map(|n| match inv.nodes.get(&n) {
             Some(role) if role.is_fleet() != fleet => Err(refused(format!(
                 "{n} is a {role} node; use `nix-infra {} …`",
                 if role.is_fleet() { "fleet" } else { "cluster" }
             ))),
             Some(role) => Ok((n, *role)),
-            None => {
-                let known: Vec<String> = inv.keys().map(NodeName::to_string).collect();
-                Err(refused(format!(
-                    "no server named {n} in cluster {} (its nodes: {})",
-                    c.name,
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                )))
-            }
+            None => match inv.unusable.get(n.as_str()) {
+                Some(why) => Err(refused(format!(
+                    "server {n} of cluster {} cannot be a node: {why}",
+                    c.name
+                ))),
+                None => {
+                    let known: Vec<String> = inv.nodes.keys().map(NodeName::to_string).collect();
+                    Err(refused(format!(
+                        "no server named {n} in cluster {} (its nodes: {})",
+                        c.name,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )))
+                }
+            },
         })
         .collect()
 }
@@ -84,6 +90,9 @@ fn with_server(mut i: NodesInput, s: ServerOptions) -> NodesInput {
     i
 }
 
+/// Most workers (or ingress nodes) one `cluster up` makes.
+pub const MAX_PER_ROLE: u32 = 100;
+
 /// `ctrl1.., worker1.., ingress1..` of `cluster up`.
 pub fn up_nodes(
     ctrl: u32,
@@ -94,6 +103,13 @@ pub fn up_nodes(
         return Err(refused(format!(
             "--ctrl {ctrl}: a cluster has 1 to 7 control nodes"
         )));
+    }
+    for (flag, n) in [("--workers", workers), ("--ingress", ingress)] {
+        if n > MAX_PER_ROLE {
+            return Err(refused(format!(
+                "{flag} {n}: at most {MAX_PER_ROLE} per command"
+            )));
+        }
     }
     let mut out = Vec::new();
     for (count, prefix, role) in [
@@ -114,6 +130,7 @@ pub(super) async fn check(
     r: Request,
     c: &Cluster,
     mut run_id: Option<String>,
+    local_files: bool,
 ) -> Result<Checked, ClusterError> {
     use Request::*;
     c.need_init()?;
@@ -129,6 +146,7 @@ pub(super) async fn check(
             fleet,
         } => {
             cluster_only(fleet, "up")?;
+            c.need_cloud("`cluster up`")?;
             let list = up_nodes(ctrl, workers, ingress)?;
             c.need_types(roles(&list))?;
             i = with_server(i, server);
@@ -141,6 +159,7 @@ pub(super) async fn check(
             fleet,
             server,
         } => {
+            c.need_cloud("`provision`")?;
             let role = if fleet { Role::Fleet } else { role };
             let list: Vec<_> = targets(&target)?.into_iter().map(|n| (n, role)).collect();
             i = with_server(i, server);
@@ -214,6 +233,7 @@ pub(super) async fn check(
         }
         Destroy { target, fleet } => {
             i.nodes = nodes(&existing(c, &target, fleet).await?);
+            c.need_cloud("`destroy`")?;
             let names: Vec<&str> = i.nodes.iter().map(|n| n.name.as_str()).collect();
             confirm = Some(format!(
                 "destroy {} (servers deleted, certificates revoked)?",
@@ -233,12 +253,22 @@ pub(super) async fn check(
             }
             let mut args = json!({ "command": command });
             if let Some(spec) = env_vars {
+                if spec.starts_with('@') && !local_files {
+                    return Err(refused(
+                        "--env-vars @FILE reads a file of the machine it runs on; over the API, send KEY=VALUE,…",
+                    ));
+                }
                 let text = env_vars_text(&spec)?;
                 let id = run_id.get_or_insert_with(engine::new_run_id).clone();
                 let name = format!(
                     "env.{}",
                     id.replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-', "-")
                 );
+                tasks::secrets::check_name(&name).map_err(|_| {
+                    refused(format!(
+                        "--run-id {id}: too long for --env-vars (its secret `env.<run id>` has at most 64 characters)"
+                    ))
+                })?;
                 c.secret_key()?;
                 args["env_secret"] = json!(name);
                 run_secret = Some(RunSecret {
@@ -303,23 +333,39 @@ pub(super) async fn check(
             i.nodes = nodes(&existing(c, &target, fleet).await?);
             "nixos.rollback"
         }
-        other => return Err(refused(format!("{other:?} is not a node command"))),
+        _ => return Err(refused("not a node command")),
     };
     c.provider()?;
+    let creates_servers = matches!(workflow, "cluster.up" | "node.provision");
     Ok(Checked {
         workflow: workflow.into(),
-        input: to_json(&i),
+        input: to_json(&i, creates_servers),
         run_id,
         run_secret,
         confirm,
     })
 }
 
+/// Most bytes `--env-vars @FILE` reads.
+const MAX_ENV_FILE: u64 = 1 << 20;
+
+/// A text file of at most [`MAX_ENV_FILE`] bytes.
+fn read_small(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_ENV_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_ENV_FILE {
+        return Err(std::io::Error::other("larger than 1 MiB"));
+    }
+    Ok(text)
+}
+
 /// `KEY=VALUE,…` or `@FILE` as `KEY=VALUE` lines, keys checked.
 pub fn env_vars_text(spec: &str) -> Result<String, ClusterError> {
     let text = match spec.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| refused(format!("--env-vars @{path}: {e}")))?,
+        Some(path) => read_small(path).map_err(|e| refused(format!("--env-vars @{path}: {e}")))?,
         None => spec.split(',').collect::<Vec<_>>().join("\n"),
     };
     let mut out = String::new();
