@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use tasks::registry::{AppKind, AppMeta, Instance as AppInstance, Publish};
 
 /// `args` of every app workflow.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppArgs {
     /// The app (its folder under `app_modules/`).
@@ -29,13 +29,13 @@ pub struct AppArgs {
     #[serde(default = "backend")]
     pub kind: String,
     /// The port it publishes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Prefix of the variables other apps get for it (default: the app's name, upper case).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_prefix: Option<String>,
     /// Extra environment in its meta_data.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
 }
 

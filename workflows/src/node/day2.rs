@@ -15,49 +15,55 @@ use serde_json::json;
 use tasks::ssh::{LineSink, SshError, Stream, shell_quote};
 
 /// `args` of `node.cmd`.
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct CmdArgs {
+pub struct CmdArgs {
     /// The shell command.
-    command: String,
+    pub command: String,
     /// A secret holding `KEY=value` lines to export first (never in argv or logs).
-    #[serde(default)]
-    env_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_secret: Option<String>,
 }
 
 /// `args` of `node.action`.
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ActionArgs {
-    app: String,
+pub struct ActionArgs {
+    /// The app whose `action.sh` runs.
+    pub app: String,
+    /// Its arguments.
     #[serde(default)]
-    args: Vec<String>,
+    pub args: Vec<String>,
+    /// Store the action's stdout as this secret instead of showing it.
     #[serde(default)]
-    save_as_secret: Option<String>,
+    pub save_as_secret: Option<String>,
 }
 
 /// `args` of `node.upload`.
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct UploadArgs {
-    src: std::path::PathBuf,
-    dst: String,
+pub struct UploadArgs {
+    /// The local file or folder.
+    pub src: std::path::PathBuf,
+    /// Where on the node.
+    pub dst: String,
 }
 
 /// `args` of `image.publish`.
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct PublishArgs {
+pub struct PublishArgs {
     /// A local image archive (`podman save` / `docker save`).
-    file: std::path::PathBuf,
+    pub file: std::path::PathBuf,
 }
 
 /// `args` of `nixos.upgrade`.
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct UpgradeArgs {
+pub struct UpgradeArgs {
+    /// Nodes per batch.
     #[serde(default = "one")]
-    batch: usize,
+    pub batch: usize,
 }
 
 fn one() -> usize {

@@ -30,6 +30,13 @@ pub use rotate::rotate;
 pub use stage::{node_apps, node_type_file, referenced_secrets, stage_config};
 pub use steps::{NODE_CERTS, open_registry};
 
+/// The `args` of the workflows that take them, as run inputs carry them.
+pub mod args {
+    pub use super::app::AppArgs;
+    pub use super::day2::{ActionArgs, CmdArgs, PublishArgs, UpgradeArgs, UploadArgs};
+    pub use super::rotate::{FromAction, RotateArgs};
+}
+
 /// Every step kind of the node workflows, with its output type.
 pub mod kinds {
     pub use super::NodeParams;

@@ -28,26 +28,30 @@ use std::time::Duration;
 use tasks::ssh::{Discard, Remote, shell_quote};
 
 /// `args` of `secret.rotate`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RotateArgs {
+pub struct RotateArgs {
     /// The secret.
-    secret: String,
+    pub secret: String,
     /// Random bytes of a generated value (hex-encoded); default 32.
-    #[serde(default)]
-    bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<usize>,
     /// Or: the new value is the stdout of `action.sh <args>` of `app` on `node`.
-    #[serde(default)]
-    from_action: Option<FromAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_action: Option<FromAction>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// Where a rotated value comes from when an app makes it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct FromAction {
-    app: String,
-    node: String,
+pub struct FromAction {
+    /// The app.
+    pub app: String,
+    /// The node its action runs on.
+    pub node: String,
+    /// The action's arguments.
     #[serde(default)]
-    args: Vec<String>,
+    pub args: Vec<String>,
 }
 
 /// A node that uses the secret.

@@ -1,20 +1,26 @@
 //! Checks of `app …`, `registry publish-image` and `secrets rotate`.
 
 use super::node::{existing, node};
-use super::{Checked, Request, base_input, canonical, refused, to_json};
+use super::{Checked, Request, args_json, base_input, canonical, refused, to_json};
 use crate::cluster::{Cluster, ClusterError};
 use crate::domain::{NodeName, Role};
-use serde_json::{Value, json};
+use crate::node::args::{AppArgs, FromAction, PublishArgs, RotateArgs};
 use std::collections::BTreeMap;
 
-fn app_args(c: &Cluster, app: &str, kind: &str) -> Result<Value, ClusterError> {
+fn app_args(c: &Cluster, app: &str, kind: &str) -> Result<AppArgs, ClusterError> {
     if !matches!(kind, "service" | "backend" | "frontend") {
         return Err(refused(format!(
             "--kind {kind}: kinds are service, backend and frontend"
         )));
     }
     c.need(&[format!("app_modules/{app}")], "no such app")?;
-    Ok(json!({ "app": app, "kind": kind }))
+    Ok(AppArgs {
+        app: app.to_string(),
+        kind: kind.to_string(),
+        port: None,
+        env_prefix: None,
+        env: BTreeMap::new(),
+    })
 }
 
 /// Whether `nodes/<node>.nix` names `app_modules/<app>`.
@@ -76,15 +82,17 @@ pub(super) async fn check(
             env_prefix,
             env,
         } => {
-            let mut args = app_args(c, &app, &kind)?;
-            args["port"] = json!(port);
-            args["env_prefix"] = json!(env_prefix);
-            args["env"] = json!(env_map(&env)?);
-            i.args = args;
+            let args = AppArgs {
+                port: Some(port),
+                env_prefix,
+                env: env_map(&env)?,
+                ..app_args(c, &app, &kind)?
+            };
+            i.args = args_json(&args);
             "app.register"
         }
         AppDeploy { app, kind, target } | AppRemove { app, kind, target } => {
-            i.args = app_args(c, &app, &kind)?;
+            i.args = args_json(&app_args(c, &app, &kind)?);
             let list = existing(c, &target, false).await?;
             check_imports(c, &list, &app, deploying)?;
             c.need_types(list.iter().map(|(_, r)| *r))?;
@@ -96,23 +104,23 @@ pub(super) async fn check(
             }
         }
         AppRegisterInstance { app, kind, target } => {
-            i.args = app_args(c, &app, &kind)?;
+            i.args = args_json(&app_args(c, &app, &kind)?);
             i.nodes = as_nodes(&existing(c, &target, false).await?);
             "app.register_instance"
         }
         AppUnregisterInstance { app, kind, target } => {
-            i.args = app_args(c, &app, &kind)?;
+            i.args = args_json(&app_args(c, &app, &kind)?);
             i.nodes = as_nodes(&existing(c, &target, false).await?);
             "app.unregister_instance"
         }
         AppUnregister { app, kind } => {
-            i.args = app_args(c, &app, &kind)?;
+            i.args = args_json(&app_args(c, &app, &kind)?);
             "app.unregister"
         }
         PublishImage { file, target } => {
             let file = canonical(&file, "--file")?;
             i.nodes = as_nodes(&publish_targets(c, target.as_deref()).await?);
-            i.args = json!({ "file": file });
+            i.args = args_json(&PublishArgs { file });
             "image.publish"
         }
         RotateSecret {
@@ -121,7 +129,7 @@ pub(super) async fn check(
             from_action,
             action_args,
         } => {
-            i.args = rotate_args(c, &name, bytes, from_action, action_args)?;
+            i.args = args_json(&rotate_args(c, &name, bytes, from_action, action_args)?);
             "secret.rotate"
         }
         _ => return Err(refused("not an app command")),
@@ -167,7 +175,7 @@ fn rotate_args(
     bytes: usize,
     from_action: Option<String>,
     action_args: Vec<String>,
-) -> Result<Value, ClusterError> {
+) -> Result<RotateArgs, ClusterError> {
     let info = c
         .secrets()?
         .info(name)
@@ -177,15 +185,23 @@ fn rotate_args(
             "no secret named {name} to rotate (store it first: `nix-infra secrets store --name {name}`)"
         )));
     }
-    let mut args = json!({ "secret": name });
+    let mut args = RotateArgs {
+        secret: name.to_string(),
+        bytes: None,
+        from_action: None,
+    };
     match from_action {
         Some(spec) => {
             let (app, node) = spec
                 .split_once('@')
                 .ok_or_else(|| refused(format!("--from-action {spec}: give APP@NODE")))?;
-            args["from_action"] = json!({ "app": app, "node": node, "args": action_args });
+            args.from_action = Some(FromAction {
+                app: app.to_string(),
+                node: node.to_string(),
+                args: action_args,
+            });
         }
-        None => args["bytes"] = json!(bytes),
+        None => args.bytes = Some(bytes),
     }
     Ok(args)
 }

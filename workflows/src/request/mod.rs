@@ -440,6 +440,11 @@ fn to_json(i: &crate::node::NodesInput, creates_servers: bool) -> serde_json::Va
     v
 }
 
+/// A workflow's typed `args` as the run input carries them.
+fn args_json(args: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(args).expect("workflow args serialize")
+}
+
 fn canonical(path: &Path, flag: &str) -> Result<PathBuf, ClusterError> {
     std::fs::canonicalize(path).map_err(|e| refused(format!("{flag} {}: {e}", path.display())))
 }

@@ -1,10 +1,12 @@
 //! Checks of the node commands (`cluster …` and `fleet …`).
 
-use super::{Checked, Request, RunSecret, ServerOptions, base_input, canonical, refused, to_json};
+use super::{
+    Checked, Request, RunSecret, ServerOptions, args_json, base_input, canonical, refused, to_json,
+};
 use crate::cluster::{Cluster, ClusterError};
 use crate::domain::{NodeName, Role};
+use crate::node::args::{ActionArgs, CmdArgs, UpgradeArgs, UploadArgs};
 use crate::node::{NodeInput, NodesInput};
-use serde_json::json;
 
 /// The node names of `--target "a b"`, each checked.
 pub fn targets(target: &str) -> Result<Vec<NodeName>, ClusterError> {
@@ -251,7 +253,10 @@ pub(super) async fn check(
             if command.trim().is_empty() {
                 return Err(refused("give the command to run"));
             }
-            let mut args = json!({ "command": command });
+            let mut args = CmdArgs {
+                command,
+                env_secret: None,
+            };
             if let Some(spec) = env_vars {
                 if spec.starts_with('@') && !local_files {
                     return Err(refused(
@@ -270,7 +275,7 @@ pub(super) async fn check(
                     ))
                 })?;
                 c.secret_key()?;
-                args["env_secret"] = json!(name);
+                args.env_secret = Some(name.clone());
                 run_secret = Some(RunSecret {
                     name,
                     value: text.into(),
@@ -278,7 +283,7 @@ pub(super) async fn check(
                     env_file: c.env_file.clone(),
                 });
             }
-            i.args = args;
+            i.args = args_json(&args);
             "node.cmd"
         }
         Action {
@@ -297,7 +302,11 @@ pub(super) async fn check(
                 "the app has no action",
             )?;
             i.nodes = nodes(&list);
-            i.args = json!({ "app": app, "args": args, "save_as_secret": save_as_secret });
+            i.args = args_json(&ActionArgs {
+                app,
+                args,
+                save_as_secret,
+            });
             "node.action"
         }
         Upload {
@@ -313,7 +322,7 @@ pub(super) async fn check(
                 )));
             }
             i.nodes = nodes(&existing(c, &target, fleet).await?);
-            i.args = json!({ "src": src, "dst": dst });
+            i.args = args_json(&UploadArgs { src, dst });
             "node.upload"
         }
         Gc { target, fleet } => {
@@ -326,7 +335,9 @@ pub(super) async fn check(
             batch,
         } => {
             i.nodes = nodes(&existing(c, &target, fleet).await?);
-            i.args = json!({ "batch": batch });
+            i.args = args_json(&UpgradeArgs {
+                batch: batch as usize,
+            });
             "nixos.upgrade"
         }
         Rollback { target, fleet } => {
