@@ -238,7 +238,8 @@ impl Step for Config {
         let i: NodesInput = ctx.input()?;
         let n = i.node(p.node.as_str())?.clone();
         let vars = config_vars(&ctx, &i, &n).await?;
-        let rendered = super::stage_config(&i.dir, n.name.as_str(), n.role, &vars)
+        let reach = super::Reach::of(&i).map_err(StepError::permanent)?;
+        let rendered = super::stage_config(&i.dir, n.name.as_str(), n.role, &vars, &reach)
             .map_err(StepError::permanent)?;
         let secrets = super::referenced_secrets(rendered.path());
         let r = remote(&ctx, &i).await?;
@@ -263,17 +264,35 @@ impl Step for Config {
     }
 }
 
-/// The `[%%key%%]` values of node `n`'s configuration.
-async fn config_vars(
-    ctx: &StepContext,
+/// Where a node's configuration says its peers are.
+pub(crate) enum Peers {
+    /// A control node: the etcd cluster's members, (name, ip).
+    Ctrl(Vec<(String, String)>),
+    /// A cluster or ingress node: its overlay address and etcd's client URLs.
+    Overlay {
+        /// `[%%overlayIp%%]`.
+        overlay_ip: String,
+        /// `[%%etcdEndpoints%%]`.
+        endpoints: Vec<String>,
+    },
+    /// A fleet node: outside the overlay and the registry.
+    Fleet,
+}
+
+/// The `[%%key%%]` values of node `n`'s configuration, at `local_ip` with
+/// `peers`: the one list of keys both the config step and the checks before
+/// a run fill (see `crate::preflight`).
+pub(crate) fn node_vars(
     i: &NodesInput,
     n: &super::NodeInput,
-) -> Result<BTreeMap<String, String>, StepError> {
+    local_ip: &str,
+    peers: Peers,
+) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::from([
         ("clusterName".to_string(), i.cluster.clone()),
         ("nodeName".into(), n.name.to_string()),
         ("nodeRole".into(), n.role.to_string()),
-        ("localIp".into(), address(ctx)?),
+        ("localIp".into(), local_ip.to_string()),
         (
             "overlayNetwork".into(),
             tasks::registry::OVERLAY_NETWORK.into(),
@@ -281,31 +300,51 @@ async fn config_vars(
         ("certsDir".into(), NODE_CERTS.into()),
         ("serviceGroups".into(), n.service_groups().join(",")),
     ]);
-    if n.is_ctrl() {
-        let members = ctrl_servers(i).await?;
-        let cluster = members
-            .iter()
-            .map(|(name, ip)| format!("{name}=https://{ip}:2380"))
-            .collect::<Vec<_>>()
-            .join(",");
-        vars.insert("etcdInitialCluster".into(), cluster);
-        vars.insert(
-            "etcdEndpoints".into(),
-            members
+    match peers {
+        Peers::Ctrl(members) => {
+            let cluster = members
+                .iter()
+                .map(|(name, ip)| format!("{name}=https://{ip}:2380"))
+                .collect::<Vec<_>>()
+                .join(",");
+            vars.insert("etcdInitialCluster".into(), cluster);
+            let endpoints = members
                 .iter()
                 .map(|(_, ip)| format!("https://{ip}:2379"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+                .collect::<Vec<_>>();
+            vars.insert("etcdEndpoints".into(), endpoints.join(","));
+        }
+        Peers::Overlay {
+            overlay_ip,
+            endpoints,
+        } => {
+            vars.insert("overlayIp".into(), overlay_ip);
+            vars.insert("etcdEndpoints".into(), endpoints.join(","));
+        }
+        Peers::Fleet => {}
+    }
+    vars
+}
+
+/// The `[%%key%%]` values of node `n`'s configuration, from the run.
+async fn config_vars(
+    ctx: &StepContext,
+    i: &NodesInput,
+    n: &super::NodeInput,
+) -> Result<BTreeMap<String, String>, StepError> {
+    let peers = if n.is_ctrl() {
+        Peers::Ctrl(ctrl_servers(i).await?)
     } else if n.is_fleet() {
-        // Outside the overlay and the registry: nothing more to fill.
+        Peers::Fleet
     } else {
         let overlay = ctx.output::<Overlay>(&step_name::<Overlay>(&n.name))?;
         let ctrl = ctx.output::<Ctrl>(Ctrl::KIND)?;
-        vars.insert("overlayIp".into(), overlay.overlay_ip);
-        vars.insert("etcdEndpoints".into(), ctrl.endpoints.join(","));
-    }
-    Ok(vars)
+        Peers::Overlay {
+            overlay_ip: overlay.overlay_ip,
+            endpoints: ctrl.endpoints,
+        }
+    };
+    Ok(node_vars(i, n, &address(ctx)?, peers))
 }
 
 /// `secrets/<node>`: deploys every secret the node's configuration references.
