@@ -29,8 +29,10 @@ pub use init::{init, unregister, update};
 pub use provision::{adopt, destroy, provision};
 pub use reach::{Reach, nix_string, state_version};
 pub use rotate::rotate;
+pub(crate) use stage::{Peers, node_vars};
 pub use stage::{
-    node_apps, node_type_file, referenced_secrets, stage_config, stage_files, staged_source,
+    node_apps, node_type_file, referenced_secrets, secret_references, stage_config, stage_files,
+    staged_source,
 };
 pub use steps::{NODE_CERTS, open_registry};
 

@@ -264,74 +264,13 @@ impl Step for Config {
     }
 }
 
-/// Where a node's configuration says its peers are.
-pub(crate) enum Peers {
-    /// A control node: the etcd cluster's members, (name, ip).
-    Ctrl(Vec<(String, String)>),
-    /// A cluster or ingress node: its overlay address and etcd's client URLs.
-    Overlay {
-        /// `[%%overlayIp%%]`.
-        overlay_ip: String,
-        /// `[%%etcdEndpoints%%]`.
-        endpoints: Vec<String>,
-    },
-    /// A fleet node: outside the overlay and the registry.
-    Fleet,
-}
-
-/// The `[%%key%%]` values of node `n`'s configuration, at `local_ip` with
-/// `peers`: the one list of keys both the config step and the checks before
-/// a run fill (see `crate::preflight`).
-pub(crate) fn node_vars(
-    i: &NodesInput,
-    n: &super::NodeInput,
-    local_ip: &str,
-    peers: Peers,
-) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::from([
-        ("clusterName".to_string(), i.cluster.clone()),
-        ("nodeName".into(), n.name.to_string()),
-        ("nodeRole".into(), n.role.to_string()),
-        ("localIp".into(), local_ip.to_string()),
-        (
-            "overlayNetwork".into(),
-            tasks::registry::OVERLAY_NETWORK.into(),
-        ),
-        ("certsDir".into(), NODE_CERTS.into()),
-        ("serviceGroups".into(), n.service_groups().join(",")),
-    ]);
-    match peers {
-        Peers::Ctrl(members) => {
-            let cluster = members
-                .iter()
-                .map(|(name, ip)| format!("{name}=https://{ip}:2380"))
-                .collect::<Vec<_>>()
-                .join(",");
-            vars.insert("etcdInitialCluster".into(), cluster);
-            let endpoints = members
-                .iter()
-                .map(|(_, ip)| format!("https://{ip}:2379"))
-                .collect::<Vec<_>>();
-            vars.insert("etcdEndpoints".into(), endpoints.join(","));
-        }
-        Peers::Overlay {
-            overlay_ip,
-            endpoints,
-        } => {
-            vars.insert("overlayIp".into(), overlay_ip);
-            vars.insert("etcdEndpoints".into(), endpoints.join(","));
-        }
-        Peers::Fleet => {}
-    }
-    vars
-}
-
 /// The `[%%key%%]` values of node `n`'s configuration, from the run.
 async fn config_vars(
     ctx: &StepContext,
     i: &NodesInput,
     n: &super::NodeInput,
 ) -> Result<BTreeMap<String, String>, StepError> {
+    use super::stage::{Peers, node_vars};
     let peers = if n.is_ctrl() {
         Peers::Ctrl(ctrl_servers(i).await?)
     } else if n.is_fleet() {
