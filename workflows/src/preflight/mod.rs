@@ -19,8 +19,11 @@
 //! [`Report`] itself.
 
 mod parse;
+pub mod targets;
 #[cfg(test)]
 mod tests;
+
+pub use targets::check_repo;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::domain::{NodeName, Role};
