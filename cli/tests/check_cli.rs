@@ -99,6 +99,21 @@ fn check_reports_each_node_and_every_problem() {
     let json: serde_json::Value =
         serde_json::from_str(&ok(cli(dir).args(["check", "--output", "json"]))).unwrap();
     assert_eq!(json["ok"], true, "{json}");
+    // Without nix-instantiate the files are not parsed: said once, not a failure.
+    let out = cli(dir)
+        .env("PATH", "/nonexistent")
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("warning: nix-instantiate is not installed")
+            .count(),
+        1,
+        "{stderr}"
+    );
 
     // Three problems on three nodes: all of them, with exit status 2.
     write(dir, "nodes/worker2.nix", "{ ... }: { imports = [ ; }\n");
