@@ -119,6 +119,19 @@ async fn cluster_up_survives_kill_9_registers_exactly_and_destroys_cleanly() {
         "{conf}"
     );
     assert!(conf.contains("./app_modules/hello"), "{conf}");
+    // What keeps the node reachable, whatever the repo says.
+    let key = std::fs::read_to_string(dir.join("keys/id_ed25519.pub")).unwrap();
+    for line in [
+        format!(
+            r#"users.users.root.openssh.authorizedKeys.keys = [ "{}" ];"#,
+            key.trim()
+        ),
+        "services.openssh.enable = lib.mkForce true;".into(),
+        r#"system.stateVersion = lib.mkForce "24.11";"#.into(),
+        "builtins.pathExists ./networking.nix".into(),
+    ] {
+        assert!(conf.contains(&line), "{line}: {conf}");
+    }
     assert!(!conf.contains("[%%"), "every placeholder filled: {conf}");
     let ctrl = on_node(dir, "ctrl1", ip["ctrl1"], "cat /etc/nixos/node_type.nix").await;
     assert!(
@@ -194,10 +207,11 @@ async fn one_bad_node_fails_alone_and_bad_targets_are_refused() {
     let dir = dir.path();
     let _down = Down(dir.to_path_buf());
     cluster_repo(dir, "greeting");
-    // worker2's own configuration does not parse: its rebuild fails.
+    // worker2's own configuration parses (so the checks before the run pass
+    // it) but does not evaluate: its rebuild fails, on the node.
     std::fs::write(
         dir.join("nodes/worker2.nix"),
-        "{ ... }: { imports = [ ; }\n",
+        "{ ... }: { services.etcd.enable = builtins.throw \"worker2 is broken\"; }\n",
     )
     .unwrap();
 

@@ -150,6 +150,52 @@ fn the_demo_brings_a_cluster_up_and_cleans_up() {
     );
 }
 
+/// The README's "try it free" line, as written, in a fresh directory (no
+/// `-d`, nothing stored beforehand), then cleaned up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_try_it_free_line_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let _down = Down(dir.path().to_path_buf());
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .env("NIX_INFRA_SANDBOX_OWNER", std::process::id().to_string())
+            .env_remove("DATABASE_URL")
+            .env_remove("HCLOUD_TOKEN")
+            .env_remove("HCLOUD_ENDPOINT")
+            .env_remove("SECRETS_PASS")
+            .env_remove("ETCD_ENDPOINTS")
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    // nix-infra init --example && nix-infra sandbox up && nix-infra cluster up
+    assert!(run(&["init", "--example"]).contains("stored  secret hello-greeting"));
+    run(&["sandbox", "up"]);
+    let up = run(&["cluster", "up"]);
+    for node in ["ctrl1", "worker1", "worker2", "ingress1"] {
+        let row = up.lines().find(|l| l.starts_with(node)).unwrap_or("");
+        assert!(row.contains(" ok "), "{node}: {up}");
+    }
+    let all = "ctrl1 worker1 worker2 ingress1";
+    run(&["cluster", "destroy", "--batch", "--target", all]);
+    let env = env_file(dir.path());
+    let p = Hetzner::new(&env["HCLOUD_ENDPOINT"], &env["HCLOUD_TOKEN"]).unwrap();
+    let left = p
+        .list_servers(&common::cluster_name(dir.path()))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    run(&["sandbox", "down"]);
+}
+
 #[test]
 fn a_sandbox_stops_when_its_owner_dies() {
     let dir = tempfile::tempdir().unwrap();

@@ -75,3 +75,48 @@ pub fn create_ssh_key(dir: &Path, cluster: &str) -> Result<bool, ClusterError> {
     }
     Ok(true)
 }
+
+/// The secret the example repo's `hello` app reads (`/root/secrets/hello-greeting`).
+pub const EXAMPLE_SECRET: &str = "hello-greeting";
+
+/// Stores [`EXAMPLE_SECRET`] with a random value unless the cluster's store
+/// already has it, so the example repo passes the checks before a run as
+/// `init --example` leaves it. Whether it stored one.
+pub fn store_example_secret(c: &crate::cluster::Cluster) -> Result<bool, ClusterError> {
+    use age::secrecy::SecretSlice;
+    let store = c.secrets()?;
+    let unavailable = |e: tasks::secrets::SecretError| {
+        ClusterError::Unavailable(format!("secret {EXAMPLE_SECRET}: {e}"))
+    };
+    if store
+        .info(EXAMPLE_SECRET)
+        .map_err(unavailable)?
+        .current
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let value: [u8; 16] = rand::random();
+    let text: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    store
+        .store(EXAMPLE_SECRET, &SecretSlice::from(text.into_bytes()))
+        .map_err(unavailable)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_example_secret_is_stored_once() {
+        let d = tempfile::tempdir().unwrap();
+        super::init(d.path(), "c").unwrap();
+        let c = crate::cluster::Cluster::open(d.path(), None).unwrap();
+        assert!(super::store_example_secret(&c).unwrap());
+        let first = c.secrets().unwrap().get(super::EXAMPLE_SECRET).unwrap();
+        assert!(!super::store_example_secret(&c).unwrap(), "kept");
+        let again = c.secrets().unwrap().get(super::EXAMPLE_SECRET).unwrap();
+        use age::secrecy::ExposeSecret;
+        assert_eq!(first.expose_secret(), again.expose_secret());
+        assert_eq!(first.expose_secret().len(), 32);
+    }
+}

@@ -29,6 +29,9 @@
 //!     `app.register_instance`, `app.unregister_instance`, `app.remove`,
 //!     `app.unregister`;
 //!   - `secret.rotate`: stage, deploy where used, restart, verify, retire.
+//! - [`preflight`]: the checks of every target node's configuration
+//!   (placeholders, Nix syntax, secrets) that requests make before a run
+//!   exists, and that `nix-infra check` runs alone.
 //!
 //! ```
 //! let registry = workflows::registry();
@@ -44,6 +47,7 @@ pub mod diag;
 pub mod domain;
 pub mod init;
 pub mod node;
+pub mod preflight;
 pub mod request;
 
 /// Every workflow this build knows, ready for [`engine::Engine::new`].

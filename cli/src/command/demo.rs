@@ -3,7 +3,6 @@
 use super::{init, sandbox};
 use crate::args::{ExecArgs, Global, Output};
 use crate::{Context, Failure, start};
-use age::secrecy::SecretSlice;
 use anyhow::anyhow;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -40,8 +39,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
         dir.display()
     );
     init::init(&dir, "demo", Output::Text)?;
-    init::example(&dir, Output::Text)?;
-    store_demo_secret(&dir, global.env.as_deref())?;
+    init::example(&dir, global.env.as_deref(), Output::Text)?;
     eprintln!("== 2/5 sandbox cloud");
     sandbox::up(&dir, Output::Text)?;
     let result = lifecycle_run(global, &dir, keep).await;
@@ -50,27 +48,6 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
         sandbox::down(&dir, Output::Text)?;
     }
     result
-}
-
-/// The example's `hello` app reads the secret `hello-greeting`.
-fn store_demo_secret(dir: &Path, env_file: Option<&Path>) -> Result<(), Failure> {
-    let store = workflows::cluster::Cluster::open(dir, env_file)?.secrets()?;
-    let have = store
-        .list()
-        .map_err(|e| Failure::Other(e.into()))?
-        .iter()
-        .any(|s| s.name == "hello-greeting");
-    if !have {
-        let value: [u8; 16] = rand::random();
-        let text: String = value.iter().map(|b| format!("{b:02x}")).collect();
-        store
-            .store("hello-greeting", &SecretSlice::from(text.into_bytes()))
-            .map_err(|e| Failure::Other(e.into()))?;
-        println!(
-            "stored secret hello-greeting (random; `nix-infra secrets get --name hello-greeting`)"
-        );
-    }
-    Ok(())
 }
 
 async fn lifecycle_run(global: &Global, dir: &Path, keep: bool) -> Result<(), Failure> {

@@ -13,7 +13,8 @@ pub struct InitArgs {
     #[arg(long)]
     cluster: Option<String>,
     /// Also write the example cluster repo (node_types/, nodes/, modules/,
-    /// app_modules/) where those files are missing.
+    /// app_modules/) where those files are missing, and store its app's
+    /// secret (hello-greeting, random) unless the store has it.
     #[arg(long)]
     example: bool,
     /// Never prompt (init asks nothing; accepted as the Dart tool did).
@@ -32,7 +33,7 @@ pub fn run(global: &Global, args: InitArgs) -> Result<(), Failure> {
     });
     init(dir, &name, global.output)?;
     if args.example {
-        example(dir, global.output)?;
+        example(dir, global.env.as_deref(), global.output)?;
     }
     Ok(())
 }
@@ -53,14 +54,18 @@ pub fn init(dir: &Path, cluster: &str, output: Output) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Writes the example cluster repo's missing files.
-pub fn example(dir: &Path, output: Output) -> Result<(), Failure> {
+/// Writes the example cluster repo's missing files and stores its app's
+/// secret (random) unless the store has it, so `cluster up` can start.
+pub fn example(dir: &Path, env_file: Option<&Path>, output: Output) -> Result<(), Failure> {
     let (made, kept) = crate::example::write(dir)
         .map_err(|e| Failure::other(format!("{}: {e}", dir.display())))?;
+    let cluster = workflows::cluster::Cluster::open(dir, env_file)?;
+    let secret = workflows::init::EXAMPLE_SECRET;
+    let stored = workflows::init::store_example_secret(&cluster)?;
     if output == Output::Json {
         println!(
             "{}",
-            serde_json::json!({"example": {"created": made, "kept": kept}})
+            serde_json::json!({"example": {"created": made, "kept": kept, "stored_secret": stored.then_some(secret)}})
         );
         return Ok(());
     }
@@ -69,6 +74,9 @@ pub fn example(dir: &Path, output: Output) -> Result<(), Failure> {
     }
     for k in &kept {
         println!("kept    {k} (exists)");
+    }
+    if stored {
+        println!("stored  secret {secret} (random; `nix-infra secrets get --name {secret}`)");
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! subcommand is a file here and a line in [`Command`] and [`run`].
 
 pub mod app;
+pub mod check;
 pub mod cluster;
 pub mod demo;
 pub mod init;
@@ -57,6 +58,9 @@ pub enum Command {
     ///
     /// Never overwrites anything that exists; running it again is safe.
     Init(init::InitArgs),
+    /// Check every node's configuration as a run would before it starts:
+    /// placeholders, Nix syntax, secrets. Exit status 2 on any problem.
+    Check(check::CheckArgs),
     /// Manage the cluster's SSH key, locally and at the provider.
     #[command(subcommand)]
     SshKey(ssh_key::SshKeyCommand),
@@ -99,6 +103,7 @@ pub async fn run(global: Global, command: Command) -> Result<(), Failure> {
         Command::Serve(args) => serve::run(global, args).await,
         Command::Schedule(cmd) => schedule::run(global, cmd).await,
         Command::Init(args) => init::run(&global, args),
+        Command::Check(args) => check::run(&global, args).await,
         Command::SshKey(cmd) => ssh_key::run(&global, cmd).await,
         Command::Plan(cmd) => plan::run(&global, cmd).await,
         Command::Secrets(cmd) => secrets::run(global, cmd).await,

@@ -16,6 +16,7 @@ mod cluster;
 mod day2;
 mod init;
 mod provision;
+mod reach;
 mod rotate;
 mod stage;
 mod steps;
@@ -26,8 +27,13 @@ pub use cluster::up;
 pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
 pub use provision::{adopt, destroy, provision};
+pub use reach::{Reach, nix_string, state_version};
 pub use rotate::rotate;
-pub use stage::{node_apps, node_type_file, referenced_secrets, stage_config};
+pub(crate) use stage::{Peers, node_vars};
+pub use stage::{
+    node_apps, node_type_file, referenced_secrets, secret_references, stage_config, stage_files,
+    staged_source,
+};
 pub use steps::{NODE_CERTS, open_registry};
 
 /// The `args` of the workflows that take them, as run inputs carry them.

@@ -238,7 +238,8 @@ impl Step for Config {
         let i: NodesInput = ctx.input()?;
         let n = i.node(p.node.as_str())?.clone();
         let vars = config_vars(&ctx, &i, &n).await?;
-        let rendered = super::stage_config(&i.dir, n.name.as_str(), n.role, &vars)
+        let reach = super::Reach::of(&i).map_err(StepError::permanent)?;
+        let rendered = super::stage_config(&i.dir, n.name.as_str(), n.role, &vars, &reach)
             .map_err(StepError::permanent)?;
         let secrets = super::referenced_secrets(rendered.path());
         let r = remote(&ctx, &i).await?;
@@ -263,49 +264,26 @@ impl Step for Config {
     }
 }
 
-/// The `[%%key%%]` values of node `n`'s configuration.
+/// The `[%%key%%]` values of node `n`'s configuration, from the run.
 async fn config_vars(
     ctx: &StepContext,
     i: &NodesInput,
     n: &super::NodeInput,
 ) -> Result<BTreeMap<String, String>, StepError> {
-    let mut vars = BTreeMap::from([
-        ("clusterName".to_string(), i.cluster.clone()),
-        ("nodeName".into(), n.name.to_string()),
-        ("nodeRole".into(), n.role.to_string()),
-        ("localIp".into(), address(ctx)?),
-        (
-            "overlayNetwork".into(),
-            tasks::registry::OVERLAY_NETWORK.into(),
-        ),
-        ("certsDir".into(), NODE_CERTS.into()),
-        ("serviceGroups".into(), n.service_groups().join(",")),
-    ]);
-    if n.is_ctrl() {
-        let members = ctrl_servers(i).await?;
-        let cluster = members
-            .iter()
-            .map(|(name, ip)| format!("{name}=https://{ip}:2380"))
-            .collect::<Vec<_>>()
-            .join(",");
-        vars.insert("etcdInitialCluster".into(), cluster);
-        vars.insert(
-            "etcdEndpoints".into(),
-            members
-                .iter()
-                .map(|(_, ip)| format!("https://{ip}:2379"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+    use super::stage::{Peers, node_vars};
+    let peers = if n.is_ctrl() {
+        Peers::Ctrl(ctrl_servers(i).await?)
     } else if n.is_fleet() {
-        // Outside the overlay and the registry: nothing more to fill.
+        Peers::Fleet
     } else {
         let overlay = ctx.output::<Overlay>(&step_name::<Overlay>(&n.name))?;
         let ctrl = ctx.output::<Ctrl>(Ctrl::KIND)?;
-        vars.insert("overlayIp".into(), overlay.overlay_ip);
-        vars.insert("etcdEndpoints".into(), ctrl.endpoints.join(","));
-    }
-    Ok(vars)
+        Peers::Overlay {
+            overlay_ip: overlay.overlay_ip,
+            endpoints: ctrl.endpoints,
+        }
+    };
+    Ok(node_vars(i, n, &address(ctx)?, peers))
 }
 
 /// `secrets/<node>`: deploys every secret the node's configuration references.

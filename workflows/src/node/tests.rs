@@ -177,6 +177,7 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
             "{ ... }: { c = \"/root/secrets/hook-key\"; }",
         ),
         ("modules/base.nix", "{ ... }: { }"),
+        ("keys/id_ed25519.pub", "ssh-ed25519 AAAAC3Nza test@c\n"),
     ] {
         std::fs::create_dir_all(d.join(path).parent().unwrap()).unwrap();
         std::fs::write(d.join(path), text).unwrap();
@@ -189,7 +190,8 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
     let vars = [("overlayIp", "10.100.1.0")]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .into();
-    let staged = super::stage_config(d, "w1", crate::domain::Role::Cluster, &vars).unwrap();
+    let reach = super::Reach::read(d, "nixos-24.11").unwrap();
+    let staged = super::stage_config(d, "w1", crate::domain::Role::Cluster, &vars, &reach).unwrap();
     let s = staged.path();
     assert!(s.join("app_modules/web/default.nix").exists());
     assert!(!s.join("app_modules/webhook").exists());
@@ -199,7 +201,7 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
     );
     let conf = std::fs::read_to_string(s.join("configuration.nix")).unwrap();
     assert!(
-        conf.contains("imports = [ ./hardware-configuration.nix ./node_type.nix ./node.nix ];"),
+        conf.contains("imports = [ ./hardware-configuration.nix ./node_type.nix ./node.nix ]"),
         "{conf}"
     );
     assert_eq!(
@@ -207,8 +209,14 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
         ["web-key"]
     );
     // A missing placeholder value is named with its file.
-    let err = super::stage_config(d, "w1", crate::domain::Role::Cluster, &Default::default())
-        .unwrap_err();
+    let err = super::stage_config(
+        d,
+        "w1",
+        crate::domain::Role::Cluster,
+        &Default::default(),
+        &reach,
+    )
+    .unwrap_err();
     assert!(err.contains("node_type.nix: overlayIp"), "{err}");
 }
 
@@ -264,6 +272,8 @@ async fn config_after_overlay(overlay: serde_json::Value) -> Option<String> {
     registry.register(wf);
     let engine = Engine::new(Arc::new(engine::testing::MemoryStore::default()), registry);
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/id_ed25519.pub"), "ssh-ed25519 AAAA c").unwrap();
     let input = json!({"cluster": "c", "dir": dir.path(), "nodes": nodes(&[("w1", "cluster")])});
     let id = engine
         .create("t.config", input, None)
@@ -322,4 +332,90 @@ fn per_node_steps_act_on_their_node_and_singletons_on_nothing() {
         json!({"node": "w1", "role": "cluster"})
     );
     assert_eq!(p.step("config/w1").unwrap().params, json!({"node": "w1"}));
+}
+
+/// Evaluates `expr` with `nix-instantiate --eval --strict`, where it is installed.
+fn nix_eval(expr: &str) -> Option<String> {
+    let out = std::process::Command::new("nix-instantiate")
+        .env("NIX_CONFIG", "build-users-group =")
+        .args(["--eval", "--strict", "-E", expr])
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "{expr}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn no_repo_module_can_lock_us_out_of_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (path, text) in [
+        (
+            "node_types/cluster_node.nix",
+            "{ ... }: { imports = [ ./modules/base.nix ]; }",
+        ),
+        // A repo that turns sshd off and names another release.
+        (
+            "modules/base.nix",
+            "{ ... }: { services.openssh.enable = false; system.stateVersion = \"23.05\"; }",
+        ),
+        ("keys/id_ed25519.pub", "ssh-ed25519 AAAAC3Nza nix-infra@c\n"),
+    ] {
+        std::fs::create_dir_all(d.join(path).parent().unwrap()).unwrap();
+        std::fs::write(d.join(path), text).unwrap();
+    }
+    let reach = super::Reach::read(d, "nixos-25.05").unwrap();
+    let role = crate::domain::Role::Cluster;
+    let staged = super::stage_config(d, "w1", role, &Default::default(), &reach).unwrap();
+    let s = staged.path();
+    let conf = std::fs::read_to_string(s.join("configuration.nix")).unwrap();
+    for line in [
+        "services.openssh.enable = lib.mkForce true;",
+        "services.openssh.openFirewall = lib.mkForce true;",
+        r#"services.openssh.settings.PermitRootLogin = lib.mkForce "prohibit-password";"#,
+        r#"users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAAC3Nza nix-infra@c" ];"#,
+        r#"system.stateVersion = lib.mkForce "25.05";"#,
+        "imports = [ ./hardware-configuration.nix ./node_type.nix ]",
+        "builtins.pathExists ./networking.nix",
+    ] {
+        assert!(conf.contains(line), "{line}\n{conf}");
+    }
+    // The repo's module is staged as written: the generated file's forced
+    // values (priority 50) win over its plain ones (priority 100).
+    let base = std::fs::read_to_string(s.join("modules/base.nix")).unwrap();
+    assert!(base.contains("services.openssh.enable = false;"), "{base}");
+    assert!(!base.contains("mkForce") && !base.contains("mkOverride"));
+
+    // Evaluated (with a stand-in `lib.mkForce` as nixpkgs defines it): the
+    // install's networking.nix is imported exactly when the node has one.
+    let eval = |what: &str| {
+        nix_eval(&format!(
+            "let lib = {{ mkForce = content: {{ _type = \"override\"; priority = 50; inherit content; }}; }};
+                 c = import {}/configuration.nix {{ inherit lib; }};
+             in {what}",
+            s.display()
+        ))
+    };
+    let Some(imports) = eval("map baseNameOf c.imports") else {
+        eprintln!("nix-instantiate is not installed: the evaluation is not checked");
+        return;
+    };
+    assert_eq!(
+        imports,
+        r#"[ "hardware-configuration.nix" "node_type.nix" ]"#
+    );
+    std::fs::write(s.join("networking.nix"), "{ ... }: { }").unwrap();
+    assert_eq!(
+        eval("map baseNameOf c.imports").unwrap(),
+        r#"[ "hardware-configuration.nix" "node_type.nix" "networking.nix" ]"#
+    );
+    assert_eq!(
+        eval("with c.services.openssh.enable; [ priority content ]").unwrap(),
+        "[ 50 true ]"
+    );
+    assert_eq!(eval("c.system.stateVersion.content").unwrap(), r#""25.05""#);
 }

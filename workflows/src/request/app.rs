@@ -135,6 +135,10 @@ pub(super) async fn check(
         _ => return Err(refused("not an app command")),
     };
     c.provider()?;
+    if matches!(workflow, "app.deploy" | "app.remove") {
+        // They render the nodes' configuration as `update-node` does.
+        crate::preflight::refuse_problems(c, &i).await?;
+    }
     Ok(Checked {
         workflow: workflow.into(),
         input: to_json(&i, false),

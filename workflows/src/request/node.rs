@@ -347,6 +347,7 @@ pub(super) async fn check(
         _ => return Err(refused("not a node command")),
     };
     c.provider()?;
+    preflight(c, workflow, &i).await?;
     let creates_servers = matches!(workflow, "cluster.up" | "node.provision");
     Ok(Checked {
         workflow: workflow.into(),
@@ -355,6 +356,24 @@ pub(super) async fn check(
         run_secret,
         confirm,
     })
+}
+
+/// The checks of every node's configuration before a run that renders it
+/// (or, for `provision`, creates its server): refused naming every problem.
+/// A server can be provisioned before the repo has its node type, so
+/// `provision` checks the nodes whose node type exists.
+async fn preflight(c: &Cluster, workflow: &str, i: &NodesInput) -> Result<(), ClusterError> {
+    match workflow {
+        "cluster.up" | "node.init" | "node.update" => crate::preflight::refuse_problems(c, i).await,
+        "node.provision" => {
+            let mut typed = i.clone();
+            typed
+                .nodes
+                .retain(|n| c.dir.join(n.role.node_type_file()).exists());
+            crate::preflight::refuse_problems(c, &typed).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Most bytes `--env-vars @FILE` reads.

@@ -184,3 +184,44 @@ fn cmd_variables_from_a_file_only_from_this_machine_and_a_run_id_that_fits() {
         .to_string();
     assert!(e.contains("too long for --env-vars"), "{e}");
 }
+
+#[test]
+fn node_configurations_are_checked_before_servers_are_created() {
+    let d = tempfile::tempdir().unwrap();
+    let cloud = repo(d.path(), None);
+    let up = || Request::Up {
+        ctrl: 1,
+        workers: 1,
+        ingress: 0,
+        server: ServerOptions::default(),
+        fleet: false,
+    };
+    check(&cloud, up()).unwrap();
+    std::fs::create_dir_all(d.path().join("nodes")).unwrap();
+    std::fs::write(
+        d.path().join("nodes/worker1.nix"),
+        "{ ... }: { x = \"[%%nope%%] /root/secrets/absent\"; }\n",
+    )
+    .unwrap();
+    let e = check(&cloud, up()).unwrap_err();
+    assert!(
+        e.contains("\n  worker1:\n    nodes/worker1.nix: references /root/secrets/absent"),
+        "{e}"
+    );
+    assert!(
+        e.contains("\n    nodes/worker1.nix: unknown placeholder [%%nope%%]"),
+        "{e}"
+    );
+    // provision checks the same; a repo without the role's node type yet may
+    // still get servers (init-node checks it then).
+    let provision = |target: &str, role| Request::Provision {
+        target: target.into(),
+        role,
+        fleet: false,
+        server: ServerOptions::default(),
+    };
+    let e = check(&cloud, provision("worker1", crate::domain::Role::Cluster)).unwrap_err();
+    assert!(e.contains("worker1:"), "{e}");
+    std::fs::remove_file(d.path().join("node_types/ingress_node.nix")).unwrap();
+    check(&cloud, provision("ingress1", crate::domain::Role::Ingress)).unwrap();
+}
