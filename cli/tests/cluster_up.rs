@@ -324,7 +324,7 @@ async fn one_bad_node_fails_alone_and_bad_targets_are_refused() {
     ok(cli(dir).args(["runs", "resume", "bad-1"]));
     assert_eq!(servers(dir).await.len(), 4);
     let done = ok(cli(dir).args(["plan", "--run-id", "bad-1", "cluster", "up"]));
-    assert!(done.contains("39 of 39 steps done"), "{done}");
+    assert!(done.contains("43 of 43 steps done"), "{done}");
     // The cluster's key at the provider: removed, then added again.
     assert!(ok(cli(dir).args(["ssh-key", "remove"])).contains("removed"));
     assert!(ok(cli(dir).args(["ssh-key", "add"])).contains("at the provider"));

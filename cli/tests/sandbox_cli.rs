@@ -18,6 +18,12 @@ fn cli(dir: &std::path::Path) -> Command {
     c
 }
 
+/// The JSON line `sandbox up --output json` printed.
+fn sandbox_json(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_up_serves_hetzner_and_down_removes_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,6 +42,15 @@ async fn sandbox_up_serves_hetzner_and_down_removes_everything() {
     assert_eq!(env["SECRETS_PASS"], "untouched");
     let endpoint = env["HCLOUD_ENDPOINT"].clone();
     assert!(endpoint.starts_with("http://127.0.0.1:"));
+    // The installer is the sandbox's: the only other difference from a real run.
+    let (base, _) = endpoint.rsplit_once("/v1").unwrap();
+    assert_eq!(
+        env["NIXOS_INFECT_URL"],
+        format!("{base}/installer/nixos-infect")
+    );
+    assert_eq!(env["NIXOS_INFECT_SHA256"], sandbox::installer::sha256());
+    let printed = sandbox_json(&out.stdout);
+    assert_eq!(printed["installer_url"], env["NIXOS_INFECT_URL"].as_str());
 
     // The ordinary provider code, pointed at the sandbox by the .env values.
     let p = Hetzner::new(&endpoint, &env["HCLOUD_TOKEN"])
@@ -92,6 +107,9 @@ async fn sandbox_up_serves_hetzner_and_down_removes_everything() {
     );
     let env = env_file(dir.path());
     assert!(!env.contains_key("HCLOUD_ENDPOINT") && env["SECRETS_PASS"] == "untouched");
+    for key in ["HCLOUD_TOKEN", "NIXOS_INFECT_URL", "NIXOS_INFECT_SHA256"] {
+        assert!(!env.contains_key(key), "{key} left in .env");
+    }
     let status = cli(dir.path())
         .args(["sandbox", "status", "--output", "json"])
         .output()

@@ -6,8 +6,11 @@
 //!   labels, pagination, actions that finish after a delay, and injectable
 //!   faults ([`Faults`]). Hetzner's own clients work against it unchanged.
 //! - [`Node`]: with [`CloudConfig::nodes`], each server boots a real sshd on
-//!   its own loopback address, in its own namespaces, with stand-ins for
-//!   NixOS's tools ([`node::STANDINS`]).
+//!   its own loopback address, in its own namespaces, as Hetzner's stock
+//!   image: bash, curl, tar, no `nixos-*` command, an empty `/etc/nixos`.
+//! - [`installer`]: the nixos-infect stand-in the cloud serves (with its
+//!   sha256) at [`TestCloud::installer_url`]; it brings NixOS's tool stand-ins,
+//!   which take over at the node's next reboot.
 //!
 //! ```text
 //!   nix-infra sandbox serve ──┐
@@ -34,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod cloud;
+pub mod installer;
 pub mod local;
 pub mod node;
 

@@ -3,9 +3,11 @@
 //!
 //! [`up`] starts a serving process in the background (its own process group,
 //! so closing the terminal does not stop it), waits for it to print its
-//! endpoint, and writes `HCLOUD_ENDPOINT` and `HCLOUD_TOKEN` into the
-//! cluster's `.env`, so the ordinary commands talk to it. [`down`] stops it
-//! (and with it every node it booted) and takes those lines out again. The
+//! endpoint and its installer, and writes `HCLOUD_ENDPOINT`, `HCLOUD_TOKEN`,
+//! `NIXOS_INFECT_URL` and `NIXOS_INFECT_SHA256` into the cluster's `.env`, so
+//! the ordinary commands talk to it and its nodes fetch its installer stand-in
+//! instead of nixos-infect. [`down`] stops it (and with it every node it
+//! booted) and takes those lines out again. The
 //! process's pid lives in `DIR/.nix-infra/sandbox.pid`, its output in
 //! `DIR/.nix-infra/sandbox.log`.
 
@@ -41,7 +43,21 @@ pub struct Running {
     pub pid: i32,
     /// Its API endpoint, as written into `.env`.
     pub endpoint: Option<String>,
+    /// Its installer's URL, as written into `.env`.
+    pub installer_url: Option<String>,
 }
+
+/// The `.env` keys a sandbox sets, in the order it writes them: the only
+/// differences between a sandbox run and a real one.
+pub const ENV_KEYS: [&str; 4] = [
+    "HCLOUD_ENDPOINT",
+    "HCLOUD_TOKEN",
+    "NIXOS_INFECT_URL",
+    "NIXOS_INFECT_SHA256",
+];
+
+/// What the serving process prints, one `KEY=value` line each, once it serves.
+const PRINTED: [&str; 3] = ["HCLOUD_ENDPOINT", "NIXOS_INFECT_URL", "NIXOS_INFECT_SHA256"];
 
 fn state_dir(dir: &Path) -> PathBuf {
     dir.join(".nix-infra")
@@ -73,6 +89,7 @@ pub fn status(dir: &Path) -> Option<Running> {
     alive(pid).then(|| Running {
         pid,
         endpoint: env_value(dir, "HCLOUD_ENDPOINT"),
+        installer_url: env_value(dir, "NIXOS_INFECT_URL"),
     })
 }
 
@@ -84,19 +101,18 @@ fn env_value(dir: &Path, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Sets (or, with `None`, removes) the HCLOUD_* lines of `DIR/.env`, keeping the rest.
-fn update_env(dir: &Path, values: Option<(&str, &str)>) -> Result<(), LocalError> {
+/// Sets the sandbox's lines of `DIR/.env` to `values` (key, value), or with
+/// none removes them, keeping the rest.
+fn update_env(dir: &Path, values: &[(&str, &str)]) -> Result<(), LocalError> {
     let path = dir.join(".env");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let ours = |l: &str| ENV_KEYS.iter().any(|k| l.starts_with(&format!("{k}=")));
     let mut lines: Vec<String> = old
         .lines()
-        .filter(|l| !l.starts_with("HCLOUD_ENDPOINT=") && !l.starts_with("HCLOUD_TOKEN="))
+        .filter(|l| !ours(l))
         .map(str::to_string)
         .collect();
-    if let Some((endpoint, token)) = values {
-        lines.push(format!("HCLOUD_ENDPOINT={endpoint}"));
-        lines.push(format!("HCLOUD_TOKEN={token}"));
-    }
+    lines.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
     let text = if lines.is_empty() {
         String::new()
     } else {
@@ -106,7 +122,8 @@ fn update_env(dir: &Path, values: Option<(&str, &str)>) -> Result<(), LocalError
 }
 
 /// Starts `serve` (a command that serves the sandbox in the foreground and
-/// prints `HCLOUD_ENDPOINT=…`, given `HCLOUD_TOKEN`) in the background for
+/// prints `HCLOUD_ENDPOINT=…`, `NIXOS_INFECT_URL=…` and
+/// `NIXOS_INFECT_SHA256=…`, given `HCLOUD_TOKEN`) in the background for
 /// `dir`, unless one already serves; returns it and whether it was started now.
 pub fn up(dir: &Path, mut serve: Command) -> Result<(Running, bool), LocalError> {
     if let Some(r) = status(dir) {
@@ -130,28 +147,40 @@ pub fn up(dir: &Path, mut serve: Command) -> Result<(Running, bool), LocalError>
         .spawn()
         .map_err(|e| LocalError::DidNotStart(e.to_string()))?;
     let pid = child.id() as i32;
-    let endpoint = wait_for_endpoint(&log_path, pid)?;
+    let [endpoint, url, sha256] = wait_for_lines(&log_path, pid)?;
     let pids = pid_file(dir);
     std::fs::write(&pids, pid.to_string()).map_err(|e| io(&pids, e))?;
-    update_env(dir, Some((&endpoint, &token)))?;
+    update_env(
+        dir,
+        &[
+            ("HCLOUD_ENDPOINT", &endpoint),
+            ("HCLOUD_TOKEN", &token),
+            ("NIXOS_INFECT_URL", &url),
+            ("NIXOS_INFECT_SHA256", &sha256),
+        ],
+    )?;
     let running = Running {
         pid,
         endpoint: Some(endpoint),
+        installer_url: Some(url),
     };
     Ok((running, true))
 }
 
-/// The endpoint the serving process prints, within 15 s while it lives.
-fn wait_for_endpoint(log_path: &Path, pid: i32) -> Result<String, LocalError> {
+/// The values of the [`PRINTED`] lines, within 15 s while the process lives.
+fn wait_for_lines(log_path: &Path, pid: i32) -> Result<[String; 3], LocalError> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let text = std::fs::read_to_string(log_path).unwrap_or_default();
-        let line = BufReader::new(text.as_bytes())
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("HCLOUD_ENDPOINT="));
-        if let Some(line) = line {
-            return Ok(line.trim_start_matches("HCLOUD_ENDPOINT=").to_string());
+        let value = |key: &str| {
+            let prefix = format!("{key}=");
+            BufReader::new(text.as_bytes())
+                .lines()
+                .map_while(Result::ok)
+                .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().to_string()))
+        };
+        if let [Some(a), Some(b), Some(c)] = PRINTED.map(value) {
+            return Ok([a, b, c]);
         }
         if !alive(pid) || Instant::now() > deadline {
             return Err(LocalError::DidNotStart(text));
@@ -176,7 +205,7 @@ pub fn down(dir: &Path) -> Result<(), LocalError> {
         }
     }
     let _ = std::fs::remove_file(pid_file(dir));
-    update_env(dir, None)
+    update_env(dir, &[])
 }
 
 #[cfg(test)]
@@ -186,12 +215,26 @@ mod tests {
     #[test]
     fn the_env_file_keeps_its_other_lines() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join(".env"), "SECRETS_PASS=x\nHCLOUD_TOKEN=old\n").unwrap();
-        update_env(d.path(), Some(("http://127.0.0.1:9/v1", "t"))).unwrap();
+        std::fs::write(
+            d.path().join(".env"),
+            "SECRETS_PASS=x\nHCLOUD_TOKEN=old\nNIXOS_INFECT_SHA256=old\n",
+        )
+        .unwrap();
+        let values = [
+            ("HCLOUD_ENDPOINT", "http://127.0.0.1:9/v1"),
+            ("HCLOUD_TOKEN", "t"),
+            (
+                "NIXOS_INFECT_URL",
+                "http://127.0.0.1:9/installer/nixos-infect",
+            ),
+            ("NIXOS_INFECT_SHA256", "abc"),
+        ];
+        update_env(d.path(), &values).unwrap();
         let text = std::fs::read_to_string(d.path().join(".env")).unwrap();
         assert_eq!(
             text,
-            "SECRETS_PASS=x\nHCLOUD_ENDPOINT=http://127.0.0.1:9/v1\nHCLOUD_TOKEN=t\n"
+            "SECRETS_PASS=x\nHCLOUD_ENDPOINT=http://127.0.0.1:9/v1\nHCLOUD_TOKEN=t\n\
+             NIXOS_INFECT_URL=http://127.0.0.1:9/installer/nixos-infect\nNIXOS_INFECT_SHA256=abc\n"
         );
         assert_eq!(
             env_value(d.path(), "HCLOUD_ENDPOINT").as_deref(),

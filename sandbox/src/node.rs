@@ -1,10 +1,23 @@
-//! [`Node`]: a stand-in NixOS machine: an sshd on its own loopback address, in its own namespaces.
+//! [`Node`]: a stand-in server: an sshd on its own loopback address, in its own namespaces.
 //!
-//! Each node runs `sshd` under `unshare` with private mount, UTS and PID
-//! namespaces: its own hostname, and its own `/etc/nixos`, `/root`,
-//! `/run/keys`, `/run/containers` and `/var/lib` (bind mounts of folders in the node's temp
-//! directory). Stand-ins for NixOS's own tools sit in `/usr/local/sbin`,
-//! first on root's PATH; see [`STANDINS`]. `systemd-creds` is the real one.
+//! Each node runs under `unshare` with private mount, UTS and PID namespaces:
+//! its own hostname, and its own `/etc/nixos` (empty), `/root`, `/run/keys`,
+//! `/run/containers`, `/var/lib` and `/usr/local/sbin` (bind mounts of
+//! folders in the node's temp directory), and its own boot id.
+//!
+//! A node starts as Hetzner's stock image does: bash, curl, tar, systemd's
+//! `systemctl`/`reboot` ([`IMAGE_STANDINS`], first on root's PATH), and no
+//! `nixos-*` command. NixOS's tools arrive only through the installer the
+//! cloud serves ([`crate::installer`]), and only after the reboot that
+//! follows it. `systemd-creds` is the real one.
+//!
+//! **Reboot.** The namespace's init is a small shell loop: it "boots" (what an
+//! installer staged becomes the system, the boot id changes) and starts sshd;
+//! on SIGHUP, which the `reboot` stand-in sends it, it kills every other
+//! process of the node (`kill -KILL -1` from a PID namespace's init reaches
+//! exactly that namespace), waits for sshd to be gone and boots again: same
+//! address, same host key (unless [`Node::change_host_key_on_next_boot`]).
+//! Nothing sleeps: the old sshd is reaped before the new one binds.
 //!
 //! Killing the `unshare` process ends the PID namespace, which takes every
 //! process of the node (sshd and its sessions) with it; the mounts vanish
@@ -56,16 +69,11 @@ pub struct Node {
     _dir: tempfile::TempDir,
 }
 
-/// The stand-ins for NixOS tools: (name, script).
-pub const STANDINS: [(&str, &str); 5] = [
-    ("nixos-rebuild", include_str!("standins/nixos-rebuild")),
-    ("nixos-infect", include_str!("standins/nixos-infect")),
-    ("nixos-version", include_str!("standins/nixos-version")),
-    (
-        "nix-collect-garbage",
-        include_str!("standins/nix-collect-garbage"),
-    ),
+/// What the image brings in `/usr/local/sbin`: stand-ins for systemd's
+/// `systemctl` (records unit actions) and `reboot`: (name, script).
+pub const IMAGE_STANDINS: [(&str, &str); 2] = [
     ("systemctl", include_str!("standins/systemctl")),
+    ("reboot", include_str!("standins/reboot")),
 ];
 
 fn write(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
@@ -102,9 +110,11 @@ impl Node {
             std::fs::create_dir_all(d.join("var-lib/cloud"))?;
             write(&d.join("var-lib/cloud/user-data"), data, 0o600)?;
         }
-        for (name, script) in STANDINS {
+        for (name, script) in IMAGE_STANDINS {
             write(&d.join("bin").join(name), script, 0o755)?;
         }
+        // Bind-mounted over the node's /proc/sys/kernel/random/boot_id; each boot writes it.
+        write(&d.join("boot_id"), "", 0o644)?;
         let key = d.join("ssh/ssh_host_ed25519_key");
         let status = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", &spec.name, "-f"])
@@ -130,23 +140,7 @@ impl Node {
         for p in ["/etc/nixos", "/run/keys", "/run/sshd", "/run/containers"] {
             std::fs::create_dir_all(p)?;
         }
-        let q = |p: &str| shell_quote(&d.join(p));
-        let script = format!(
-            "set -e\nhostname {name}\n\
-             mount --bind {etc} /etc/nixos\nmount --bind {root} /root\n\
-             mount --bind {keys} /run/keys\nmount --bind {lib} /var/lib\n\
-             mount --bind {containers} /run/containers\n\
-             mount --bind {bin} /usr/local/sbin\n\
-             exec /usr/sbin/sshd -D -e -f {cfg}\n",
-            name = spec.name,
-            etc = q("etc-nixos"),
-            root = q("root"),
-            keys = q("run-keys"),
-            containers = q("run-containers"),
-            lib = q("var-lib"),
-            bin = q("bin"),
-            cfg = q("ssh/sshd_config"),
-        );
+        let script = init_script(&spec.name, d);
         let log = std::fs::File::create(d.join("sshd.log"))?;
         let mut child = Command::new("setpriv")
             .args([
@@ -209,10 +203,66 @@ impl Node {
         })
     }
 
-    /// Where the node can be reached and inspected.
+    /// Where the node can be reached and inspected (its host key as it is now).
     pub fn info(&self) -> NodeInfo {
-        self.info.clone()
+        let key = self._dir.path().join("ssh/ssh_host_ed25519_key.pub");
+        let host_key = std::fs::read_to_string(key)
+            .map(|k| k.trim().to_string())
+            .unwrap_or_else(|_| self.info.host_key.clone());
+        NodeInfo {
+            host_key,
+            ..self.info.clone()
+        }
     }
+
+    /// Makes the node come back from its next reboot with a new host key: a
+    /// reinstall that lost the old one, or another machine on its address.
+    pub fn change_host_key_on_next_boot(&self) -> std::io::Result<()> {
+        std::fs::write(self._dir.path().join("ssh/rekey"), "")
+    }
+}
+
+/// The script the node's namespaces run as their init (see the module docs).
+fn init_script(name: &str, d: &Path) -> String {
+    let q = |p: &str| shell_quote(&d.join(p));
+    let key = q("ssh/ssh_host_ed25519_key");
+    format!(
+        "set -e\nhostname {name}\n\
+         mount --bind {etc} /etc/nixos\nmount --bind {root} /root\n\
+         mount --bind {keys} /run/keys\nmount --bind {lib} /var/lib\n\
+         mount --bind {containers} /run/containers\n\
+         mount --bind {bin} /usr/local/sbin\n\
+         mount --bind {boot_id} /proc/sys/kernel/random/boot_id\n\
+         set +e\nreboot=0\ntrap 'reboot=1' HUP\n\
+         while :; do\n\
+           if [ -e /var/lib/nixos-standin/lustrate ]; then\n\
+             cp /var/lib/nixos-standin/system/bin/* /usr/local/sbin/ && rm -f /var/lib/nixos-standin/lustrate\n\
+           fi\n\
+           if [ -e {rekey} ]; then\n\
+             rm -f {key} {key}.pub && ssh-keygen -q -t ed25519 -N '' -C {name} -f {key} && rm -f {rekey}\n\
+           fi\n\
+           cat /proc/sys/kernel/random/uuid > {boot_id}\n\
+           /usr/sbin/sshd -D -e -f {cfg} &\n\
+           sshd=$!\n\
+           while [ \"$reboot\" = 0 ]; do\n\
+             wait \"$sshd\"\n\
+             [ \"$reboot\" = 0 ] && ! kill -0 \"$sshd\" 2>/dev/null && exit 0\n\
+           done\n\
+           reboot=0\n\
+           kill -KILL -1\n\
+           wait \"$sshd\"\n\
+         done\n",
+        name = shell_quote(Path::new(name)),
+        etc = q("etc-nixos"),
+        root = q("root"),
+        keys = q("run-keys"),
+        containers = q("run-containers"),
+        lib = q("var-lib"),
+        bin = q("bin"),
+        boot_id = q("boot_id"),
+        rekey = q("ssh/rekey"),
+        cfg = q("ssh/sshd_config"),
+    )
 }
 
 impl Drop for Node {

@@ -25,15 +25,28 @@ async fn serves_until_sigterm_then_stops_its_nodes() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    // Then the installer, as `sandbox up` writes it into .env.
+    let mut installer = [String::new(), String::new()];
+    for l in &mut installer {
+        out.read_line(l).unwrap();
+    }
     let endpoint = line
         .trim()
         .strip_prefix("HCLOUD_ENDPOINT=")
         .unwrap_or_else(|| panic!("first line is not the endpoint: {line}"))
         .to_string();
     assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/v1"));
+    let base = endpoint.trim_end_matches("/v1");
+    assert_eq!(
+        installer[0].trim(),
+        format!("NIXOS_INFECT_URL={base}/installer/nixos-infect")
+    );
+    assert_eq!(
+        installer[1].trim(),
+        format!("NIXOS_INFECT_SHA256={}", sandbox::installer::sha256())
+    );
 
     let http = reqwest::Client::new();
     let denied = http

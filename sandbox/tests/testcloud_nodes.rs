@@ -1,4 +1,5 @@
-//! Servers of the test cloud boot real sshd nodes: log in, isolation, NixOS stand-ins, teardown.
+//! Servers of the test cloud boot real sshd nodes: log in, isolation, the
+//! stock image, the installer stand-in and reboots, NixOS stand-ins, teardown.
 
 use sandbox::{CloudConfig, NodeInfo, TestCloud};
 use serde_json::{Value, json};
@@ -132,6 +133,48 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The node's boot id, if it answers.
+    fn boot_id(&self, node: &NodeInfo) -> Option<String> {
+        let out = self.ssh(node, "cat /proc/sys/kernel/random/boot_id", None);
+        out.status
+            .success()
+            .then(|| text(&out.stdout).trim().to_string())
+    }
+
+    /// Waits until the node answers (strict host key checking) with a boot id other than `old`.
+    async fn wait_for_boot(&self, node: &NodeInfo, old: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(id) = self.boot_id(node).filter(|id| id != old) {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "{} never came back", node.name);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `systemctl reboot` on the node; returns once it answers with a new boot id.
+    async fn reboot(&self, node: &NodeInfo) -> String {
+        let old = self
+            .boot_id(node)
+            .expect("the node answers before its reboot");
+        // The session may end before the command answers: that is the reboot.
+        let _ = self.ssh(node, "systemctl reboot", None);
+        self.wait_for_boot(node, &old).await
+    }
+
+    /// Fetches the cloud's installer on the node, checks its hash there and runs it.
+    fn install(&self, node: &NodeInfo, env: &str) -> Output {
+        let cmd = format!(
+            "curl -fsSL {url} -o /root/nixos-infect && echo '{sha}  /root/nixos-infect' | sha256sum -c - && {env} bash /root/nixos-infect",
+            url = self.cloud.installer_url(),
+            sha = self.cloud.installer_sha256(),
+        );
+        self.ssh(node, &cmd, None)
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -185,15 +228,34 @@ async fn nixos_stand_ins_check_configs_and_record_generations() {
     let c = Client::start().await;
     let (_, node) = c.server("builder").await;
 
-    let out = c.ssh(&node, "nixos-version", None);
-    assert_eq!(
-        out.status.code(),
-        Some(127),
-        "not NixOS before nixos-infect"
+    let out = c.install(
+        &node,
+        "NO_REBOOT=1 PROVIDER=hetznercloud NIX_CHANNEL=nixos-24.11",
     );
-    let out = c.ssh(&node, "nixos-infect && nixos-version", None);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("(Vicuna)"));
+    assert!(text(&out.stdout).contains("runs from the next boot"));
+    let out = c.ssh(&node, "nixos-version; ls /etc/nixos", None);
+    assert_eq!(
+        text(&out.stdout),
+        "configuration.nix\nhardware-configuration.nix\nnetworking.nix\n",
+        "the installer wrote the configuration; NixOS waits for the reboot"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("nixos-version") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    let config = std::fs::read_to_string(node.etc_nixos.join("configuration.nix")).unwrap();
+    assert!(config.contains("./networking.nix") && config.contains("ssh-ed25519 "));
+    let network = std::fs::read_to_string(node.etc_nixos.join("networking.nix")).unwrap();
+    assert!(
+        network.contains(&format!("address = \"{}\"", node.ip)),
+        "{network}"
+    );
+    c.reboot(&node).await;
+    let out = c.ssh(&node, "nixos-version", None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "24.11.20241201.0000000 (Vicuna)\n");
 
     let bad = "{ config, ... }: {\n  services.openssh.enable = true\n}\n";
     let out = c.ssh(
@@ -272,4 +334,113 @@ async fn deleting_a_server_stops_its_node() {
             .is_err()
     );
     assert!(!node.etc_nixos.exists(), "the node's state is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_is_the_stock_image() {
+    let c = Client::start().await;
+    let (_, node) = c.server("fresh").await;
+    let out = c.ssh(
+        &node,
+        "command -v bash curl tar sha256sum systemctl; ls -A /etc/nixos; \
+         test -e /etc/nixos/configuration.nix || echo no-config",
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(
+        lines.len(),
+        6,
+        "five tools, then an empty /etc/nixos: {lines:?}"
+    );
+    assert_eq!(lines[5], "no-config");
+    for tool in [
+        "nixos-version",
+        "nixos-rebuild",
+        "nixos-infect",
+        "nixos-generate-config",
+    ] {
+        let out = c.ssh(&node, &format!("command -v {tool}"), None);
+        assert!(
+            !out.status.success(),
+            "{tool} on a stock image: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_installer_is_served_with_its_hash_and_reboots_unless_told_not_to() {
+    use sha2::Digest;
+    let c = Client::start().await;
+    let url = c.cloud.installer_url();
+    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/installer/nixos-infect"));
+    // A raw file: no token needed.
+    let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+    let sha: String = sha2::Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(sha, c.cloud.installer_sha256());
+    assert!(
+        c.cloud
+            .env_lines()
+            .contains(&format!("NIXOS_INFECT_SHA256={sha}\n"))
+    );
+
+    let (_, node) = c.server("selfboot").await;
+    let out = c.ssh(
+        &node,
+        "setsid sleep 600 > /dev/null 2>&1 < /dev/null & echo started",
+        None,
+    );
+    assert_eq!(text(&out.stdout), "started\n");
+    let before = c.boot_id(&node).unwrap();
+    // Without NO_REBOOT the installer ends with a reboot, as the real one does.
+    let _ = c.install(&node, "PROVIDER=hetznercloud NIX_CHANNEL=nixos-25.05");
+    c.wait_for_boot(&node, &before).await;
+    let out = c.ssh(
+        &node,
+        "nixos-version; pgrep -x sleep || echo no-sleep",
+        None,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "25.05.20241201.0000000 (Warbler)\nno-sleep\n",
+        "the channel asked for; the reboot ended every process"
+    );
+    assert_eq!(
+        c.cloud.node("selfboot").unwrap().ip,
+        node.ip,
+        "same address"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_keeps_the_host_key_unless_the_node_loses_it() {
+    let c = Client::start().await;
+    let (_, node) = c.server("rekeyed").await;
+    let first = c.boot_id(&node).unwrap();
+    // Strict checking against the key pinned at creation: the reboot kept it.
+    let second = c.reboot(&node).await;
+    assert_ne!(first, second);
+    assert_eq!(c.cloud.node("rekeyed").unwrap().host_key, node.host_key);
+
+    assert!(c.cloud.change_host_key_on_reboot("rekeyed").unwrap());
+    let _ = c.ssh(&node, "systemctl reboot", None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let out = c.ssh(&node, "true", None);
+        let stderr = text(&out.stderr);
+        if stderr.contains("HOST IDENTIFICATION HAS CHANGED") {
+            break stderr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new key was never presented: {stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(!refused.is_empty());
+    assert_ne!(c.cloud.node("rekeyed").unwrap().host_key, node.host_key);
 }

@@ -11,8 +11,11 @@
 //! - [`ssh`]: [`ssh::Remote`] runs commands (exit codes checked, lines
 //!   streamed), uploads files and trees, pipes secrets on stdin and forwards
 //!   ports, with host keys pinned per cluster.
+//! - [`install`]: NixOS over the provider's stock image: nixos-infect
+//!   fetched on the node from a pinned URL, its sha256 checked there before it
+//!   runs, `NO_REBOOT=1`, then a reboot that must keep the pinned host key.
 //! - [`nixos`]: renders `[%%key%%]` placeholders ([`render`]), uploads
-//!   `/etc/nixos`, installs NixOS, rebuilds and verifies.
+//!   `/etc/nixos`, rebuilds and verifies.
 //!
 //! ```text
 //!   workflows ──► tasks::provider ──► Hetzner API (or servers.yaml)
@@ -30,6 +33,7 @@
 
 pub mod ca;
 pub mod deploy;
+pub mod install;
 pub mod nixos;
 pub mod provider;
 pub mod registry;

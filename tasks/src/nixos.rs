@@ -1,9 +1,11 @@
-//! Node bootstrap: render a cluster's Nix files, upload them, install NixOS, rebuild, verify.
+//! Node bootstrap: render a cluster's Nix files, upload them, rebuild, verify.
+//! Installing NixOS over a provider's image and rebooting into it is
+//! [`crate::install`].
 //!
 //! Every step checks the remote exit code; a failed `nixos-rebuild` reports
 //! the Nix parser's message instead of success.
 
-use crate::ssh::{LineSink, Remote, SshError, shell_quote};
+use crate::ssh::{LineSink, Remote, SshError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -96,12 +98,6 @@ pub async fn push_config(
     let rendered = render_tree(local, vars)?;
     remote.upload_tree(rendered.path(), "/etc/nixos").await?;
     Ok(())
-}
-
-/// Installs NixOS over the running system (`nixos-infect`), on `channel`.
-pub async fn install(remote: &Remote, channel: &str, sink: &dyn LineSink) -> Result<(), SshError> {
-    let cmd = format!("NIX_CHANNEL={} nixos-infect", shell_quote(channel));
-    remote.run(&cmd, None, sink, None).await.map(|_| ())
 }
 
 /// Runs `nixos-rebuild switch`; a configuration that does not evaluate fails with Nix's message.

@@ -1,8 +1,10 @@
 //! [`Remote`]: commands, uploads and port forwards on a node over SSH (openssh, native mux).
 //!
 //! Host keys are pinned per cluster in its own `known_hosts`: first contact
-//! adds the key (accept-new), a changed key is a permanent error naming the
-//! node and both fingerprints. A non-zero exit is always an error carrying the
+//! adds the key (accept-new, [`HostKeys::AcceptNew`]), a changed key is a
+//! permanent error naming the node and both fingerprints. Where the node must
+//! already be known (after a reboot), [`HostKeys::Pinned`] refuses a key that
+//! is not pinned yet as well. A non-zero exit is always an error carrying the
 //! exit code and the tail of stderr. Secrets travel on stdin, never in argv.
 
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Stdio};
@@ -83,6 +85,18 @@ pub enum SshError {
         /// Why.
         reason: String,
     },
+    /// Strict checking was asked for and no key is pinned for the node.
+    #[error(
+        "no host key of node `{node}` ({host}) is pinned in {known_hosts}: refusing to trust the key it presents now"
+    )]
+    HostKeyNotPinned {
+        /// The node.
+        node: String,
+        /// Its address.
+        host: String,
+        /// The cluster's known_hosts file.
+        known_hosts: String,
+    },
     /// The command exited non-zero.
     #[error("`{command}` on node `{node}` exited with {code}: {stderr_tail}")]
     Exit {
@@ -125,8 +139,17 @@ impl SshError {
     }
 }
 
+/// How a connection treats the host key a node presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKeys {
+    /// Pin the key on first contact; refuse a key that differs from the pinned one.
+    AcceptNew,
+    /// Refuse any key but the pinned one, and refuse a node with no pinned key.
+    Pinned,
+}
+
 /// The SHA256 fingerprint of the key pinned for `host` in `known_hosts`, if any.
-fn pinned_fingerprint(known_hosts: &Path, host: &str) -> Option<String> {
+pub fn pinned_fingerprint(known_hosts: &Path, host: &str) -> Option<String> {
     let out = LocalCommand::new("ssh-keygen")
         .arg("-l")
         .arg("-F")
@@ -152,8 +175,18 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Connects once.
+    /// Connects once, pinning the host key on first contact.
     pub async fn connect(cfg: &SshConfig, node: &str, host: &str) -> Result<Remote, SshError> {
+        Remote::connect_with(cfg, node, host, HostKeys::AcceptNew).await
+    }
+
+    /// Connects once, checking the host key as `keys` says.
+    pub async fn connect_with(
+        cfg: &SshConfig,
+        node: &str,
+        host: &str,
+        keys: HostKeys,
+    ) -> Result<Remote, SshError> {
         std::fs::create_dir_all(&cfg.control_dir).map_err(|e| SshError::Io {
             node: node.into(),
             reason: format!("control directory {}: {e}", cfg.control_dir.display()),
@@ -164,7 +197,10 @@ impl Remote {
         let mut b = SessionBuilder::default();
         b.user(cfg.user.clone())
             .port(cfg.port)
-            .known_hosts_check(KnownHosts::Add)
+            .known_hosts_check(match keys {
+                HostKeys::AcceptNew => KnownHosts::Add,
+                HostKeys::Pinned => KnownHosts::Strict,
+            })
             .user_known_hosts_file(&cfg.known_hosts)
             .control_directory(&cfg.control_dir)
             .connect_timeout(cfg.connect_timeout)
@@ -196,8 +232,13 @@ impl Remote {
                         .find(|w| w.starts_with("SHA256:"))
                         .map(|w| w.trim_end_matches('.').to_string())
                         .unwrap_or_else(|| "(unknown)".into());
-                    let known = pinned_fingerprint(&cfg.known_hosts, host)
-                        .unwrap_or_else(|| "(unknown)".into());
+                    let Some(known) = pinned_fingerprint(&cfg.known_hosts, host) else {
+                        return Err(SshError::HostKeyNotPinned {
+                            node: node.into(),
+                            host: host.into(),
+                            known_hosts: cfg.known_hosts.display().to_string(),
+                        });
+                    };
                     return Err(SshError::HostKeyChanged {
                         node: node.into(),
                         known,
@@ -219,6 +260,17 @@ impl Remote {
         host: &str,
         patience: Duration,
     ) -> Result<Remote, SshError> {
+        Remote::wait_for_with(cfg, node, host, patience, HostKeys::AcceptNew).await
+    }
+
+    /// [`Remote::wait_for`], checking the host key as `keys` says.
+    pub async fn wait_for_with(
+        cfg: &SshConfig,
+        node: &str,
+        host: &str,
+        patience: Duration,
+        keys: HostKeys,
+    ) -> Result<Remote, SshError> {
         let started = Instant::now();
         let mut wait = Duration::from_millis(50);
         loop {
@@ -230,7 +282,7 @@ impl Remote {
             )
             .await;
             let result = match knock {
-                Ok(Ok(_)) => Remote::connect(cfg, node, host).await,
+                Ok(Ok(_)) => Remote::connect_with(cfg, node, host, keys).await,
                 Ok(Err(e)) => Err(SshError::Unreachable {
                     node: node.into(),
                     reason: format!("{host}:{}: {e}", cfg.port),
@@ -382,6 +434,11 @@ impl Remote {
             })
     }
 
+    /// The node this connection reaches.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Whether the connection still works (its mux master answers).
     pub async fn is_alive(&self) -> bool {
         self.session.check().await.is_ok()
@@ -453,7 +510,15 @@ impl Pool {
         Ok(fresh)
     }
 
-    /// Drops the connections to `node` (it is being deleted).
+    /// Makes `remote` the connection to `node` at `host` (one the caller
+    /// opened itself, e.g. with [`HostKeys::Pinned`] after a reboot).
+    pub async fn put(&self, node: &str, host: &str, remote: std::sync::Arc<Remote>) {
+        let mut open = self.open.lock().await;
+        open.retain(|(n, _), _| n != node);
+        open.insert((node.to_string(), host.to_string()), remote);
+    }
+
+    /// Drops the connections to `node` (it is being deleted, or rebooting).
     pub async fn forget(&self, node: &str) {
         self.open.lock().await.retain(|(n, _), _| n != node);
     }

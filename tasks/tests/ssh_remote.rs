@@ -330,7 +330,20 @@ async fn bootstrap_renders_installs_rebuilds_and_reports_nix_errors() {
         ("ip".to_string(), node.ip.to_string()),
     ]);
     let sink = tasks::ssh::Discard;
-    nixos::install(&remote, "nixos-24.11", &sink).await.unwrap();
+    // NixOS the way a provision installs it: the cloud's installer, then a reboot.
+    let installer = tasks::install::Installer::from_vars(
+        Some(f.cloud.installer_url()),
+        Some(f.cloud.installer_sha256().into()),
+    )
+    .unwrap();
+    tasks::install::install(&remote, &installer, "nixos-24.11", &sink)
+        .await
+        .unwrap();
+    let ip = node.ip.to_string();
+    let remote = tasks::install::reboot(&remote, &f.cfg, &ip, Duration::from_secs(30), &sink)
+        .await
+        .unwrap()
+        .remote;
     nixos::push_config(&remote, repo.path(), &vars)
         .await
         .unwrap();

@@ -154,8 +154,19 @@ fn without_subjects(plan: &Plan) -> Value {
     v
 }
 
+/// `plan` without the `reboot/<node>` steps this build adds between
+/// `install/<node>` and `verify/<node>` (and without verify's dependency on them).
+fn without_reboots(plan: &Plan) -> Plan {
+    let mut plan = plan.clone();
+    plan.steps.retain(|s| s.kind != "reboot");
+    for s in &mut plan.steps {
+        s.deps.retain(|d| !d.starts_with("reboot/"));
+    }
+    plan
+}
+
 #[test]
-fn every_workflow_plans_what_the_old_build_planned_plus_subjects() {
+fn every_workflow_plans_what_the_old_build_planned_plus_subjects_and_reboots() {
     let text =
         std::fs::read_to_string(format!("{FIXTURES}/plans-before-typed-steps.json")).unwrap();
     let old: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
@@ -166,11 +177,25 @@ fn every_workflow_plans_what_the_old_build_planned_plus_subjects() {
         "a sample for every workflow"
     );
     for (workflow, sample) in old {
-        let new = registry
+        let planned = registry
             .get(&workflow)
             .unwrap()
             .plan(&sample["input"])
             .unwrap();
+        let reboots = planned.steps.iter().filter(|s| s.kind == "reboot").count();
+        let provisions = matches!(workflow.as_str(), "node.provision" | "cluster.up");
+        let nodes = sample["input"]["nodes"].as_array().map_or(0, Vec::len);
+        assert_eq!(reboots, if provisions { nodes } else { 0 }, "{workflow}");
+        for r in planned.steps.iter().filter(|s| s.kind == "reboot") {
+            let node = r.subject.as_deref().unwrap();
+            assert_eq!(
+                r.deps,
+                [format!("install/{node}"), format!("create/{node}")]
+            );
+            let verify = planned.step(&format!("verify/{node}")).unwrap();
+            assert!(verify.deps.contains(&r.name), "{workflow}: {}", verify.name);
+        }
+        let new = without_reboots(&planned);
         assert_eq!(without_subjects(&new), sample["plan"], "{workflow}");
         let old_plan: Plan = serde_json::from_value(sample["plan"].clone()).unwrap();
         for (n, o) in new.steps.iter().zip(&old_plan.steps) {

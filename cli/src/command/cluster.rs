@@ -32,7 +32,7 @@ pub enum ClusterCommand {
         #[command(flatten)]
         exec: ExecArgs,
     },
-    /// Create (or adopt) a server per node, wait for SSH, install NixOS and verify it.
+    /// Create (or adopt) a server per node, wait for SSH, install NixOS, reboot into it and verify it.
     ///
     /// Runs `node.provision` as a durable run: if it fails or is interrupted,
     /// `runs resume` continues it, and servers that exist are adopted, never doubled.
@@ -250,6 +250,9 @@ pub struct ServerArgs {
     /// Hetzner location (default: Hetzner's choice).
     #[arg(long)]
     pub location: Option<String>,
+    /// NixOS release to install, e.g. 24.11 (channel nixos-24.11) [default: 24.11].
+    #[arg(long, value_name = "VERSION")]
+    pub nixos_version: Option<String>,
 }
 
 impl From<ServerArgs> for ServerOptions {
@@ -258,6 +261,7 @@ impl From<ServerArgs> for ServerOptions {
             server_type: s.server_type,
             image: s.image,
             location: s.location,
+            nixos_version: s.nixos_version,
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! `up` starts `nix-infra sandbox serve` in the background (its own process
 //! group, so closing the terminal does not stop it), waits for its endpoint,
-//! and writes `HCLOUD_ENDPOINT` and `HCLOUD_TOKEN` into `DIR/.env`, so the
-//! ordinary commands talk to it. `down` stops it (and every node it booted)
+//! and writes `HCLOUD_ENDPOINT`, `HCLOUD_TOKEN`, `NIXOS_INFECT_URL` and
+//! `NIXOS_INFECT_SHA256` into `DIR/.env`, so the ordinary commands talk to it
+//! and its nodes install its nixos-infect stand-in. `down` stops it (and every node it booted)
 //! and takes those lines out again.
 
 use crate::Failure;
@@ -59,14 +60,14 @@ pub fn up(dir: &Path, output: Output) -> Result<(), Failure> {
     }
     let endpoint = running.endpoint.unwrap_or_default();
     if output == Output::Json {
-        let pid = running.pid;
+        let (pid, installer) = (running.pid, running.installer_url);
         println!(
             "{}",
-            json!({"status": "running", "pid": pid, "endpoint": endpoint})
+            json!({"status": "running", "pid": pid, "endpoint": endpoint, "installer_url": installer})
         );
     } else {
         println!(
-            "sandbox running (pid {}) at {endpoint}; HCLOUD_ENDPOINT and HCLOUD_TOKEN are in {}",
+            "sandbox running (pid {}) at {endpoint}; HCLOUD_ENDPOINT, HCLOUD_TOKEN, NIXOS_INFECT_URL and NIXOS_INFECT_SHA256 are in {}",
             running.pid,
             dir.join(".env").display()
         );
@@ -118,6 +119,8 @@ pub async fn serve(listen: std::net::SocketAddr) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::other(format!("cannot start the sandbox cloud: {e}")))?;
     println!("HCLOUD_ENDPOINT={}", cloud.endpoint());
+    println!("NIXOS_INFECT_URL={}", cloud.installer_url());
+    println!("NIXOS_INFECT_SHA256={}", cloud.installer_sha256());
     tokio::select! {
         _ = crate::signal::stop_requested() => {}
         _ = owner_gone() => {}

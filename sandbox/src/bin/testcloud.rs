@@ -3,7 +3,9 @@
 //! With its default flags it serves exactly what `nix-infra sandbox serve`
 //! does ([`CloudConfig::sandbox`]); `--no-nodes` serves the API alone, with no
 //! root needed, for trying other Hetzner clients against it. Prints
-//! `HCLOUD_ENDPOINT=http://…/v1` on a line of its own once it listens, then
+//! `HCLOUD_ENDPOINT=http://…/v1`, `NIXOS_INFECT_URL=…` and
+//! `NIXOS_INFECT_SHA256=…` (its installer stand-in), each on a line of its
+//! own, once it listens, then
 //! serves until SIGTERM or Ctrl-C, when it stops every node it booted.
 #![deny(unsafe_code)]
 
@@ -58,6 +60,8 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("HCLOUD_ENDPOINT={}", cloud.endpoint());
+    println!("NIXOS_INFECT_URL={}", cloud.installer_url());
+    println!("NIXOS_INFECT_SHA256={}", cloud.installer_sha256());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("install SIGTERM handler");
     tokio::select! {

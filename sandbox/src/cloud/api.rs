@@ -79,7 +79,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
     } else {
         v1
     };
-    Router::new().nest("/v1", v1).with_state(shared)
+    Router::new()
+        .nest("/v1", v1)
+        .route(crate::installer::PATH, get(installer))
+        .with_state(shared)
+}
+
+/// The nixos-infect stand-in, as a raw file (no token, like GitHub's).
+async fn installer() -> Response {
+    (
+        [("content-type", "text/x-shellscript; charset=utf-8")],
+        crate::installer::script(),
+    )
+        .into_response()
 }
 
 async fn auth(Ext(app): App, headers: HeaderMap, req: Request, next: Next) -> Response {

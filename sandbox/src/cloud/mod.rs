@@ -3,7 +3,10 @@
 //! Hetzner's own clients work against it unchanged once pointed at
 //! [`TestCloud::endpoint`]. Servers get loopback addresses (`127.X.Y.Z`), and
 //! with [`CloudConfig::nodes`] each one boots a [`crate::Node`]: an sshd on that
-//! address with its own host key, hostname and filesystem view.
+//! address with its own host key, hostname and filesystem view, starting as
+//! Hetzner's stock image does. The cloud also serves the installer that turns
+//! a node into (stand-in) NixOS: [`TestCloud::installer_url`], with
+//! [`TestCloud::installer_sha256`].
 
 mod api;
 mod json;
@@ -246,6 +249,31 @@ impl TestCloud {
         &self.shared.config.token
     }
 
+    /// Where nodes fetch the installer (`NIXOS_INFECT_URL`): the nixos-infect
+    /// stand-in, served by this cloud outside `/v1`.
+    pub fn installer_url(&self) -> String {
+        format!("http://{}{}", self.addr, crate::installer::PATH)
+    }
+
+    /// The installer's sha256 (`NIXOS_INFECT_SHA256`).
+    pub fn installer_sha256(&self) -> &'static str {
+        crate::installer::sha256()
+    }
+
+    /// The `.env` lines that point a cluster at this cloud: the API
+    /// (`HCLOUD_ENDPOINT`, `HCLOUD_TOKEN`) and the installer
+    /// (`NIXOS_INFECT_URL`, `NIXOS_INFECT_SHA256`), the only differences
+    /// between a sandbox run and a real one.
+    pub fn env_lines(&self) -> String {
+        format!(
+            "HCLOUD_ENDPOINT={}\nHCLOUD_TOKEN={}\nNIXOS_INFECT_URL={}\nNIXOS_INFECT_SHA256={}\n",
+            self.endpoint(),
+            self.token(),
+            self.installer_url(),
+            self.installer_sha256()
+        )
+    }
+
     /// Changes the injected faults.
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
@@ -279,12 +307,30 @@ impl TestCloud {
         s.servers.values().map(|v| v.name.clone()).collect()
     }
 
+    /// Makes server `name`'s node come back from its next reboot with a new
+    /// host key; `false` if it has no node (yet).
+    pub fn change_host_key_on_reboot(&self, name: &str) -> std::io::Result<bool> {
+        let Some(id) = self.server_id(name) else {
+            return Ok(false);
+        };
+        let Some(nodes) = self.shared.nodes.as_ref() else {
+            return Ok(false);
+        };
+        let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+        match nodes.get(&id) {
+            Some(node) => node.change_host_key_on_next_boot().map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    fn server_id(&self, name: &str) -> Option<i64> {
+        let s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.servers.values().find(|v| v.name == name).map(|v| v.id)
+    }
+
     /// The node of server `name`, once it has booted.
     pub fn node(&self, name: &str) -> Option<crate::node::NodeInfo> {
-        let id = {
-            let s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.servers.values().find(|v| v.name == name)?.id
-        };
+        let id = self.server_id(name)?;
         let nodes = self.shared.nodes.as_ref()?;
         let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
         nodes.get(&id).map(Node::info)

@@ -27,15 +27,8 @@ impl Bench {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(".env"),
-            format!(
-                "HCLOUD_ENDPOINT={}\nHCLOUD_TOKEN={}\n",
-                cloud.endpoint(),
-                cloud.token()
-            ),
-        )
-        .unwrap();
+        // The API and the installer: what `sandbox up` writes.
+        std::fs::write(dir.path().join(".env"), cloud.env_lines()).unwrap();
         std::fs::create_dir_all(dir.path().join("keys")).unwrap();
         assert!(
             std::process::Command::new("ssh-keygen")

@@ -15,6 +15,7 @@ pub mod app;
 mod cluster;
 mod day2;
 mod init;
+mod install;
 mod provision;
 mod reach;
 mod rotate;
@@ -53,9 +54,9 @@ pub mod kinds {
     pub use super::day2::{
         Action, Cmd, Exit, Gc, Loaded, Publish, Rollback, Upgrade, Upload, Uploaded,
     };
+    pub use super::install::{Install, Installed, Reboot, Rebooted, Verified, Verify};
     pub use super::provision::{
-        Adopt, Create, Delete, Deleted, Forget, Forgotten, Install, Installed, Prepare, Prepared,
-        Revoke, Revoked, Verified, Verify,
+        Adopt, Create, Delete, Deleted, Forget, Forgotten, Prepare, Prepared, Revoke, Revoked,
     };
     pub use super::steps::{
         Certs, Confd, Config, Configured, Ctrl, Deployed, Endpoints, Etcd, Healthy, Issued, Locate,

@@ -1,20 +1,23 @@
-//! `node.provision` (create or adopt a server per node, wait for SSH, install
-//! NixOS, verify) and `node.destroy` (unregister, delete, revoke, forget).
+//! `node.provision` (create or adopt a server per node, install NixOS over
+//! its stock image, reboot into it, verify; the last three are in
+//! [`super::install`]) and `node.destroy` (unregister, delete, revoke, forget).
 //!
 //! Every step is idempotent: a server found by its labels is adopted, a node
 //! that already runs NixOS is not infected again, deleting what is gone succeeds.
 
+use super::install::{Install, Reboot, Verify};
 use super::kinds::{Server, Unregister};
 use super::{
     NodeParams, NodesInput, node_resources, node_step, node_step_with, parse_input, provider_error,
-    remote, single, ssh_error, step_name,
+    single, step_name,
 };
 use engine::{Plan, RetryPolicy, Step, StepContext, StepError, Workflow};
 use serde::{Deserialize, Serialize};
 use tasks::provider::ServerSpec;
 
 /// Adds the provisioning steps of every node: `prepare`, then `create/<n>`,
-/// `install/<n>`, `verify/<n>`. A node is provisioned once `verify/<n>` is done.
+/// `install/<n>`, `reboot/<n>`, `verify/<n>`. A node is provisioned once
+/// `verify/<n>` is done.
 pub(crate) fn plan_provision(i: &NodesInput, steps: &mut Vec<engine::StepSpec>) {
     steps.push(single::<Prepare>());
     for n in &i.nodes {
@@ -24,10 +27,17 @@ pub(crate) fn plan_provision(i: &NodesInput, steps: &mut Vec<engine::StepSpec>) 
         };
         let create = step_name::<Create>(&n.name);
         steps.push(node_step_with::<Create>(p.clone()).after(Prepare::KIND));
+        let install = step_name::<Install>(&n.name);
         steps.push(node_step_with::<Install>(p.clone()).after(create.clone()));
         steps.push(
+            node_step_with::<Reboot>(p.clone())
+                .after(install.clone())
+                .after(create.clone()),
+        );
+        steps.push(
             node_step_with::<Verify>(p)
-                .after(step_name::<Install>(&n.name))
+                .after(install)
+                .after(step_name::<Reboot>(&n.name))
                 .after(create),
         );
     }
@@ -38,6 +48,7 @@ pub(crate) fn provision_steps(w: Workflow) -> Workflow {
     w.with::<Prepare>()
         .with::<Create>()
         .with::<Install>()
+        .with::<Reboot>()
         .with::<Verify>()
 }
 
@@ -125,72 +136,9 @@ impl Step for Create {
     }
 }
 
-/// `install/<node>`: NixOS installed over the provider's image.
-pub struct Install;
-
-/// Whether `install/<node>` installed anything.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Installed {
-    /// `false` when the node already ran NixOS.
-    pub installed: bool,
-}
-
-impl Step for Install {
-    const KIND: &'static str = "install";
-    type Params = NodeParams;
-    type Output = Installed;
-
-    async fn run(ctx: StepContext, _: NodeParams) -> Result<Installed, StepError> {
-        let i: NodesInput = ctx.input()?;
-        let r = remote(&ctx, &i).await?;
-        // Idempotent: a node already on NixOS is left as it is.
-        let already = r
-            .run("nixos-version", None, &tasks::ssh::Discard, None)
-            .await
-            .is_ok();
-        if already {
-            ctx.log.info("already runs NixOS");
-        } else {
-            tasks::nixos::install(&r, &i.channel, &tasks::ssh::Discard)
-                .await
-                .map_err(ssh_error)?;
-            ctx.log.info(format!("installed {}", i.channel));
-        }
-        Ok(Installed {
-            installed: !already,
-        })
-    }
-}
-
-/// `verify/<node>`: the node answers as NixOS.
-pub struct Verify;
-
-/// The NixOS a node runs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Verified {
-    /// `nixos-version`'s answer.
-    pub nixos_version: String,
-}
-
-impl Step for Verify {
-    const KIND: &'static str = "verify";
-    type Params = NodeParams;
-    type Output = Verified;
-
-    async fn run(ctx: StepContext, _: NodeParams) -> Result<Verified, StepError> {
-        let i: NodesInput = ctx.input()?;
-        let r = remote(&ctx, &i).await?;
-        let version = tasks::nixos::verify(&r).await.map_err(ssh_error)?;
-        ctx.log.info(format!("NixOS {version}"));
-        Ok(Verified {
-            nixos_version: version,
-        })
-    }
-}
-
 /// The description `nix-infra workflows` shows for [`provision`].
-const PROVISION_ABOUT: &str = "Create (or adopt) a server per node, wait for SSH, install NixOS, \
-    verify. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}";
+const PROVISION_ABOUT: &str = "Create (or adopt) a server per node, wait for SSH, install NixOS \
+    (nixos-infect, fetched and checked on the node), reboot into it, verify. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}";
 
 /// The `node.provision` workflow.
 pub fn provision() -> Workflow {

@@ -46,6 +46,11 @@ pub struct ServerOptions {
     pub image: String,
     /// Location (default: the provider's choice).
     pub location: Option<String>,
+    /// The NixOS release to install, as the Dart tool's `--nixos-version`
+    /// takes it (`24.11`, or `unstable`): channel `nixos-<version>`
+    /// (default [`crate::node::DEFAULT_CHANNEL`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nixos_version: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +59,31 @@ impl Default for ServerOptions {
             server_type: "cx22".into(),
             image: "ubuntu-24.04".into(),
             location: None,
+            nixos_version: None,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The NixOS channel to install: `nixos-<nixos_version>`, or the default.
+    pub fn channel(&self) -> Result<String, ClusterError> {
+        let Some(v) = &self.nixos_version else {
+            return Ok(crate::node::DEFAULT_CHANNEL.into());
+        };
+        let release = v.trim();
+        let release = release.strip_prefix("nixos-").unwrap_or(release);
+        let numbered = release.len() == 5
+            && release.as_bytes()[2] == b'.'
+            && release
+                .bytes()
+                .enumerate()
+                .all(|(k, b)| k == 2 || b.is_ascii_digit());
+        if numbered || release == "unstable" {
+            Ok(format!("nixos-{release}"))
+        } else {
+            Err(refused(format!(
+                "--nixos-version {v}: give a NixOS release such as 24.11 (or unstable)"
+            )))
         }
     }
 }

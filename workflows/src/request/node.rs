@@ -85,11 +85,21 @@ fn cluster_only(fleet: bool, what: &str) -> Result<(), ClusterError> {
     Ok(())
 }
 
-fn with_server(mut i: NodesInput, s: ServerOptions) -> NodesInput {
+/// The input of a run that creates servers and installs NixOS on them; the
+/// installer the env names (`NIXOS_INFECT_URL`, `NIXOS_INFECT_SHA256`) must
+/// be usable before the run exists.
+fn with_server(
+    c: &Cluster,
+    mut i: NodesInput,
+    s: ServerOptions,
+) -> Result<NodesInput, ClusterError> {
+    tasks::install::Installer::from_vars(c.var("NIXOS_INFECT_URL"), c.var("NIXOS_INFECT_SHA256"))
+        .map_err(|e| refused(e.to_string()))?;
+    i.channel = s.channel()?;
     i.server_type = s.server_type;
     i.image = s.image;
     i.location = s.location;
-    i
+    Ok(i)
 }
 
 /// Most workers (or ingress nodes) one `cluster up` makes.
@@ -151,7 +161,7 @@ pub(super) async fn check(
             c.need_cloud("`cluster up`")?;
             let list = up_nodes(ctrl, workers, ingress)?;
             c.need_types(roles(&list))?;
-            i = with_server(i, server);
+            i = with_server(c, i, server)?;
             i.nodes = nodes(&list);
             "cluster.up"
         }
@@ -164,7 +174,7 @@ pub(super) async fn check(
             c.need_cloud("`provision`")?;
             let role = if fleet { Role::Fleet } else { role };
             let list: Vec<_> = targets(&target)?.into_iter().map(|n| (n, role)).collect();
-            i = with_server(i, server);
+            i = with_server(c, i, server)?;
             i.nodes = nodes(&list);
             "node.provision"
         }

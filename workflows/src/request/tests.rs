@@ -225,3 +225,44 @@ fn node_configurations_are_checked_before_servers_are_created() {
     std::fs::remove_file(d.path().join("node_types/ingress_node.nix")).unwrap();
     check(&cloud, provision("ingress1", crate::domain::Role::Ingress)).unwrap();
 }
+
+#[test]
+fn the_nixos_version_picks_the_channel_and_a_bad_installer_is_refused_first() {
+    let d = tempfile::tempdir().unwrap();
+    let cloud = repo(d.path(), None);
+    let provision = |version: Option<&str>| Request::Provision {
+        target: "n1".into(),
+        role: crate::domain::Role::Cluster,
+        fleet: false,
+        server: ServerOptions {
+            nixos_version: version.map(str::to_string),
+            ..ServerOptions::default()
+        },
+    };
+    let c = check(&cloud, provision(None)).unwrap();
+    assert!(c.input.get("channel").is_none(), "the default is left out");
+    let c = check(&cloud, provision(Some("24.11"))).unwrap();
+    assert!(c.input.get("channel").is_none(), "24.11 is the default");
+    let c = check(&cloud, provision(Some("25.05"))).unwrap();
+    assert_eq!(c.input["channel"], "nixos-25.05");
+    let c = check(&cloud, provision(Some("nixos-unstable"))).unwrap();
+    assert_eq!(c.input["channel"], "nixos-unstable");
+    for bad in ["24", "24.11; reboot", "latest", "2411.1"] {
+        let e = check(&cloud, provision(Some(bad))).unwrap_err();
+        assert!(
+            e.contains(&format!("--nixos-version {bad}: give a NixOS release")),
+            "{e}"
+        );
+    }
+    let json = r#"{"request": "up", "server": {"nixos_version": "25.05"}}"#;
+    let up: Request = serde_json::from_str(json).unwrap();
+    assert_eq!(check(&cloud, up).unwrap().input["channel"], "nixos-25.05");
+
+    std::fs::write(
+        d.path().join(".env"),
+        "HCLOUD_TOKEN=t\nNIXOS_INFECT_URL=http://127.0.0.1:9/nixos-infect\n",
+    )
+    .unwrap();
+    let e = check(&cloud, provision(None)).unwrap_err();
+    assert!(e.contains("without NIXOS_INFECT_SHA256"), "{e}");
+}

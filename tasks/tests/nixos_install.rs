@@ -1,0 +1,236 @@
+//! tasks::install on sandbox nodes that start as Hetzner's stock image:
+//! the installer is fetched and checked on the node, and the reboot keeps the
+//! pinned host key (or fails loudly when it does not).
+
+use serde_json::json;
+use std::sync::Mutex;
+use std::time::Duration;
+use tasks::install::{InstallError, Installer};
+use tasks::ssh::{Discard, LineSink, Remote, SshConfig, SshError, Stream};
+use testkit::{CloudConfig, TestCloud};
+
+struct Lines(Mutex<Vec<String>>);
+
+impl LineSink for Lines {
+    fn line(&self, _: Stream, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+}
+
+struct Fixture {
+    cloud: TestCloud,
+    cfg: SshConfig,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let cloud = TestCloud::start(CloudConfig {
+        nodes: true,
+        action_delay: Duration::from_millis(20),
+        ..CloudConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::Builder::new().prefix("inst").tempdir().unwrap();
+    let key = dir.path().join("id");
+    assert!(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/ssh_keys", cloud.endpoint()))
+        .bearer_auth(cloud.token())
+        .json(&json!({"name": "k", "public_key": public.trim()}))
+        .send()
+        .await
+        .unwrap();
+    let cfg = SshConfig {
+        key: Some(key),
+        known_hosts: dir.path().join("ssh/known_hosts"),
+        control_dir: dir.path().join("c"),
+        user: "root".into(),
+        port: 22,
+        connect_timeout: Duration::from_secs(5),
+    };
+    Fixture {
+        cloud,
+        cfg,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// A server from the stock image, connected (first contact pins its key); returns its address too.
+    async fn node(&self, name: &str) -> (Remote, String) {
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/servers", self.cloud.endpoint()))
+            .bearer_auth(self.cloud.token())
+            .json(&json!({"name": name, "server_type": "cx22", "image": "ubuntu-24.04", "ssh_keys": ["k"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ip = v["server"]["public_net"]["ipv4"]["ip"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = Remote::wait_for(&self.cfg, name, &ip, Duration::from_secs(20))
+            .await
+            .unwrap();
+        (r, ip)
+    }
+
+    fn installer(&self) -> Installer {
+        Installer::from_vars(
+            Some(self.cloud.installer_url()),
+            Some(self.cloud.installer_sha256().into()),
+        )
+        .unwrap()
+    }
+}
+
+/// Whether `path` exists on the node.
+async fn exists(r: &Remote, path: &str) -> bool {
+    r.run(&format!("test -e {path}"), None, &Discard, None)
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_installer_is_checked_run_and_booted_into_with_the_pinned_host_key() {
+    let f = fixture().await;
+    let (r, ip) = f.node("n1").await;
+    assert!(tasks::nixos::verify(&r).await.is_err(), "a stock image");
+    let lines = Lines(Mutex::new(Vec::new()));
+    tasks::install::install(&r, &f.installer(), "nixos-24.11", &lines)
+        .await
+        .unwrap();
+    let log = lines.0.lock().unwrap().join("\n");
+    assert!(
+        log.contains("installing nixos-24.11 for hetznercloud"),
+        "{log}"
+    );
+    assert!(
+        tasks::nixos::verify(&r).await.is_err(),
+        "NO_REBOOT: the new system waits for the reboot"
+    );
+    assert!(exists(&r, "/etc/nixos/hardware-configuration.nix").await);
+
+    let before = tasks::install::boot_id(&r).await.unwrap();
+    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip).unwrap();
+    let back = tasks::install::reboot(&r, &f.cfg, &ip, Duration::from_secs(30), &Discard)
+        .await
+        .unwrap();
+    assert_ne!(back.boot_id, before);
+    assert_eq!(back.host_key, pinned);
+    assert_eq!(
+        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip).as_deref(),
+        Some(pinned.as_str()),
+        "known_hosts still pins the one key"
+    );
+    let version = tasks::nixos::verify(&back.remote).await.unwrap();
+    assert_eq!(version, "24.11.20241201.0000000 (Vicuna)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_installer_is_retryable_and_names_its_url() {
+    let f = fixture().await;
+    let (r, _) = f.node("n1").await;
+    let closed = testkit::free_port().unwrap();
+    let url = format!("http://127.0.0.1:{closed}/nixos-infect");
+    let installer =
+        Installer::from_vars(Some(url.clone()), Some(f.cloud.installer_sha256().into())).unwrap();
+    let err = tasks::install::install(&r, &installer, "nixos-24.11", &Discard)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, InstallError::Unreachable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let text = err.to_string();
+    assert!(text.contains(&url) && text.contains("n1"), "{text}");
+    assert!(!exists(&r, "/root/nixos-infect").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_hash_refuses_to_run_the_installer_naming_both_hashes() {
+    let f = fixture().await;
+    let (r, _) = f.node("n1").await;
+    let wrong = "0".repeat(64);
+    let installer =
+        Installer::from_vars(Some(f.cloud.installer_url()), Some(wrong.clone())).unwrap();
+    let err = tasks::install::install(&r, &installer, "nixos-24.11", &Discard)
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&wrong) && text.contains(f.cloud.installer_sha256()),
+        "{text}"
+    );
+    assert!(text.contains("refusing to run it"), "{text}");
+    // It never ran: no configuration, no staged system, nothing left to run later.
+    for path in [
+        "/etc/nixos/configuration.nix",
+        "/var/lib/nixos-standin",
+        "/root/nixos-infect",
+        "/root/nixos-infect.part",
+    ] {
+        assert!(!exists(&r, path).await, "{path}");
+    }
+    assert!(tasks::nixos::verify(&r).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_its_reboot_with_another_host_key_fails_loudly() {
+    let f = fixture().await;
+    let (r, ip) = f.node("n1").await;
+    tasks::install::install(&r, &f.installer(), "nixos-24.11", &Discard)
+        .await
+        .unwrap();
+    assert!(f.cloud.change_host_key_on_reboot("n1").unwrap());
+    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip).unwrap();
+    let err = tasks::install::reboot(&r, &f.cfg, &ip, Duration::from_secs(30), &Discard)
+        .await
+        .err()
+        .expect("another host key must be refused");
+    match &err {
+        SshError::HostKeyChanged {
+            node,
+            known,
+            presented,
+        } => {
+            assert_eq!(node, "n1");
+            assert_eq!(known, &pinned);
+            assert!(
+                presented.starts_with("SHA256:") && presented != known,
+                "{err}"
+            );
+        }
+        other => panic!("expected HostKeyChanged, got {other}"),
+    }
+    assert!(!err.is_retryable());
+    assert_eq!(
+        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip).as_deref(),
+        Some(pinned.as_str()),
+        "the new key was not accepted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_needs_a_pinned_key_to_compare_with() {
+    let f = fixture().await;
+    let (r, ip) = f.node("n1").await;
+    std::fs::write(&f.cfg.known_hosts, "").unwrap();
+    let err = tasks::install::reboot(&r, &f.cfg, &ip, Duration::from_secs(30), &Discard)
+        .await
+        .err()
+        .expect("no pinned key, no reboot");
+    assert!(matches!(err, SshError::HostKeyNotPinned { .. }), "{err}");
+    assert!(err.to_string().contains("refusing to trust"), "{err}");
+}
