@@ -2,8 +2,8 @@
 //!
 //! `cargo bench -p nix-infra-testkit --bench provision_scaling` (needs root: real sshd nodes).
 //! Each node: create the server (action delay 300 ms, boot 200 ms), wait for SSH,
-//! install NixOS (stand-in), verify. The goal is that 20 nodes cost at most 1.5×
-//! one node: nodes are provisioned concurrently.
+//! install NixOS (the sandbox's installer), reboot, verify. The goal is that 20
+//! nodes cost at most 1.5× one node: nodes are provisioned concurrently.
 
 mod support;
 

@@ -16,7 +16,7 @@
 //! - [`diag`]: `diag.chain` and `diag.fanout`, synthetic workflows for
 //!   checking a setup, for the tests and for the benchmarks.
 //! - [`node`]: the node lifecycles, fanned out per node:
-//!   - `node.provision`: create or adopt the server, wait for SSH, install NixOS, verify;
+//!   - `node.provision`: create or adopt the server, wait for SSH, install NixOS, reboot, verify;
 //!   - `node.init`: by type, certificates → etcd (ctrl), or certificates →
 //!     overlay subnet → configuration → secrets → rebuild → confd → register;
 //!   - `node.update` (update-node, deploy-apps), `node.unregister`;

@@ -118,9 +118,11 @@ pub async fn serve(listen: std::net::SocketAddr) -> Result<(), Failure> {
     let cloud = ::sandbox::TestCloud::start_on(listen, ::sandbox::CloudConfig::sandbox(token))
         .await
         .map_err(|e| Failure::other(format!("cannot start the sandbox cloud: {e}")))?;
-    println!("HCLOUD_ENDPOINT={}", cloud.endpoint());
-    println!("NIXOS_INFECT_URL={}", cloud.installer_url());
-    println!("NIXOS_INFECT_SHA256={}", cloud.installer_sha256());
+    // One write, and a reader that has gone away is no reason to stop serving.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        cloud.printed_lines().as_bytes(),
+    );
     tokio::select! {
         _ = crate::signal::stop_requested() => {}
         _ = owner_gone() => {}

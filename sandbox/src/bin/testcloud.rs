@@ -59,9 +59,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    println!("HCLOUD_ENDPOINT={}", cloud.endpoint());
-    println!("NIXOS_INFECT_URL={}", cloud.installer_url());
-    println!("NIXOS_INFECT_SHA256={}", cloud.installer_sha256());
+    // One write, and a reader that has gone away is no reason to stop serving.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        cloud.printed_lines().as_bytes(),
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("install SIGTERM handler");
     tokio::select! {

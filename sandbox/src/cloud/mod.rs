@@ -260,6 +260,18 @@ impl TestCloud {
         crate::installer::sha256()
     }
 
+    /// What a serving process prints once it listens: `HCLOUD_ENDPOINT`,
+    /// `NIXOS_INFECT_URL` and `NIXOS_INFECT_SHA256`, one line each (the
+    /// token is the caller's own).
+    pub fn printed_lines(&self) -> String {
+        format!(
+            "HCLOUD_ENDPOINT={}\nNIXOS_INFECT_URL={}\nNIXOS_INFECT_SHA256={}\n",
+            self.endpoint(),
+            self.installer_url(),
+            self.installer_sha256()
+        )
+    }
+
     /// The `.env` lines that point a cluster at this cloud: the API
     /// (`HCLOUD_ENDPOINT`, `HCLOUD_TOKEN`) and the installer
     /// (`NIXOS_INFECT_URL`, `NIXOS_INFECT_SHA256`), the only differences
