@@ -1,7 +1,9 @@
 //! The fake Hetzner API driven by Hetzner's own Rust client, faults, and the contract check.
 
 use hcloud::apis::configuration::Configuration;
-use hcloud::apis::{actions_api, placement_groups_api, servers_api, ssh_keys_api};
+use hcloud::apis::{
+    actions_api, placement_groups_api, server_types_api, servers_api, ssh_keys_api,
+};
 use hcloud::models;
 use sandbox::{CloudConfig, Faults, TestCloud};
 use std::collections::HashMap;
@@ -348,4 +350,105 @@ async fn catalog_and_errors_match_the_contract() {
         200
     );
     assert_contract(&cloud);
+}
+
+/// One entry of `server_types[].locations[]` as the current Hetzner API sends it
+/// and current clients decode it: every field is required. (The `hcloud`
+/// crate's `ServerTypeLocation`, as of 0.26, the newest release, was generated
+/// from an older description and knows only `id`, `name` and `deprecation`.)
+#[derive(serde::Deserialize, Debug)]
+#[allow(dead_code)]
+struct CurrentServerTypeLocation {
+    id: i64,
+    name: String,
+    deprecation: Option<serde_json::Value>,
+    available: bool,
+    recommended: bool,
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct CurrentServerType {
+    name: String,
+    locations: Vec<CurrentServerTypeLocation>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct CurrentServerTypes {
+    server_types: Vec<CurrentServerType>,
+}
+
+#[tokio::test]
+async fn current_clients_list_server_types_whose_locations_say_available_and_recommended() {
+    let cloud = cloud().await;
+    let c = client(&cloud);
+    let listed = server_types_api::list_server_types(&c, Default::default())
+        .await
+        .unwrap();
+    assert!(
+        listed.server_types.iter().any(|t| t.name == "cx22"),
+        "{listed:?}"
+    );
+
+    // The same list through the current API's model, where the flags are required.
+    let body = c
+        .client
+        .get(format!("{}/server_types", cloud.endpoint()))
+        .bearer_auth(cloud.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let current: CurrentServerTypes = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("a current client cannot decode the server types: {e}\n{body}"));
+    assert_eq!(current.server_types.len(), listed.server_types.len());
+    for (t, old) in current.server_types.iter().zip(&listed.server_types) {
+        assert_eq!(t.name, old.name);
+        assert_eq!(t.locations.len(), old.locations.len());
+        assert!(!t.locations.is_empty(), "{} has no location", t.name);
+        assert!(t.locations.iter().all(|l| l.available), "{t:?}");
+        // The default location (a create that names none lands there) is the recommended one.
+        let recommended: Vec<&str> = t
+            .locations
+            .iter()
+            .filter(|l| l.recommended)
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(recommended, ["fsn1"], "{}", t.name);
+    }
+    assert_contract(&cloud);
+}
+
+#[tokio::test]
+async fn a_server_types_list_without_recommended_or_available_violates_the_contract() {
+    let cloud = cloud().await;
+    server_types_api::list_server_types(&client(&cloud), Default::default())
+        .await
+        .unwrap();
+    let contract = Contract::load().unwrap();
+    let recorded = cloud.recorded();
+    let list = recorded
+        .iter()
+        .find(|r| r.method == "get" && r.path == "/server_types" && r.status == 200)
+        .expect("the server types list was recorded");
+    contract.check(list).unwrap();
+    let without = |field: &str| {
+        let mut broken = list.clone();
+        broken.body["server_types"][0]["locations"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove(field);
+        contract.check(&broken)
+    };
+    for field in ["recommended", "available"] {
+        let err = without(field).unwrap_err();
+        assert!(err.contains(&format!("\"{field}\"")), "{field}: {err}");
+        assert!(err.contains("/server_types/0/locations/1"), "{err}");
+    }
+    // The published fields stay required too.
+    assert!(without("deprecation").is_err());
+    let mut broken = list.clone();
+    broken.body["server_types"][2]["locations"][0]["recommended"] = "yes".into();
+    assert!(contract.check(&broken).is_err());
 }

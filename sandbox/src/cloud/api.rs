@@ -336,7 +336,7 @@ async fn create_server(Ext(app): App, raw: Bytes) -> Result<Response, ApiError> 
         Some(l) => {
             state::find_location(l).ok_or_else(|| invalid(format!("unknown location '{l}'")))?
         }
-        None => 0,
+        None => json::DEFAULT_LOCATION,
     };
     let delay = app.config.action_delay;
     let (response, server) = {

@@ -64,6 +64,9 @@ pub const LOCATIONS: [(Entry, &str, &str); 3] = [
     ),
 ];
 
+/// The index in [`LOCATIONS`] of the location a server gets when its create names none.
+pub const DEFAULT_LOCATION: usize = 0;
+
 /// Server types the fake offers: (entry, cores, memory GB, disk GB).
 pub const SERVER_TYPES: [(Entry, i64, f64, f64); 3] = [
     (
@@ -151,9 +154,18 @@ pub fn server_type(i: usize) -> Value {
         "id": e.id, "name": e.name, "description": e.name.to_uppercase(), "category": "Shared vCPU",
         "cores": cores, "memory": memory, "disk": disk, "deprecated": false, "deprecation": null,
         "cpu_type": "shared", "storage_type": "local", "architecture": "x86",
+        // `available` and `recommended` are beyond the published description
+        // (see testkit/openapi/additions.json): Hetzner sends them and current
+        // clients require them. Every type can be ordered everywhere here, and the
+        // default location (the first, used when a create names none) is the
+        // recommended one.
         "locations": LOCATIONS
             .iter()
-            .map(|(l, _, _)| json!({"id": l.id, "name": l.name, "deprecation": null}))
+            .enumerate()
+            .map(|(i, (l, _, _))| json!({
+                "id": l.id, "name": l.name, "deprecation": null,
+                "available": true, "recommended": i == DEFAULT_LOCATION,
+            }))
             .collect::<Vec<_>>(),
         "prices": LOCATIONS.iter().map(|(l, _, _)| json!({
             "location": l.name, "included_traffic": 21_990_232_555_520_i64,

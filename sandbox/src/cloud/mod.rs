@@ -7,6 +7,25 @@
 //! Hetzner's stock image does. The cloud also serves the installer that turns
 //! a node into (stand-in) NixOS: [`TestCloud::installer_url`], with
 //! [`TestCloud::installer_sha256`].
+//!
+//! # The API it speaks
+//!
+//! Responses are shaped as Hetzner's published OpenAPI document describes
+//! them. The repository carries that document, copied unchanged, as
+//! `testkit/openapi/hcloud.openapi.json`; `testkit::contract` checks every
+//! response a recording cloud sent against it (see [`CloudConfig::record`]).
+//! To refresh it, copy a newer published document over that file and run the
+//! sandbox and tasks tests.
+//!
+//! The copy lags the real API, so the fake sends a few fields beyond it, listed
+//! (with the reason) in `testkit/openapi/additions.json`, which the check
+//! applies on top of the copy and which can only add fields and make them
+//! required, never loosen the published schema:
+//!
+//! | object | field | the fake sends | why |
+//! | --- | --- | --- | --- |
+//! | `server_types[].locations[]` | `available` (boolean) | `true` everywhere | Hetzner sends it; current clients require it |
+//! | `server_types[].locations[]` | `recommended` (boolean) | `true` for the default location (`fsn1`), else `false` | Hetzner sends it; current clients require it |
 
 mod api;
 mod json;
