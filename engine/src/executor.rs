@@ -5,16 +5,15 @@
 //! end and the starts it unblocks go to the store in one commit. A heartbeat
 //! task renews the lease, flushes log lines and picks up remote cancels.
 
+use crate::attempt::{self, Outcome};
 use crate::events::{Observer, RunEvent};
 use crate::model::{AttemptStatus, LogLine, RunState, RunStatus, now_millis};
 use crate::plan::{Plan, StepSpec};
-use crate::step::{ErrorClass, StepContext, StepError, StepLogger};
+use crate::step::{ErrorClass, StepContext, StepLogger};
 use crate::store::{AttemptEnd, AttemptStart, Lease, Store, StoreError, Transition};
 use crate::workflow::Workflow;
 use crate::{EngineConfig, EngineError, RunOutcome};
-use futures::FutureExt;
 use std::collections::{BTreeMap, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,14 +30,6 @@ enum Phase {
     WaitingRetry,
     Done,
     Failed,
-    Cancelled,
-}
-
-/// How one attempt ended, before it is persisted.
-enum Outcome {
-    Ok(serde_json::Value),
-    Err(StepError),
-    TimedOut(Duration),
     Cancelled,
 }
 
@@ -407,38 +398,11 @@ impl Execution {
             attempt,
         });
         let span = tracing::info_span!("step", run = %self.lease.run_id, step = %step, attempt);
+        let limit = spec.timeout_ms.map(Duration::from_millis);
         tasks.spawn(
             async move {
                 let begin = Instant::now();
-                let body = AssertUnwindSafe(handler(ctx)).catch_unwind();
-                let timeout = Duration::from_millis(spec.timeout_ms.unwrap_or(0));
-                let timed = async {
-                    match spec.timeout_ms.map(Duration::from_millis) {
-                        Some(limit) => tokio::time::timeout(limit, body).await.ok(),
-                        None => Some(body.await),
-                    }
-                };
-                let cancelled = async {
-                    token.cancelled().await;
-                    tokio::time::sleep(grace).await
-                };
-                let outcome = tokio::select! {
-                    r = timed => match r {
-                        None => Outcome::TimedOut(timeout),
-                        Some(Ok(Ok(v))) => Outcome::Ok(v),
-                        Some(Ok(Err(_))) if token.is_cancelled() => Outcome::Cancelled,
-                        Some(Ok(Err(e))) => Outcome::Err(e),
-                        Some(Err(panic)) => Outcome::Err(StepError::permanent(format!(
-                            "step panicked: {}",
-                            panic
-                                .downcast_ref::<&str>()
-                                .copied()
-                                .or(panic.downcast_ref::<String>().map(String::as_str))
-                                .unwrap_or("(no message)")
-                        ))),
-                    },
-                    _ = cancelled => Outcome::Cancelled,
-                };
+                let outcome = attempt::run(handler, ctx, limit, token, grace).await;
                 let _ = tx.send(Msg::Ended {
                     step,
                     attempt,

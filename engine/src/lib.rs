@@ -100,6 +100,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod attempt;
 mod events;
 mod executor;
 pub mod inspect;
