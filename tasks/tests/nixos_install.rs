@@ -2,12 +2,14 @@
 //! the installer is fetched and checked on the node, and the reboot keeps the
 //! pinned host key (or fails loudly when it does not).
 
+mod common;
+
+use common::Fixture;
 use serde_json::json;
 use std::sync::Mutex;
 use std::time::Duration;
 use tasks::install::{InstallError, Installer};
-use tasks::ssh::{Discard, LineSink, Remote, SshConfig, SshError, Stream};
-use testkit::{CloudConfig, TestCloud};
+use tasks::ssh::{Discard, LineSink, Remote, SshError, Stream};
 
 struct Lines(Mutex<Vec<String>>);
 
@@ -17,51 +19,8 @@ impl LineSink for Lines {
     }
 }
 
-struct Fixture {
-    cloud: TestCloud,
-    cfg: SshConfig,
-    _dir: tempfile::TempDir,
-}
-
 async fn fixture() -> Fixture {
-    let cloud = TestCloud::start(CloudConfig {
-        nodes: true,
-        action_delay: Duration::from_millis(20),
-        ..CloudConfig::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::Builder::new().prefix("inst").tempdir().unwrap();
-    let key = dir.path().join("id");
-    assert!(
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    reqwest::Client::new()
-        .post(format!("{}/ssh_keys", cloud.endpoint()))
-        .bearer_auth(cloud.token())
-        .json(&json!({"name": "k", "public_key": public.trim()}))
-        .send()
-        .await
-        .unwrap();
-    let cfg = SshConfig {
-        key: Some(key),
-        known_hosts: dir.path().join("ssh/known_hosts"),
-        control_dir: dir.path().join("c"),
-        user: "root".into(),
-        port: 22,
-        connect_timeout: Duration::from_secs(5),
-    };
-    Fixture {
-        cloud,
-        cfg,
-        _dir: dir,
-    }
+    common::fixture(testkit::CloudConfig::default().boot_delay).await
 }
 
 impl Fixture {

@@ -1,12 +1,14 @@
 //! tasks::ssh against real sshd nodes of the test cloud.
 
+mod common;
+
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
-use tasks::ssh::{LineSink, Remote, SshConfig, SshError, Stream};
-use testkit::{CloudConfig, NodeInfo, TestCloud};
+use tasks::ssh::{LineSink, Remote, SshError, Stream};
+use testkit::NodeInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Lines(Mutex<Vec<(Stream, String)>>);
@@ -17,53 +19,7 @@ impl LineSink for Lines {
     }
 }
 
-struct Fixture {
-    cloud: TestCloud,
-    cfg: SshConfig,
-    _dir: tempfile::TempDir,
-}
-
-async fn fixture(boot_delay: Duration) -> Fixture {
-    let cloud = TestCloud::start(CloudConfig {
-        nodes: true,
-        action_delay: Duration::from_millis(20),
-        boot_delay,
-        ..CloudConfig::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::Builder::new().prefix("ssh").tempdir().unwrap();
-    let key = dir.path().join("id");
-    assert!(
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let http = reqwest::Client::new();
-    http.post(format!("{}/ssh_keys", cloud.endpoint()))
-        .bearer_auth(cloud.token())
-        .json(&json!({"name": "k", "public_key": public.trim()}))
-        .send()
-        .await
-        .unwrap();
-    let cfg = SshConfig {
-        key: Some(key),
-        known_hosts: dir.path().join("ssh/known_hosts"),
-        control_dir: dir.path().join("c"),
-        user: "root".into(),
-        port: 22,
-        connect_timeout: Duration::from_secs(5),
-    };
-    Fixture {
-        cloud,
-        cfg,
-        _dir: dir,
-    }
-}
+use common::{Fixture, fixture};
 
 impl Fixture {
     /// Creates a server; returns its name and address at once (the node may still be booting).

@@ -1,0 +1,58 @@
+//! What the SSH-level tests of `tasks` share: a test cloud with sshd nodes,
+//! an SSH key it knows, and the client settings that use it.
+#![allow(dead_code)]
+
+use serde_json::json;
+use std::time::Duration;
+use tasks::ssh::SshConfig;
+use testkit::{CloudConfig, TestCloud};
+
+/// A cloud with nodes, its registered key `k`, and the SSH settings using it.
+pub struct Fixture {
+    pub cloud: TestCloud,
+    pub cfg: SshConfig,
+    _dir: tempfile::TempDir,
+}
+
+/// A cloud whose nodes boot after `boot_delay`.
+pub async fn fixture(boot_delay: Duration) -> Fixture {
+    let cloud = TestCloud::start(CloudConfig {
+        nodes: true,
+        action_delay: Duration::from_millis(20),
+        boot_delay,
+        ..CloudConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::Builder::new().prefix("ssh").tempdir().unwrap();
+    let key = dir.path().join("id");
+    assert!(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/ssh_keys", cloud.endpoint()))
+        .bearer_auth(cloud.token())
+        .json(&json!({"name": "k", "public_key": public.trim()}))
+        .send()
+        .await
+        .unwrap();
+    let cfg = SshConfig {
+        key: Some(key),
+        known_hosts: dir.path().join("ssh/known_hosts"),
+        control_dir: dir.path().join("c"),
+        user: "root".into(),
+        port: 22,
+        connect_timeout: Duration::from_secs(5),
+    };
+    Fixture {
+        cloud,
+        cfg,
+        _dir: dir,
+    }
+}
