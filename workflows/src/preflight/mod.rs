@@ -62,7 +62,10 @@ pub struct Report {
 }
 
 /// What stands in for the value of a placeholder nix-infra does not know.
-const UNKNOWN: &str = "x";
+// `null` is an expression wherever one may stand, and inside a string it is
+// just text, so a stand-in never adds a problem of its own (an identifier
+// would: `nix-instantiate --parse` reports undefined variables).
+const UNKNOWN: &str = "null";
 
 impl Report {
     /// Whether no node has a problem.

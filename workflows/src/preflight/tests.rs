@@ -198,4 +198,17 @@ fn a_placeholder_outside_a_string_is_still_parsed_with_a_stand_in() {
             "{p:?}"
         );
     }
+    // Without the syntax error, the placeholder is the only problem: its
+    // stand-in adds none of its own (no undefined variable).
+    std::fs::write(
+        d.path().join("nodes/worker1.nix"),
+        "{ ... }: {\n  imports = [ ./app_modules/hello ];\n  x = [%%port%%];\n}\n",
+    )
+    .unwrap();
+    let r = check(&c, &input(&c, &[UP[1]]));
+    let p: Vec<String> = problems(&r, "worker1")
+        .into_iter()
+        .map(|p| format!("{}: {}", p.file, p.problem))
+        .collect();
+    assert_eq!(p, ["nodes/worker1.nix: unknown placeholder [%%port%%]"]);
 }
