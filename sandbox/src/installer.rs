@@ -37,7 +37,7 @@ static SCRIPT: LazyLock<String> = LazyLock::new(|| {
             format!("{body}\n")
         };
         tools.push_str(&format!(
-            "cat > \"$system/bin/{name}\" << '{DELIMITER}'\n{body}{DELIMITER}\n"
+            "emit \"$system/bin/{name}\" << '{DELIMITER}'\n{body}{DELIMITER}\n"
         ));
     }
     let template = include_str!("standins/nixos-infect");

@@ -241,7 +241,7 @@ fn init_script(name: &str, d: &Path) -> String {
            if [ -e {rekey} ]; then\n\
              rm -f {key} {key}.pub && ssh-keygen -q -t ed25519 -N '' -C {name} -f {key} && rm -f {rekey}\n\
            fi\n\
-           cat /proc/sys/kernel/random/uuid > {boot_id}\n\
+           read -r uuid < /proc/sys/kernel/random/uuid && echo \"$uuid\" > {boot_id}\n\
            /usr/sbin/sshd -D -e -f {cfg} &\n\
            sshd=$!\n\
            while [ \"$reboot\" = 0 ]; do\n\

@@ -139,18 +139,34 @@ impl InstallError {
     }
 }
 
-/// Fetches `installer` on the node, checks its sha256 there, and only then
-/// runs it: `NO_REBOOT=1 PROVIDER=hetznercloud NIX_CHANNEL=<channel>`.
-/// The installer's output goes to `sink`; the reboot is the caller's next step.
+/// What [`install`] found on the node, or did to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node already runs NixOS (`nixos-version`'s answer): nothing was installed.
+    AlreadyNixos(String),
+    /// The installer ran; the new system boots on the next reboot.
+    Installed,
+}
+
+/// Exit status of the preparation script when curl failed (its stderr says why).
+const FETCH_FAILED: i32 = 90;
+
+/// Installs NixOS unless the node already runs it: fetches `installer` on
+/// the node, checks its sha256 there, and only then runs it with
+/// `NO_REBOOT=1 PROVIDER=hetznercloud NIX_CHANNEL=<channel>`.
+///
+/// Two SSH sessions: one asks `nixos-version`, downloads and hashes; the
+/// second runs the checked script. The installer's output goes to `sink`;
+/// the reboot is the caller's next step.
 pub async fn install(
     remote: &Remote,
     installer: &Installer,
     channel: &str,
     sink: &dyn LineSink,
-) -> Result<(), InstallError> {
-    fetch(remote, installer, sink).await?;
-    check(remote, installer).await?;
-    // Checked again in the same shell that runs it, so what runs is what was checked.
+) -> Result<Outcome, InstallError> {
+    if let Some(version) = prepare(remote, installer, sink).await? {
+        return Ok(Outcome::AlreadyNixos(version));
+    }
     let cmd = format!(
         "cd /root && echo {check} | sha256sum -c --status - && mv -f {DOWNLOAD} {SCRIPT} && chmod 700 {SCRIPT} && \
          NO_REBOOT=1 PROVIDER=hetznercloud NIX_CHANNEL={channel} bash {SCRIPT}",
@@ -158,64 +174,56 @@ pub async fn install(
         channel = shell_quote(channel),
     );
     remote.run(&cmd, None, sink, None).await?;
-    Ok(())
+    Ok(Outcome::Installed)
 }
 
-async fn fetch(
+/// One session: `nixos-version` (a node on NixOS is left alone: `Some`), else
+/// the download with curl and its sha256, checked here against `installer`.
+async fn prepare(
     remote: &Remote,
     installer: &Installer,
     sink: &dyn LineSink,
-) -> Result<(), InstallError> {
+) -> Result<Option<String>, InstallError> {
     let cmd = format!(
-        "rm -f {DOWNLOAD} && curl -fsSL --retry 2 --connect-timeout 20 -o {DOWNLOAD} {}",
-        shell_quote(&installer.url)
+        "if v=$(nixos-version 2>/dev/null); then printf 'nixos %s\\n' \"$v\"; exit 0; fi\n\
+         command -v curl >/dev/null 2>&1 || {{ echo 'curl: command not found' >&2; exit 127; }}\n\
+         rm -f {DOWNLOAD} && curl -fsSL --retry 2 --connect-timeout 20 -o {DOWNLOAD} {url} || exit {FETCH_FAILED}\n\
+         set -- $(sha256sum {DOWNLOAD}) && printf 'sha256 %s\\n' \"$1\"",
+        url = shell_quote(&installer.url)
     );
-    match remote
+    let out = match remote
         .run(&cmd, None, sink, Some(Duration::from_secs(300)))
         .await
     {
-        Ok(_) => Ok(()),
-        // No curl (or no shell) on the node: waiting will not bring it.
-        Err(
-            e @ SshError::Exit {
-                code: 126 | 127, ..
-            },
-        ) => Err(e.into()),
+        Ok(out) => out,
         Err(SshError::Exit {
             node,
-            code,
+            code: FETCH_FAILED,
             stderr_tail,
             ..
-        }) => Err(InstallError::Unreachable {
-            node,
-            url: installer.url.clone(),
-            reason: if stderr_tail.trim().is_empty() {
-                format!("curl exited with {code}")
-            } else {
-                stderr_tail.trim().to_string()
-            },
-        }),
-        Err(e) => Err(e.into()),
+        }) => {
+            return Err(InstallError::Unreachable {
+                node,
+                url: installer.url.clone(),
+                reason: match stderr_tail.trim() {
+                    "" => "curl failed".to_string(),
+                    tail => tail.to_string(),
+                },
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stdout = out.stdout.trim();
+    if let Some(version) = stdout.strip_prefix("nixos ") {
+        return Ok(Some(version.trim().to_string()));
     }
-}
-
-async fn check(remote: &Remote, installer: &Installer) -> Result<(), InstallError> {
-    let out = remote
-        .run(
-            &format!("sha256sum {DOWNLOAD}"),
-            None,
-            &crate::ssh::Discard,
-            None,
-        )
-        .await?;
-    let actual = out
-        .stdout
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
+    let actual = stdout
+        .strip_prefix("sha256 ")
+        .unwrap_or(stdout)
+        .trim()
         .to_ascii_lowercase();
     if actual == installer.sha256 {
-        return Ok(());
+        return Ok(None);
     }
     let _ = remote
         .run(
@@ -268,16 +276,108 @@ pub async fn reboot(
     patience: Duration,
     sink: &dyn LineSink,
 ) -> Result<Rebooted, SshError> {
-    let node = remote.node().to_string();
-    let pinned =
-        pinned_fingerprint(&cfg.known_hosts, host).ok_or_else(|| SshError::HostKeyNotPinned {
-            node: node.clone(),
-            host: host.into(),
-            known_hosts: cfg.known_hosts.display().to_string(),
-        })?;
     let before = boot_id(remote).await?;
-    request_reboot(remote, sink).await?;
+    reboot_from(remote, cfg, host, &before, patience, sink).await
+}
+
+/// What [`reboot_into_nixos`] found or did.
+pub enum Boot {
+    /// The node already ran NixOS (`nixos-version`'s answer): no reboot.
+    AlreadyNixos(String),
+    /// The node rebooted into what the installer staged.
+    Rebooted(Rebooted),
+}
+
+/// [`reboot`], unless the node already runs NixOS. One session reads the
+/// boot id, asks `nixos-version` and, only if that fails, runs `systemctl
+/// reboot`; its first lines are read as they arrive, since the reboot may
+/// cut the session before it answers.
+pub async fn reboot_into_nixos(
+    remote: &Remote,
+    cfg: &SshConfig,
+    host: &str,
+    patience: Duration,
+    sink: &dyn LineSink,
+) -> Result<Boot, SshError> {
+    let node = remote.node().to_string();
+    let pinned = pinned(cfg, &node, host)?;
+    let seen = Firsts {
+        lines: std::sync::Mutex::new(Vec::new()),
+        sink,
+    };
+    let asked = remote
+        .run(
+            "cat /proc/sys/kernel/random/boot_id && \
+             if v=$(nixos-version 2>/dev/null); then echo \"nixos $v\"; else systemctl reboot; fi",
+            None,
+            &seen,
+            Some(Duration::from_secs(30)),
+        )
+        .await;
+    tracing::debug!("boot id, nixos-version or systemctl reboot: {asked:?}");
+    let lines = seen.lines.into_inner().unwrap_or_else(|e| e.into_inner());
+    let before = lines.first().cloned().unwrap_or_default();
+    if let (Ok(_), Some(version)) = (&asked, lines.get(1).and_then(|l| l.strip_prefix("nixos "))) {
+        return Ok(Boot::AlreadyNixos(version.trim().to_string()));
+    }
+    reboot_asked(asked)?;
+    if before.is_empty() {
+        return Err(SshError::Io {
+            node,
+            reason: "the node gave no boot id before its reboot".into(),
+        });
+    }
     let (remote, boot_id) = wait_for_boot(cfg, &node, host, &before, patience).await?;
+    Ok(Boot::Rebooted(Rebooted {
+        remote,
+        boot_id,
+        host_key: pinned,
+    }))
+}
+
+/// Forwards every line to `sink` and keeps the first few of stdout.
+struct Firsts<'a> {
+    lines: std::sync::Mutex<Vec<String>>,
+    sink: &'a dyn LineSink,
+}
+
+impl LineSink for Firsts<'_> {
+    fn line(&self, stream: crate::ssh::Stream, line: &str) {
+        if matches!(stream, crate::ssh::Stream::Stdout) {
+            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            if lines.len() < 2 {
+                lines.push(line.trim().to_string());
+                if lines.len() == 1 {
+                    return; // the boot id is ours, not the log's
+                }
+            }
+        }
+        self.sink.line(stream, line);
+    }
+}
+
+/// The fingerprint `known_hosts` pinned for `host`, which the node must still
+/// present after its reboot.
+fn pinned(cfg: &SshConfig, node: &str, host: &str) -> Result<String, SshError> {
+    pinned_fingerprint(&cfg.known_hosts, host).ok_or_else(|| SshError::HostKeyNotPinned {
+        node: node.into(),
+        host: host.into(),
+        known_hosts: cfg.known_hosts.display().to_string(),
+    })
+}
+
+async fn reboot_from(
+    remote: &Remote,
+    cfg: &SshConfig,
+    host: &str,
+    before: &str,
+    patience: Duration,
+    sink: &dyn LineSink,
+) -> Result<Rebooted, SshError> {
+    let node = remote.node().to_string();
+    let pinned = pinned(cfg, &node, host)?;
+    request_reboot(remote, sink).await?;
+    let (remote, boot_id) = wait_for_boot(cfg, &node, host, before, patience).await?;
     Ok(Rebooted {
         remote,
         boot_id,
@@ -297,6 +397,12 @@ async fn request_reboot(remote: &Remote, sink: &dyn LineSink) -> Result<(), SshE
         )
         .await;
     tracing::debug!("systemctl reboot: {asked:?}");
+    reboot_asked(asked)
+}
+
+/// Whether a command that asked for a reboot did: the connection dropping
+/// before it answers is the reboot under way, not a failure.
+fn reboot_asked(asked: Result<crate::ssh::RemoteOutput, SshError>) -> Result<(), SshError> {
     match asked {
         Ok(_) => Ok(()),
         Err(SshError::Exit { code: 255 | -1, .. })

@@ -272,31 +272,43 @@ impl Remote {
         keys: HostKeys,
     ) -> Result<Remote, SshError> {
         let started = Instant::now();
-        let mut wait = Duration::from_millis(50);
+        // A closed port is cheap to see; an SSH attempt spawns ssh and costs a
+        // key exchange. So knock first, often (a booting node is noticed within
+        // [`KNOCK_MAX`]), and back off further only between SSH attempts.
+        let mut knock_wait = Duration::from_millis(25);
+        let mut ssh_wait = Duration::from_millis(50);
         loop {
-            // A closed port is cheap to see; an SSH attempt spawns ssh. Knock first,
-            // so a booting node is noticed within a few tens of milliseconds.
             let knock = tokio::time::timeout(
                 cfg.connect_timeout,
                 tokio::net::TcpStream::connect((host, cfg.port)),
             )
             .await;
-            let result = match knock {
-                Ok(Ok(_)) => Remote::connect_with(cfg, node, host, keys).await,
-                Ok(Err(e)) => Err(SshError::Unreachable {
-                    node: node.into(),
-                    reason: format!("{host}:{}: {e}", cfg.port),
-                }),
-                Err(_) => Err(SshError::Unreachable {
-                    node: node.into(),
-                    reason: format!("{host}:{}: timed out", cfg.port),
-                }),
+            let (result, wait) = match knock {
+                Ok(Ok(_)) => {
+                    let wait = ssh_wait;
+                    ssh_wait = ssh_wait.mul_f64(1.5).min(Duration::from_secs(2));
+                    (Remote::connect_with(cfg, node, host, keys).await, wait)
+                }
+                Ok(Err(e)) => (
+                    Err(SshError::Unreachable {
+                        node: node.into(),
+                        reason: format!("{host}:{}: {e}", cfg.port),
+                    }),
+                    knock_wait,
+                ),
+                Err(_) => (
+                    Err(SshError::Unreachable {
+                        node: node.into(),
+                        reason: format!("{host}:{}: timed out", cfg.port),
+                    }),
+                    knock_wait,
+                ),
             };
+            knock_wait = knock_wait.mul_f64(1.5).min(KNOCK_MAX);
             match result {
                 Err(e @ SshError::Unreachable { .. }) if started.elapsed() + wait < patience => {
                     tracing::debug!("{e}; retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
-                    wait = wait.mul_f64(1.5).min(Duration::from_secs(2));
                 }
                 other => return other,
             }
@@ -477,6 +489,9 @@ async fn lines(r: impl AsyncRead + Unpin, stream: Stream, sink: &dyn LineSink) -
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// The longest pause between two knocks on a node's closed SSH port.
+const KNOCK_MAX: Duration = Duration::from_millis(200);
 
 /// Open connections shared by the steps of one process, one per node and address.
 ///

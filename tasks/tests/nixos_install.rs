@@ -99,6 +99,55 @@ async fn the_installer_is_checked_run_and_booted_into_with_the_pinned_host_key()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_and_reboot_leave_a_node_that_runs_nixos_alone() {
+    let f = fixture().await;
+    let (r, ip) = f.node("n1").await;
+    let installed = tasks::install::install(&r, &f.installer(), "nixos-24.11", &Discard)
+        .await
+        .unwrap();
+    assert_eq!(installed, tasks::install::Outcome::Installed);
+    let before = tasks::install::boot_id(&r).await.unwrap();
+    let lines = Lines(Mutex::new(Vec::new()));
+    let boot = tasks::install::reboot_into_nixos(&r, &f.cfg, &ip, Duration::from_secs(30), &lines)
+        .await
+        .unwrap();
+    let back = match boot {
+        tasks::install::Boot::Rebooted(back) => back,
+        tasks::install::Boot::AlreadyNixos(v) => panic!("a stock image said NixOS {v}"),
+    };
+    assert_ne!(back.boot_id, before, "a new boot");
+    let log = lines.0.lock().unwrap().join("\n");
+    assert!(!log.contains(&before), "the boot id is not logged: {log}");
+    // Now on NixOS: neither step touches the node again.
+    let again = tasks::install::install(&back.remote, &f.installer(), "nixos-24.11", &Discard)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        tasks::install::Outcome::AlreadyNixos("24.11.20241201.0000000 (Vicuna)".into())
+    );
+    assert!(
+        !exists(&back.remote, "/root/nixos-infect.part").await,
+        "nothing fetched"
+    );
+    let boot = tasks::install::reboot_into_nixos(
+        &back.remote,
+        &f.cfg,
+        &ip,
+        Duration::from_secs(30),
+        &Discard,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(boot, tasks::install::Boot::AlreadyNixos(_)));
+    assert_eq!(
+        tasks::install::boot_id(&back.remote).await.unwrap(),
+        back.boot_id,
+        "no second reboot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_installer_is_retryable_and_names_its_url() {
     let f = fixture().await;
     let (r, _) = f.node("n1").await;

@@ -19,7 +19,7 @@ use engine::{Step, StepContext, StepError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use tasks::install::{InstallError, Installer};
+use tasks::install::{Boot, InstallError, Installer, Outcome};
 
 /// How long a node may take to come back from its reboot.
 const REBOOT_PATIENCE: Duration = Duration::from_secs(600);
@@ -57,23 +57,27 @@ impl Step for Install {
     async fn run(ctx: StepContext, _: NodeParams) -> Result<Installed, StepError> {
         let i: NodesInput = ctx.input()?;
         let r = remote(&ctx, &i).await?;
-        // Idempotent: a node already on NixOS is left as it is.
-        if let Ok(version) = tasks::nixos::verify(&r).await {
-            ctx.log.info(format!("already runs NixOS ({version})"));
-            return Ok(Installed { installed: false });
-        }
         let installer = installer(&i)?;
         ctx.log.info(format!(
-            "installing {} with {} (sha256 {})",
+            "installing {} with {} (sha256 {}) unless the node runs NixOS",
             i.channel, installer.url, installer.sha256
         ));
         let sink = LogSink(ctx.log.clone());
-        tasks::install::install(&r, &installer, &i.channel, &sink)
+        // Idempotent: a node already on NixOS is left as it is.
+        match tasks::install::install(&r, &installer, &i.channel, &sink)
             .await
-            .map_err(install_error)?;
-        ctx.log
-            .info(format!("installed {}; it runs after the reboot", i.channel));
-        Ok(Installed { installed: true })
+            .map_err(install_error)?
+        {
+            Outcome::AlreadyNixos(version) => {
+                ctx.log.info(format!("already runs NixOS ({version})"));
+                Ok(Installed { installed: false })
+            }
+            Outcome::Installed => {
+                ctx.log
+                    .info(format!("installed {}; it runs after the reboot", i.channel));
+                Ok(Installed { installed: true })
+            }
+        }
     }
 }
 
@@ -101,8 +105,30 @@ impl Step for Reboot {
     async fn run(ctx: StepContext, p: NodeParams) -> Result<Rebooted, StepError> {
         let i: NodesInput = ctx.input()?;
         let r = remote(&ctx, &i).await?;
-        // Idempotent: once the node answers as NixOS, the reboot is behind it.
-        if let Ok(version) = tasks::nixos::verify(&r).await {
+        reboot_into_nixos(&ctx, &i, &p, &r).await
+    }
+}
+
+/// Reboots the step's node unless it already runs NixOS (idempotent: once
+/// the node answers as NixOS, the reboot is behind it), and hands the
+/// pinned-key connection it came back on to the pool, for the node's next steps.
+async fn reboot_into_nixos(
+    ctx: &StepContext,
+    i: &NodesInput,
+    p: &NodeParams,
+    r: &Arc<tasks::ssh::Remote>,
+) -> Result<Rebooted, StepError> {
+    let ip = address(ctx)?;
+    let cfg = ssh_config(&i.dir);
+    ctx.log
+        .info("rebooting (systemctl reboot) unless the node runs NixOS");
+    let sink = LogSink(ctx.log.clone());
+    // No step may pick up the connection the reboot is about to drop.
+    CONNECTIONS.forget(p.node.as_str()).await;
+    let boot = tasks::install::reboot_into_nixos(r, &cfg, &ip, REBOOT_PATIENCE, &sink).await;
+    let back = match boot.map_err(ssh_error)? {
+        Boot::AlreadyNixos(version) => {
+            CONNECTIONS.put(p.node.as_str(), &ip, r.clone()).await;
             ctx.log
                 .info(format!("already runs NixOS ({version}): no reboot"));
             return Ok(Rebooted {
@@ -111,26 +137,8 @@ impl Step for Reboot {
                 host_key: None,
             });
         }
-        reboot_into_nixos(&ctx, &i, &p, &r).await
-    }
-}
-
-/// Reboots the step's node and hands the pinned-key connection it came back
-/// on to the pool, for the node's next steps.
-async fn reboot_into_nixos(
-    ctx: &StepContext,
-    i: &NodesInput,
-    p: &NodeParams,
-    r: &tasks::ssh::Remote,
-) -> Result<Rebooted, StepError> {
-    let ip = address(ctx)?;
-    let cfg = ssh_config(&i.dir);
-    ctx.log.info("rebooting (systemctl reboot)");
-    let sink = LogSink(ctx.log.clone());
-    CONNECTIONS.forget(p.node.as_str()).await;
-    let back = tasks::install::reboot(r, &cfg, &ip, REBOOT_PATIENCE, &sink)
-        .await
-        .map_err(ssh_error)?;
+        Boot::Rebooted(back) => back,
+    };
     ctx.log.info(format!(
         "back with boot id {} and the pinned host key {}",
         back.boot_id, back.host_key
