@@ -221,7 +221,15 @@ impl Ca {
         let dir = nodes.join(format!("{node}@{ip}"));
         if !dir.join("peer.serial").exists() {
             let sans = vec![node.to_string(), ip.to_string(), "127.0.0.1".to_string()];
-            let client = self.issue(node, sans.clone(), &[ExtendedKeyUsagePurpose::ClientAuth])?;
+            // serverAuth too: Dart-layout repos serve etcd with the client certificate.
+            let client = self.issue(
+                node,
+                sans.clone(),
+                &[
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                ],
+            )?;
             let peer = self.issue(
                 node,
                 sans,

@@ -35,6 +35,7 @@ pub mod ca;
 pub mod deploy;
 pub mod install;
 pub mod nixos;
+pub mod overlay;
 pub mod provider;
 pub mod registry;
 pub mod secrets;

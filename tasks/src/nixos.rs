@@ -102,10 +102,21 @@ pub async fn push_config(
 
 /// Runs `nixos-rebuild switch`; a configuration that does not evaluate fails with Nix's message.
 pub async fn rebuild(remote: &Remote, sink: &dyn LineSink) -> Result<(), SshError> {
-    remote
-        .run("nixos-rebuild switch", None, sink, None)
-        .await
-        .map(|_| ())
+    rebuild_with(remote, &[], sink).await
+}
+
+/// [`rebuild`] with more options (`--fast`, `--impure`, `--option name value`).
+pub async fn rebuild_with(
+    remote: &Remote,
+    options: &[String],
+    sink: &dyn LineSink,
+) -> Result<(), SshError> {
+    let mut cmd = String::from("nixos-rebuild switch");
+    for o in options {
+        cmd.push(' ');
+        cmd.push_str(&crate::ssh::shell_quote(o));
+    }
+    remote.run(&cmd, None, sink, None).await.map(|_| ())
 }
 
 /// The node's NixOS version; fails if the node is not running NixOS.

@@ -356,19 +356,19 @@ impl Registry {
     }
 }
 
-/// The overlay network every cluster uses: flannel over WireGuard, a /24 per node.
+/// The overlay network of a cluster that states none: flannel over
+/// WireGuard, a /24 per node.
 pub const OVERLAY_NETWORK: &str = "10.100.0.0/16";
 
 const SUBNETS: &str = "/coreos.com/network/subnets/";
 
+pub use crate::overlay::OverlayNetwork;
+
 impl Registry {
     /// Writes flannel's network configuration unless it is there already.
-    pub async fn ensure_network_config(&self) -> Result<(), RegistryError> {
+    pub async fn ensure_network_config(&self, net: &OverlayNetwork) -> Result<(), RegistryError> {
         let key = "/coreos.com/network/config";
-        let value = serde_json::json!({
-            "Network": OVERLAY_NETWORK, "SubnetLen": 24, "Backend": {"Type": "wireguard"}
-        })
-        .to_string();
+        let value = net.config_json().to_string();
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
@@ -377,23 +377,34 @@ impl Registry {
     }
 
     /// The overlay subnet of the node with public address `ipv4`: its lease
-    /// if it holds one, else a newly reserved free /24 (compare-and-set, so
-    /// two nodes reserving at once never get the same one).
-    pub async fn reserve_subnet(&self, ipv4: &str) -> Result<Subnet, RegistryError> {
-        if let Some(s) = self
-            .overlay()
-            .await?
-            .into_iter()
-            .find(|s| s.public_ip == ipv4)
+    /// if it holds one inside `net`, else a newly reserved free subnet of
+    /// `net` (compare-and-set, so two nodes reserving at once never get the
+    /// same one).
+    pub async fn reserve_subnet(
+        &self,
+        ipv4: &str,
+        net: &OverlayNetwork,
+    ) -> Result<Subnet, RegistryError> {
+        let leases = self.overlay().await?;
+        if let Some(s) = leases
+            .iter()
+            .find(|s| s.public_ip == ipv4 && net.accepts(&s.subnet))
         {
-            return Ok(s);
+            return Ok(s.clone());
         }
+        let taken: std::collections::BTreeSet<&str> =
+            leases.iter().map(|s| s.subnet.as_str()).collect();
         let value = serde_json::json!({
             "PublicIP": ipv4, "PublicIPv6": null, "BackendType": "wireguard", "BackendData": null
         })
         .to_string();
-        for n in 1..=254u32 {
-            let key = format!("{SUBNETS}10.100.{n}.0-24");
+        let len = net.subnet_len;
+        for addr in net.subnets() {
+            let subnet = format!("{addr}/{len}");
+            if taken.contains(subnet.as_str()) {
+                continue;
+            }
+            let key = format!("{SUBNETS}{addr}-{len}");
             let txn = Txn::new()
                 .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(key.as_str(), value.as_str(), None)]);
@@ -406,14 +417,14 @@ impl Registry {
                 .succeeded()
             {
                 return Ok(Subnet {
-                    subnet: format!("10.100.{n}.0/24"),
+                    subnet,
                     public_ip: ipv4.into(),
                 });
             }
         }
         Err(RegistryError::BadValue {
             key: SUBNETS.into(),
-            reason: format!("no free /24 left in {OVERLAY_NETWORK}"),
+            reason: format!("no free /{len} left in {}", net.cidr()),
         })
     }
 

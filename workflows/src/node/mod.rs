@@ -13,9 +13,12 @@
 mod access;
 pub mod app;
 mod cluster;
+pub(crate) mod dart;
+mod dart_config;
 mod day2;
 mod init;
 mod install;
+mod overlay;
 mod provision;
 mod reach;
 mod rotate;
@@ -25,6 +28,9 @@ mod steps;
 mod tests;
 
 pub use cluster::up;
+pub use overlay::overlay_network;
+pub use dart::{DartValues, is_dart_layout, staged_source as dart_staged_source};
+pub(crate) use dart_config::{base_node_values, cluster_token};
 pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
 pub use provision::{adopt, destroy, provision};

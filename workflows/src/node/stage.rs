@@ -174,10 +174,7 @@ pub(crate) fn node_vars(
         ("nodeName".into(), n.name.to_string()),
         ("nodeRole".into(), n.role.to_string()),
         ("localIp".into(), local_ip.to_string()),
-        (
-            "overlayNetwork".into(),
-            tasks::registry::OVERLAY_NETWORK.into(),
-        ),
+        ("overlayNetwork".into(), overlay_cidr(i)),
         ("certsDir".into(), super::NODE_CERTS.into()),
         ("serviceGroups".into(), n.service_groups().join(",")),
     ]);
@@ -205,4 +202,14 @@ pub(crate) fn node_vars(
         Peers::Fleet => {}
     }
     vars
+}
+
+/// The cluster's overlay network as `a.b.c.d/n` (the default if the repo's
+/// cannot be read: the ctrl step refuses that case, naming why).
+fn overlay_cidr(i: &super::NodesInput) -> String {
+    i.repo()
+        .ok()
+        .and_then(|c| super::overlay_network(&c).ok())
+        .unwrap_or_default()
+        .cidr()
 }

@@ -143,6 +143,13 @@ impl Step for Certs {
                 .await
                 .map_err(ssh_error)?;
         }
+        // The same, under the names the Dart tool's modules read.
+        let peer = i.node(node.as_str())?.is_ctrl().then_some(&certs.peer);
+        for (name, pem, mode) in super::dart_config::cert_files(node.as_str(), &ca, &certs.client, peer) {
+            r.upload(pem.as_bytes(), &format!("{NODE_CERTS}/{name}"), mode)
+                .await
+                .map_err(ssh_error)?;
+        }
         ctx.log.info(format!("certificates for {node} at {ip}"));
         Ok(Issued {
             peer_serial: certs.peer.serial.clone(),
@@ -175,8 +182,9 @@ impl Step for Ctrl {
                 i.cluster
             )));
         }
+        let net = super::overlay_network(&i.repo()?).map_err(StepError::permanent)?;
         let reg = connect(&i, &endpoints).await?;
-        reg.ensure_network_config()
+        reg.ensure_network_config(&net)
             .await
             .map_err(StepError::retryable)?;
         ctx.log.info(format!("etcd at {}", endpoints.join(",")));
@@ -204,9 +212,10 @@ impl Step for Overlay {
     async fn run(ctx: StepContext, _: NodeParams) -> Result<Subnet, StepError> {
         let i: NodesInput = ctx.input()?;
         let ip = address(&ctx)?;
+        let net = super::overlay_network(&i.repo()?).map_err(StepError::permanent)?;
         let reg = registry(&ctx, &i).await?;
         let s = reg
-            .reserve_subnet(&ip)
+            .reserve_subnet(&ip, &net)
             .await
             .map_err(StepError::retryable)?;
         ctx.log.info(format!("overlay {} for {ip}", s.subnet));
@@ -227,6 +236,12 @@ pub struct Configured {
     pub secrets: Vec<String>,
     /// The overlay address it was rendered with (none for control and fleet nodes).
     pub overlay_ip: Option<String>,
+    /// Dart layout: the secrets also written to `/run/keys` before the rebuild.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_build: Vec<String>,
+    /// Dart layout: the node's placeholder values, for its secrets' own placeholders.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
 }
 
 impl Step for Config {
@@ -237,6 +252,9 @@ impl Step for Config {
     async fn run(ctx: StepContext, p: NodeParams) -> Result<Configured, StepError> {
         let i: NodesInput = ctx.input()?;
         let n = i.node(p.node.as_str())?.clone();
+        if super::dart::is_dart_layout(&i.dir) {
+            return super::dart_config::configure(&ctx, &i, &n).await;
+        }
         let vars = config_vars(&ctx, &i, &n).await?;
         let reach = super::Reach::of(&i).map_err(StepError::permanent)?;
         let rendered = super::stage_config(&i.dir, n.name.as_str(), n.role, &vars, &reach)
@@ -260,6 +278,8 @@ impl Step for Config {
         Ok(Configured {
             secrets: secrets.into_iter().collect(),
             overlay_ip: vars.get("overlayIp").cloned(),
+            pre_build: Vec::new(),
+            values: BTreeMap::new(),
         })
     }
 }
@@ -306,7 +326,8 @@ impl Step for Secrets {
     async fn run(ctx: StepContext, p: NodeParams) -> Result<Deployed, StepError> {
         let i: NodesInput = ctx.input()?;
         let node = p.node;
-        let names = ctx.output::<Config>(&step_name::<Config>(&node))?.secrets;
+        let configured = ctx.output::<Config>(&step_name::<Config>(&node))?;
+        let names = configured.secrets.clone();
         let r = remote(&ctx, &i).await?;
         // The node keeps exactly the secrets its configuration references.
         let removed = tasks::deploy::prune_secrets(&r, &names)
@@ -328,11 +349,22 @@ impl Step for Secrets {
                     "{e} (the configuration of {node} references /root/secrets/{name}; store it with `nix-infra secrets store --name {name}`)"
                 ))
             })?;
+            let value = super::dart_config::fill_secret(name, value, &configured.values)?;
             tasks::deploy::deploy_secret(&r, name, &value)
                 .await
                 .map_err(StepError::retryable)?;
+            if configured.pre_build.contains(name) {
+                super::dart_config::write_pre_build(&r, name, &value).await?;
+            }
         }
         ctx.log.info(format!("deployed {}", names.join(", ")));
+        if !configured.pre_build.is_empty() {
+            ctx.log.info(format!(
+                "pre-build secrets in {}: {}",
+                super::dart_config::PRE_BUILD_KEYS,
+                configured.pre_build.join(", ")
+            ));
+        }
         Ok(Deployed {
             deployed: names,
             removed,
@@ -355,13 +387,33 @@ impl Step for Rebuild {
     type Params = NodeParams;
     type Output = Switched;
 
-    async fn run(ctx: StepContext, _: NodeParams) -> Result<Switched, StepError> {
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Switched, StepError> {
         let i: NodesInput = ctx.input()?;
         let r = remote(&ctx, &i).await?;
-        let result = tasks::nixos::rebuild(&r, &LogSink(ctx.log.clone())).await;
+        let options = rebuild_options(&ctx, &i, &p.node)?;
+        let result = tasks::nixos::rebuild_with(&r, &options, &LogSink(ctx.log.clone())).await;
         result.map_err(ssh_error)?;
         Ok(Switched { switched: true })
     }
+}
+
+/// The options of `nixos-rebuild switch` for the node: none in nix-infra's
+/// own layout; the Dart tool's (and netrc files) in the Dart layout.
+fn rebuild_options(
+    ctx: &StepContext,
+    i: &NodesInput,
+    node: &NodeName,
+) -> Result<Vec<String>, StepError> {
+    if !super::dart::is_dart_layout(&i.dir) {
+        return Ok(Vec::new());
+    }
+    let config = step_name::<Config>(node);
+    let pre_build = if ctx.deps.contains_key(&config) {
+        ctx.output::<Config>(&config)?.pre_build
+    } else {
+        Vec::new()
+    };
+    Ok(super::dart_config::rebuild_options(&pre_build))
 }
 
 /// `etcd/<node>`: the control node's etcd answers over mutual TLS.

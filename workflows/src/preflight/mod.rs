@@ -18,6 +18,7 @@
 //! `Request::check` refuses with [`Report::refusal`]; `nix-infra check` prints the
 //! [`Report`] itself.
 
+mod dart;
 mod parse;
 pub mod targets;
 #[cfg(test)]
@@ -29,7 +30,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::domain::{NodeName, Role};
 use crate::node::{NodeInput, NodesInput, Peers, Reach, node_vars, staged_source};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// One problem of a node's configuration, in one file of the cluster repo.
@@ -109,18 +110,28 @@ pub fn check(c: &Cluster, i: &NodesInput) -> Report {
     let reach = Reach::read(&c.dir, &i.channel);
     let store = c.secrets();
     let mut trees = Vec::new();
+    let dart = crate::node::is_dart_layout(&c.dir);
+    let overlay = crate::node::overlay_network(c).err();
     for (k, n) in i.nodes.iter().enumerate() {
         let mut problems = Vec::new();
-        let tree = match &reach {
-            Ok(reach) => stage(c, i, n, k, reach, &mut problems),
+        let staged = match &reach {
+            Ok(reach) if dart => dart::stage(c, i, n, k, reach, &store, &mut problems),
+            Ok(reach) => stage(c, i, n, k, reach, &mut problems).map(|t| {
+                let refs = native_references(t.path(), n);
+                (t, refs)
+            }),
             Err(e) => {
                 problems.push(problem("keys/id_ed25519.pub", e.clone()));
                 None
             }
         };
-        if let Some(t) = &tree {
-            problems.extend(secrets(&store, t.path(), n));
+        if let (Some(e), false) = (&overlay, n.is_ctrl() || n.is_fleet()) {
+            problems.push(problem("(overlay network)", e.clone()));
         }
+        let tree = staged.map(|(t, refs)| {
+            problems.extend(secrets(&store, &refs));
+            t
+        });
         trees.push(tree);
         report.nodes.push(NodeReport {
             node: n.name.clone(),
@@ -128,7 +139,7 @@ pub fn check(c: &Cluster, i: &NodesInput) -> Report {
             problems,
         });
     }
-    match parse_trees(i, &trees) {
+    match parse_trees(i, &trees, dart) {
         Ok(found) => {
             for (k, p) in found {
                 report.nodes[k].problems.push(p);
@@ -263,16 +274,30 @@ fn stage(
     }
 }
 
-/// The secrets node `n`'s tree references that the store does not hold.
+/// The secrets a staged tree in nix-infra's layout references, each with the
+/// repo files that name it.
+fn native_references(tree: &Path, n: &NodeInput) -> BTreeMap<String, BTreeSet<String>> {
+    crate::node::secret_references(tree)
+        .into_iter()
+        .map(|(name, files)| {
+            let files = files
+                .iter()
+                .map(|f| staged_source(f, n.name.as_str(), n.role))
+                .collect();
+            (name, files)
+        })
+        .collect()
+}
+
+/// The secrets of `refs` (name → the repo files naming it) that the store does not hold.
 fn secrets(
     store: &Result<tasks::secrets::SecretStore, ClusterError>,
-    tree: &Path,
-    n: &NodeInput,
+    refs: &BTreeMap<String, BTreeSet<String>>,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
-    for (name, files) in crate::node::secret_references(tree) {
+    for (name, files) in refs {
         let stored = match store {
-            Ok(s) => s.info(&name).map(|i| i.current.is_some()),
+            Ok(s) => s.info(name).map(|i| i.current.is_some()),
             Err(e) => {
                 out.push(problem(
                     "secrets/",
@@ -284,16 +309,13 @@ fn secrets(
         let why = match stored {
             Ok(true) => continue,
             Ok(false) => format!(
-                "references /root/secrets/{name}, which is not in the secret store \
+                "references the secret {name}, which is not in the secret store \
                  (`nix-infra secrets store --name {name}`)"
             ),
-            Err(e) => format!("references /root/secrets/{name}: {e}"),
+            Err(e) => format!("references the secret {name}: {e}"),
         };
         for f in files {
-            out.push(problem(
-                staged_source(&f, n.name.as_str(), n.role),
-                why.clone(),
-            ));
+            out.push(problem(f.clone(), why.clone()));
         }
     }
     out
@@ -305,6 +327,7 @@ fn secrets(
 fn parse_trees(
     i: &NodesInput,
     trees: &[Option<tempfile::TempDir>],
+    dart: bool,
 ) -> Result<Vec<(usize, Problem)>, String> {
     let mut texts: Vec<String> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
@@ -327,7 +350,11 @@ fn parse_trees(
     for (k, rel, t) in uses {
         if let Some(e) = &results[t] {
             let n = &i.nodes[k];
-            let source = staged_source(&rel, n.name.as_str(), n.role);
+            let source = if dart {
+                crate::node::dart_staged_source(&rel, n.name.as_str(), n.role)
+            } else {
+                staged_source(&rel, n.name.as_str(), n.role)
+            };
             out.push((k, problem(source, format!("does not parse: {e}"))));
         }
     }
