@@ -126,14 +126,14 @@ fn mask(len: u8) -> u32 {
     if len == 0 { 0 } else { u32::MAX << (32 - len) }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_dart_templates_network_leases_only_inside_its_range() {
-        let net = OverlayNetwork::new("10.0.0.0/8", 24, Some("10.10.0.0"), Some("10.99.0.0")).unwrap();
+        let net =
+            OverlayNetwork::new("10.0.0.0/8", 24, Some("10.10.0.0"), Some("10.99.0.0")).unwrap();
         let first: Vec<String> = net.subnets().take(2).map(|a| a.to_string()).collect();
         assert_eq!(first, ["10.10.0.0", "10.10.1.0"]);
         assert_eq!(net.subnets().last().unwrap().to_string(), "10.99.0.0");
@@ -162,7 +162,10 @@ mod tests {
             ("10.0.0.0/8", 24, Some("10.10.0.1"), None),
             ("10.0.0.0/8", 24, Some("10.20.0.0"), Some("10.10.0.0")),
         ] {
-            assert!(OverlayNetwork::new(net, len, min, max).is_err(), "{net} {len} {min:?} {max:?}");
+            assert!(
+                OverlayNetwork::new(net, len, min, max).is_err(),
+                "{net} {len} {min:?} {max:?}"
+            );
         }
     }
 }

@@ -155,14 +155,43 @@ fn without_subjects(plan: &Plan) -> Value {
 }
 
 /// `plan` without the `reboot/<node>` steps this build adds between
-/// `install/<node>` and `verify/<node>` (and without verify's dependency on them).
+/// `install/<node>` and `verify/<node>` (and without verify's dependency on
+/// them), and without the dependencies of `config/<node>` on the other
+/// nodes' `overlay/<other>` (every lease is there before any node renders).
 fn without_reboots(plan: &Plan) -> Plan {
     let mut plan = plan.clone();
     plan.steps.retain(|s| s.kind != "reboot");
     for s in &mut plan.steps {
         s.deps.retain(|d| !d.starts_with("reboot/"));
+        if s.kind == "config" {
+            let own = format!("overlay/{}", s.subject.as_deref().unwrap_or_default());
+            s.deps.retain(|d| !d.starts_with("overlay/") || *d == own);
+        }
     }
     plan
+}
+
+/// Every `config/<node>` that waits for its own lease waits for every
+/// lease of the run.
+fn configs_wait_for_every_lease(workflow: &str, plan: &Plan) {
+    let leases: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| s.kind == "overlay")
+        .map(|s| s.name.as_str())
+        .collect();
+    for s in plan.steps.iter().filter(|s| s.kind == "config") {
+        let own = format!("overlay/{}", s.subject.as_deref().unwrap_or_default());
+        if s.deps.contains(&own) {
+            for l in &leases {
+                assert!(
+                    s.deps.iter().any(|d| d == l),
+                    "{workflow}: {} waits for {l}",
+                    s.name
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -195,6 +224,7 @@ fn every_workflow_plans_what_the_old_build_planned_plus_subjects_and_reboots() {
             let verify = planned.step(&format!("verify/{node}")).unwrap();
             assert!(verify.deps.contains(&r.name), "{workflow}: {}", verify.name);
         }
+        configs_wait_for_every_lease(&workflow, &planned);
         let new = without_reboots(&planned);
         assert_eq!(without_subjects(&new), sample["plan"], "{workflow}");
         let old_plan: Plan = serde_json::from_value(sample["plan"].clone()).unwrap();

@@ -56,7 +56,7 @@ fn json(r: &Report) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "ok": r.ok(), "nodes": nodes, "warnings": r.warnings })
+    serde_json::json!({ "ok": r.ok(), "layout": r.layout, "nodes": nodes, "warnings": r.warnings })
 }
 
 fn text(r: &Report) -> String {
@@ -66,7 +66,7 @@ fn text(r: &Report) -> String {
         .map(|n| n.node.as_str().len())
         .max()
         .unwrap_or(4);
-    let mut out = String::new();
+    let mut out = format!("layout: {}\n", r.layout);
     for n in &r.nodes {
         let status = match n.problems.len() {
             0 => "ok".to_string(),

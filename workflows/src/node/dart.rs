@@ -230,7 +230,8 @@ pub fn stage(
         ),
     ];
     if role.is_fleet() {
-        copy_file(&dir.join(&type_file), &s.join(type_name)).map_err(|e| io(&dir.join(&type_file), e))?;
+        copy_file(&dir.join(&type_file), &s.join(type_name))
+            .map_err(|e| io(&dir.join(&type_file), e))?;
     } else {
         rendered.push((type_file, type_name.into(), values.node_type(role)));
     }
@@ -238,7 +239,10 @@ pub fn stage(
         let src = dir.join(&from);
         if !src.is_file() {
             if from.starts_with("node_types/") {
-                return Err(format!("{}: missing (a node of role {role} needs it)", src.display()));
+                return Err(format!(
+                    "{}: missing (a node of role {role} needs it)",
+                    src.display()
+                ));
             }
             continue;
         }
@@ -340,7 +344,10 @@ mod tests {
         );
         assert_eq!(f.pre_build, BTreeSet::from(["netrc".to_string()]));
         let mut f = Found::default();
-        assert_eq!(render("[%%nope%%]", &BTreeMap::new(), Some("null"), &mut f), "null");
+        assert_eq!(
+            render("[%%nope%%]", &BTreeMap::new(), Some("null"), &mut f),
+            "null"
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!                          ▼     ▼
 //!                          config → secrets → rebuild → confd → register
 //! ```
-//! The overlay subnet is reserved before the first render, so a node's own
-//! overlay address is in its configuration on the first deploy.
+//! The overlay subnets of every node of the run are reserved before the
+//! first render, so a node's configuration holds its own overlay address,
+//! and any other's, on the first deploy.
 
 use super::kinds::{
     Certs, Confd, Config, Ctrl, Etcd, Locate, Overlay, Rebuild, Register, Secrets, Unregister,
@@ -69,13 +70,21 @@ pub(crate) fn plan_init(i: &NodesInput, mode: Mode, start: &Start, steps: &mut V
         ctrl = ctrl.after(d);
     }
     steps.push(ctrl);
+    let overlay_nodes: Vec<&NodeName> = i
+        .nodes
+        .iter()
+        .filter(|n| !n.is_ctrl() && !n.is_fleet())
+        .map(|n| &n.name)
+        .collect();
     for n in i.nodes.iter().filter(|n| !n.is_ctrl() && !n.is_fleet()) {
         let node = &n.name;
         steps.push(start.step::<Overlay>(node).after(Ctrl::KIND));
-        let mut config = start
-            .step::<Config>(node)
-            .after(Ctrl::KIND)
-            .after(step_name::<Overlay>(node));
+        let mut config = start.step::<Config>(node).after(Ctrl::KIND);
+        // Every node of the run has its lease before any renders: a file may
+        // name another node's overlay address (`[%%worker2.overlayIp%%]`).
+        for m in &overlay_nodes {
+            config = config.after(step_name::<Overlay>(m));
+        }
         if mode == Mode::Init {
             steps.push(start.step::<Certs>(node));
             config = config.after(step_name::<Certs>(node));

@@ -28,11 +28,11 @@ mod steps;
 mod tests;
 
 pub use cluster::up;
-pub use overlay::overlay_network;
 pub use dart::{DartValues, is_dart_layout, staged_source as dart_staged_source};
 pub(crate) use dart_config::{base_node_values, cluster_token};
 pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
+pub use overlay::overlay_network;
 pub use provision::{adopt, destroy, provision};
 pub use reach::{Reach, nix_string, state_version};
 pub use rotate::rotate;

@@ -8,7 +8,9 @@
 //!    `modules/` and `node_types/` that mention flannel): `network`,
 //!    `subnetLen`, `subnetMin`, `subnetMax`, as nixpkgs' `services.flannel`
 //!    names them;
-//! 3. nix-infra's default, `10.100.0.0/16` in `/24`s.
+//! 3. nix-infra's default, `10.100.0.0/16` in `/24`s; also when the repo's
+//!    modules take the network from nix-infra (`[%%overlayNetwork%%]`, as
+//!    `init --example` writes them).
 //!
 //! A flannel module that sets its network in a way this cannot read (not a
 //! string literal) is refused, asking for `OVERLAY_NETWORK`: a constant of
@@ -42,7 +44,12 @@ pub fn overlay_network(c: &Cluster) -> Result<OverlayNetwork, String> {
             .map_err(|e| format!("{e} (OVERLAY_NETWORK in {})", c.env_path().display()));
     }
     let mut found: Option<(PathBuf, Options)> = None;
-    for file in flannel_files(&c.dir) {
+    let files = flannel_files(&c.dir);
+    if uses_our_network(&c.dir) {
+        // The repo takes the network from nix-infra (`[%%overlayNetwork%%]`).
+        return Ok(OverlayNetwork::default());
+    }
+    for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let opts = read_options(&text).map_err(|what| {
             format!(
@@ -83,6 +90,28 @@ pub fn overlay_network(c: &Cluster) -> Result<OverlayNetwork, String> {
         o.subnet_max.as_deref(),
     )
     .map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// Whether a node type or module of the repo takes `[%%overlayNetwork%%]`
+/// (nix-infra's own layout: the network is the one nix-infra states).
+fn uses_our_network(dir: &Path) -> bool {
+    let mut todo = vec![
+        dir.join("modules"),
+        dir.join("node_types"),
+        dir.join("nodes"),
+    ];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if std::fs::read_to_string(&p).is_ok_and(|t| t.contains("[%%overlayNetwork%%]"))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// `.nix` files under `modules/` and `node_types/` that mention flannel.
@@ -180,9 +209,15 @@ mod tests {
         );
         let net = overlay_network(&c).unwrap();
         assert_eq!((net.cidr(), net.subnet_len), ("172.16.0.0/12".into(), 20));
-        let (_d, c) = repo("{ cfg, ... }: { services.flannel.network = cfg.network; }", "");
+        let (_d, c) = repo(
+            "{ cfg, ... }: { services.flannel.network = cfg.network; }",
+            "",
+        );
         let e = overlay_network(&c).unwrap_err();
-        assert!(e.contains("flannel.nix") && e.contains("OVERLAY_NETWORK"), "{e}");
+        assert!(
+            e.contains("flannel.nix") && e.contains("OVERLAY_NETWORK"),
+            "{e}"
+        );
         let (_d, c) = repo("# no flannel options here, only the word flannel\n{ }", "");
         assert_eq!(overlay_network(&c).unwrap(), OverlayNetwork::default());
     }

@@ -145,7 +145,9 @@ impl Step for Certs {
         }
         // The same, under the names the Dart tool's modules read.
         let peer = i.node(node.as_str())?.is_ctrl().then_some(&certs.peer);
-        for (name, pem, mode) in super::dart_config::cert_files(node.as_str(), &ca, &certs.client, peer) {
+        for (name, pem, mode) in
+            super::dart_config::cert_files(node.as_str(), &ca, &certs.client, peer)
+        {
             r.upload(pem.as_bytes(), &format!("{NODE_CERTS}/{name}"), mode)
                 .await
                 .map_err(ssh_error)?;
@@ -316,6 +318,9 @@ pub struct Deployed {
     pub deployed: Vec<String>,
     /// The secrets removed (no longer referenced), by name.
     pub removed: Vec<String>,
+    /// Dart layout: the secrets also in `/run/keys`, for the rebuild.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_build: Vec<String>,
 }
 
 impl Step for Secrets {
@@ -340,6 +345,7 @@ impl Step for Secrets {
             return Ok(Deployed {
                 deployed: names,
                 removed,
+                pre_build: Vec::new(),
             });
         }
         let store = secret_store(&i)?;
@@ -368,6 +374,7 @@ impl Step for Secrets {
         Ok(Deployed {
             deployed: names,
             removed,
+            pre_build: configured.pre_build,
         })
     }
 }
@@ -407,9 +414,9 @@ fn rebuild_options(
     if !super::dart::is_dart_layout(&i.dir) {
         return Ok(Vec::new());
     }
-    let config = step_name::<Config>(node);
-    let pre_build = if ctx.deps.contains_key(&config) {
-        ctx.output::<Config>(&config)?.pre_build
+    let secrets = step_name::<Secrets>(node);
+    let pre_build = if ctx.deps.contains_key(&secrets) {
+        ctx.output::<Secrets>(&secrets)?.pre_build
     } else {
         Vec::new()
     };

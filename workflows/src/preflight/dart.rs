@@ -9,17 +9,28 @@ use crate::node::{DartValues, NodeInput, NodesInput, Reach};
 use std::collections::{BTreeMap, BTreeSet};
 use tasks::secrets::SecretStore;
 
+/// What every node's check reads.
+pub(super) struct Repo<'a> {
+    /// The repo.
+    pub c: &'a Cluster,
+    /// The run's input.
+    pub i: &'a NodesInput,
+    /// The key and release the configuration keeps.
+    pub reach: &'a Reach,
+    /// The secret store, if it opens.
+    pub store: &'a Result<SecretStore, ClusterError>,
+}
+
 /// A node's staged tree (unknown placeholders filled with a stand-in, so it
 /// can be parsed) and the secrets it names; its problems so far go to `problems`.
 pub(super) fn stage(
-    c: &Cluster,
-    i: &NodesInput,
+    repo: &Repo,
     n: &NodeInput,
     k: usize,
-    reach: &Reach,
-    store: &Result<SecretStore, ClusterError>,
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<String>,
 ) -> Option<(tempfile::TempDir, BTreeMap<String, BTreeSet<String>>)> {
+    let Repo { c, i, reach, store } = repo;
     let values = match stand_in_values(i, n, k, reach, store.as_ref().ok()) {
         Ok(v) => v,
         Err(e) => {
@@ -27,15 +38,24 @@ pub(super) fn stage(
             return None;
         }
     };
-    let staged = match crate::node::dart::stage(&c.dir, n.name.as_str(), n.role, &values, Some(UNKNOWN))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            problems.push(problem("(staging /etc/nixos)", e));
-            return None;
-        }
-    };
+    let staged =
+        match crate::node::dart::stage(&c.dir, n.name.as_str(), n.role, &values, Some(UNKNOWN)) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(problem("(staging /etc/nixos)", e));
+                return None;
+            }
+        };
     for (file, keys) in &staged.missing {
+        for k in keys.iter().filter(|k| known_at_run_time(k)) {
+            let node = k.rsplit_once('.').map_or("", |(n, _)| n);
+            if !c.dir.join("nodes").join(format!("{node}.nix")).exists() {
+                warnings.push(format!(
+                    "{file}: [%%{k}%%] names `{node}`, which is not in this run and has no \
+                     nodes/{node}.nix: the run refuses it unless the cluster has that server"
+                ));
+            }
+        }
         let shown: Vec<String> = keys
             .iter()
             .filter(|k| !known_at_run_time(k))
@@ -46,7 +66,10 @@ pub(super) fn stage(
             1 => "unknown placeholder",
             _ => "unknown placeholders",
         };
-        problems.push(problem(file.clone(), format!("{what} {}", shown.join(", "))));
+        problems.push(problem(
+            file.clone(),
+            format!("{what} {}", shown.join(", ")),
+        ));
     }
     Some((staged.tree, staged.secrets))
 }

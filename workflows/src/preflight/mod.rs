@@ -60,6 +60,21 @@ pub struct Report {
     pub nodes: Vec<NodeReport>,
     /// What could not be checked (no `nix-instantiate`), said once.
     pub warnings: Vec<String>,
+    /// The repo's layout, as a sentence (see [`layout`]).
+    pub layout: String,
+}
+
+/// Which layout the repo at `dir` is in, and how to tell.
+pub fn layout(dir: &Path) -> String {
+    if crate::node::is_dart_layout(dir) {
+        "Dart nix-infra layout (the repo's root has configuration.nix: it is uploaded with the \
+         node type, nodes/<node>.nix, modules/ and app_modules/ as the Dart tool does)"
+            .into()
+    } else {
+        "nix-infra layout (no configuration.nix at the repo's root: nix-infra writes it, \
+         importing the node type and nodes/<node>.nix)"
+            .into()
+    }
 }
 
 /// What stands in for the value of a placeholder nix-infra does not know.
@@ -106,7 +121,10 @@ impl Report {
 /// Checks the configuration of every node of `i` (see the module docs).
 /// Blocking: it reads files and runs `nix-instantiate`.
 pub fn check(c: &Cluster, i: &NodesInput) -> Report {
-    let mut report = Report::default();
+    let mut report = Report {
+        layout: layout(&c.dir),
+        ..Report::default()
+    };
     let reach = Reach::read(&c.dir, &i.channel);
     let store = c.secrets();
     let mut trees = Vec::new();
@@ -115,7 +133,15 @@ pub fn check(c: &Cluster, i: &NodesInput) -> Report {
     for (k, n) in i.nodes.iter().enumerate() {
         let mut problems = Vec::new();
         let staged = match &reach {
-            Ok(reach) if dart => dart::stage(c, i, n, k, reach, &store, &mut problems),
+            Ok(reach) if dart => {
+                let repo = dart::Repo {
+                    c,
+                    i,
+                    reach,
+                    store: &store,
+                };
+                dart::stage(&repo, n, k, &mut problems, &mut report.warnings)
+            }
             Ok(reach) => stage(c, i, n, k, reach, &mut problems).map(|t| {
                 let refs = native_references(t.path(), n);
                 (t, refs)
@@ -151,6 +177,8 @@ pub fn check(c: &Cluster, i: &NodesInput) -> Report {
         n.problems.sort();
         n.problems.dedup();
     }
+    report.warnings.sort();
+    report.warnings.dedup();
     report
 }
 
@@ -309,10 +337,10 @@ fn secrets(
         let why = match stored {
             Ok(true) => continue,
             Ok(false) => format!(
-                "references the secret {name}, which is not in the secret store \
+                "references /root/secrets/{name}, which is not in the secret store \
                  (`nix-infra secrets store --name {name}`)"
             ),
-            Err(e) => format!("references the secret {name}: {e}"),
+            Err(e) => format!("references /root/secrets/{name}: {e}"),
         };
         for f in files {
             out.push(problem(f.clone(), why.clone()));

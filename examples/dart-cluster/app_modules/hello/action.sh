@@ -1,0 +1,8 @@
+# The hello app's actions, run by `nix-infra cluster action --app-module hello`.
+# Not executable on purpose: nix-infra runs it with bash, as the Dart tool does.
+verb="${1:-}"
+shift || true
+case "$verb" in
+  greet) echo "hello action on $(hostname): ${GREETING_TARGET:-nobody} $*" ;;
+  *) echo "unknown action: $verb" >&2; exit 2 ;;
+esac

@@ -1,0 +1,6 @@
+# The modules every node imports. nix-infra copies the files of modules/ as
+# the Dart tool does: the top level only (modules/extra/ stays local).
+{ ... }:
+{
+  imports = [ ./options.nix ./flannel.nix ./confd.nix ];
+}
