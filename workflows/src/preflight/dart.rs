@@ -71,7 +71,31 @@ pub(super) fn stage(
             format!("{what} {}", shown.join(", ")),
         ));
     }
+    warnings.extend(reach_warnings(c));
     Some((staged.tree, staged.secrets))
+}
+
+/// In the Dart layout the repo's own `configuration.nix` is the root, so
+/// nix-infra adds nothing that keeps a node reachable: say what it lacks.
+fn reach_warnings(c: &Cluster) -> Vec<String> {
+    let text = std::fs::read_to_string(c.dir.join("configuration.nix")).unwrap_or_default();
+    [
+        (
+            "hardware-configuration.nix",
+            "does not import ./hardware-configuration.nix (the install's)",
+        ),
+        (
+            "[%%sshKey%%]",
+            "does not give root the key nix-infra logs in with ([%%sshKey%%])",
+        ),
+        ("openssh", "does not turn on sshd (services.openssh)"),
+    ]
+    .into_iter()
+    .filter(|(needle, _)| !text.contains(needle))
+    .map(|(_, what)| {
+        format!("configuration.nix {what}: after the rebuild nix-infra may not reach the node")
+    })
+    .collect()
 }
 
 /// `<node>.ipv4` and `<node>.overlayIp` of a node outside the run: only the
