@@ -167,7 +167,18 @@ impl Cluster {
     pub fn provider(&self) -> Result<Arc<dyn Provider>, ClusterError> {
         let listed = self.dir.join("servers.yaml");
         if listed.exists() {
-            let p = SelfHosted::load(&listed, &self.name)
+            let ctrl_nodes: Vec<String> = self
+                .var("CTRL_NODES")
+                .unwrap_or_default()
+                .split([' ', ','])
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect();
+            let how = tasks::provider::Listing {
+                ctrl_nodes: &ctrl_nodes,
+                hetzner: self.hetzner().ok(),
+            };
+            let p = SelfHosted::load_with(&listed, &self.name, how)
                 .map_err(|e| ClusterError::Refused(e.to_string()))?;
             return Ok(Arc::new(p));
         }
@@ -206,7 +217,14 @@ impl Cluster {
             let Some(node) = s.node().map(str::to_string) else {
                 continue;
             };
-            let role = s.labels.get(LABEL_ROLE).map(String::as_str).unwrap_or("");
+            let Some(role) = s.labels.get(LABEL_ROLE) else {
+                // A Dart-format servers.yaml entry: the command gives the role.
+                match NodeName::new(node.as_str()) {
+                    Ok(name) => inv.unassigned.insert(name),
+                    Err(e) => inv.unusable.insert(node, e.to_string()).is_none(),
+                };
+                continue;
+            };
             match (NodeName::new(node.as_str()), role.parse::<Role>()) {
                 (Ok(name), Ok(role)) => {
                     inv.nodes.insert(name, role);
@@ -249,6 +267,10 @@ pub struct Inventory {
     pub nodes: BTreeMap<NodeName, Role>,
     /// Server (by its node label) → why it cannot be a node.
     pub unusable: BTreeMap<String, String>,
+    /// Servers without a role (a Dart-format `servers.yaml`): each is what
+    /// the command that names it says, a fleet node for `fleet …`, else a
+    /// cluster node.
+    pub unassigned: std::collections::BTreeSet<NodeName>,
 }
 
 /// Variables of an env file (a missing file has none); a malformed line is

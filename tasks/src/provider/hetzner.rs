@@ -206,6 +206,14 @@ impl Hetzner {
         Ok(out)
     }
 
+    /// The server called `name` in the project, labelled or not.
+    pub async fn server_by_name(&self, name: &str) -> Result<Option<ServerInfo>, ProviderError> {
+        let found: models::ListServersResponse = self
+            .get(&format!("/servers?name={}", urlencode(name)))
+            .await?;
+        Ok(found.servers.into_iter().next().map(info))
+    }
+
     /// Waits until action `id` succeeds; its failure is permanent.
     async fn wait_action(&self, id: i64) -> Result<(), ProviderError> {
         let started = Instant::now();
@@ -250,6 +258,7 @@ fn info(s: models::Server) -> ServerInfo {
         status: format!("{:?}", s.status).to_lowercase(),
         labels: s.labels.into_iter().collect(),
         name: s.name,
+        login: None,
     }
 }
 

@@ -4,7 +4,7 @@ mod hetzner;
 mod selfhosted;
 
 pub use hetzner::{DEFAULT_ENDPOINT, Hetzner};
-pub use selfhosted::SelfHosted;
+pub use selfhosted::{Listing, SelfHosted};
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -53,6 +53,18 @@ pub struct ServerInfo {
     pub status: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// How to log in, when the server says (a `servers.yaml` entry's
+    /// `ssh_key` and `username`); otherwise the cluster's key, as root.
+    pub login: Option<Login>,
+}
+
+/// A server's own SSH login.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Login {
+    /// The private key file.
+    pub key: std::path::PathBuf,
+    /// The user (default `root`).
+    pub user: String,
 }
 
 impl ServerInfo {

@@ -294,19 +294,36 @@ pub async fn close_connections() {
     CONNECTIONS.close_all().await;
 }
 
-/// An SSH connection to the step's node (shared, or new once it answers).
+/// An SSH connection to the step's node (shared, or new once it answers),
+/// with the server's own login if it has one ([`login`]).
 pub(crate) async fn remote(ctx: &StepContext, i: &NodesInput) -> Result<Arc<Remote>, StepError> {
     let node = node_param(ctx)?;
     let ip = address(ctx)?;
+    let mut cfg = ssh_config(&i.dir);
+    if let Some(l) = login(ctx)? {
+        cfg.key = Some(l.key);
+        cfg.user = l.user;
+    }
     CONNECTIONS
-        .get(
-            &ssh_config(&i.dir),
-            node.as_str(),
-            &ip,
-            Duration::from_secs(300),
-        )
+        .get(&cfg, node.as_str(), &ip, Duration::from_secs(300))
         .await
         .map_err(ssh_error)
+}
+
+/// The step's node's own SSH login, from the dependency that found its
+/// server (a `servers.yaml` entry's `ssh_key` and `username`).
+pub(crate) fn login(ctx: &StepContext) -> Result<Option<tasks::provider::Login>, StepError> {
+    let node = node_param(ctx)?;
+    let located = ctx
+        .outputs::<kinds::Locate>()?
+        .into_iter()
+        .find_map(|(_, l)| l.servers.get(&node)?.login.clone());
+    let created = step_name::<kinds::Create>(&node);
+    Ok(match located {
+        Some(l) => Some(l),
+        None if ctx.deps.contains_key(&created) => ctx.output::<kinds::Create>(&created)?.login,
+        None => None,
+    })
 }
 
 /// The lock of every node a run touches: `node/<name>`.

@@ -132,6 +132,7 @@ impl Step for Create {
             role: Some(role),
             id: s.id,
             ipv4: s.ipv4,
+            login: s.login,
         })
     }
 }
@@ -354,6 +355,7 @@ impl Step for Adopt {
             role: Some(role),
             id: s.id,
             ipv4: s.ipv4,
+            login: s.login,
         })
     }
 }

@@ -45,6 +45,9 @@ pub struct Server {
     pub id: i64,
     /// Its public IPv4 address.
     pub ipv4: Option<String>,
+    /// Its own SSH login (a `servers.yaml` entry's `ssh_key` and `username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<tasks::provider::Login>,
 }
 
 /// A role label as outputs store it: older ones wrote `""` for a missing label.
@@ -81,6 +84,7 @@ impl Step for Locate {
                 role: server_role(&s),
                 id: s.id,
                 ipv4: s.ipv4,
+                login: s.login,
             };
             servers.insert(node.name.clone(), server);
         }

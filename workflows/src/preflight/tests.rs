@@ -243,7 +243,11 @@ fn the_dart_example_passes_and_says_its_layout() {
     // A root configuration that would lock nix-infra out is pointed out.
     let conf = d.path().join("configuration.nix");
     let text = std::fs::read_to_string(&conf).unwrap();
-    std::fs::write(&conf, text.replace("[%%sshKey%%]", "ssh-ed25519 AAAA someone@else")).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("[%%sshKey%%]", "ssh-ed25519 AAAA someone@else"),
+    )
+    .unwrap();
     let r = check(&c, &input(&c, &UP));
     assert!(r.ok());
     assert_eq!(

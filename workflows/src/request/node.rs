@@ -54,13 +54,21 @@ pub(super) async fn existing(
                 if role.is_fleet() { "fleet" } else { "cluster" }
             ))),
             Some(role) => Ok((n, *role)),
+            None if inv.unassigned.contains(&n) => {
+                Ok((n, if fleet { Role::Fleet } else { Role::Cluster }))
+            }
             None => match inv.unusable.get(n.as_str()) {
                 Some(why) => Err(refused(format!(
                     "server {n} of cluster {} cannot be a node: {why}",
                     c.name
                 ))),
                 None => {
-                    let known: Vec<String> = inv.nodes.keys().map(NodeName::to_string).collect();
+                    let known: Vec<String> = inv
+                        .nodes
+                        .keys()
+                        .chain(&inv.unassigned)
+                        .map(NodeName::to_string)
+                        .collect();
                     Err(refused(format!(
                         "no server named {n} in cluster {} (its nodes: {})",
                         c.name,
