@@ -76,8 +76,16 @@ pub enum ClusterCommand {
         /// The nodes, space-separated.
         #[arg(long, required = true)]
         target: String,
-        /// Service groups the nodes serve, comma-separated (default: their role).
-        #[arg(long, value_delimiter = ',')]
+        /// Service groups the nodes serve: the `services` list of their
+        /// /cluster/nodes/<node> entry, which confd matches against
+        /// /cluster/<group>/…. Words separated by spaces or commas, and the flag
+        /// may repeat: --service-group "services backends". Default: `services`,
+        /// what the Dart templates pass (the Dart tool has none).
+        #[arg(
+            long = "service-group",
+            visible_alias = "groups",
+            value_name = "GROUPS"
+        )]
         groups: Vec<String>,
         #[command(flatten)]
         exec: ExecArgs,

@@ -84,7 +84,10 @@ pub struct NodeInput {
     /// `ctrl`, `cluster` (the default), `ingress`, or `fleet` (no overlay, no registry).
     #[serde(default = "default_role")]
     pub role: Role,
-    /// Service groups the node serves (default: its role).
+    /// Service groups the node serves, as [`ServiceGroup`](crate::domain::ServiceGroup)
+    /// names (checked by the request that made the input; kept as strings so
+    /// inputs stored by earlier builds, which took any text, still decode).
+    /// Empty: [`ServiceGroup::DEFAULT`](crate::domain::ServiceGroup::DEFAULT).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
 }
@@ -100,10 +103,12 @@ impl NodeInput {
         self.role.is_fleet()
     }
 
-    /// The service groups it registers with.
+    /// The service groups it registers with: its `groups`, else `services`
+    /// as in the Dart templates. (Builds before this one used the node's role;
+    /// a run they stored registers with `services` when it is resumed now.)
     pub fn service_groups(&self) -> Vec<String> {
         if self.groups.is_empty() {
-            vec![self.role.to_string()]
+            vec![crate::domain::ServiceGroup::DEFAULT.to_string()]
         } else {
             self.groups.clone()
         }

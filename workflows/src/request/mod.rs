@@ -135,6 +135,8 @@ pub enum Request {
     /// `cluster init-node`.
     InitNode {
         target: String,
+        /// Service groups: each entry split on spaces and commas
+        /// (`["services backends"]` is two); none means `services`.
         #[serde(default)]
         groups: Vec<String>,
         #[serde(default)]

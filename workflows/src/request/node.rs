@@ -4,7 +4,7 @@ use super::{
     Checked, Request, RunSecret, ServerOptions, args_json, base_input, canonical, refused, to_json,
 };
 use crate::cluster::{Cluster, ClusterError};
-use crate::domain::{NodeName, Role};
+use crate::domain::{NodeName, Role, ServiceGroup};
 use crate::node::args::{ActionArgs, CmdArgs, UpgradeArgs, UploadArgs};
 use crate::node::{NodeInput, NodesInput};
 
@@ -225,6 +225,11 @@ pub(super) async fn check(
                     "{n} is a control node; use `cluster init-ctrl`"
                 )));
             }
+            let groups: Vec<String> = ServiceGroup::list(&groups)
+                .map_err(|e| refused(format!("--service-group: {e}")))?
+                .into_iter()
+                .map(String::from)
+                .collect();
             c.need_types(roles(&list))?;
             i.nodes = nodes(&list);
             for n in &mut i.nodes {
