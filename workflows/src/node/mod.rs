@@ -11,6 +11,7 @@
 //! (environment, then the cluster's `.env`), never stored with a run.
 
 mod access;
+mod action;
 pub mod app;
 mod cluster;
 mod day2;
@@ -24,8 +25,10 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
+pub use action::{NODE_SCRIPT, action, script_path};
+pub(crate) use action::{placeholders, var_names};
 pub use cluster::up;
-pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};
+pub use day2::{cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
 pub use provision::{adopt, destroy, provision};
 pub use reach::{Reach, nix_string, state_version};
@@ -39,21 +42,21 @@ pub use steps::{NODE_CERTS, open_registry};
 
 /// The `args` of the workflows that take them, as run inputs carry them.
 pub mod args {
+    pub use super::action::ActionArgs;
     pub use super::app::AppArgs;
-    pub use super::day2::{ActionArgs, CmdArgs, PublishArgs, UpgradeArgs, UploadArgs};
+    pub use super::day2::{CmdArgs, PublishArgs, UpgradeArgs, UploadArgs};
     pub use super::rotate::{FromAction, RotateArgs};
 }
 
 /// Every step kind of the node workflows, with its output type.
 pub mod kinds {
     pub use super::NodeParams;
+    pub use super::action::Action;
     pub use super::app::{
         AppRegistered, AppUnregistered, Forget as ForgetApp, Instance, Instanced, Meta, Uninstance,
         Uninstanced,
     };
-    pub use super::day2::{
-        Action, Cmd, Exit, Gc, Loaded, Publish, Rollback, Upgrade, Upload, Uploaded,
-    };
+    pub use super::day2::{Cmd, Exit, Gc, Loaded, Publish, Rollback, Upgrade, Upload, Uploaded};
     pub use super::install::{Install, Installed, Reboot, Rebooted, Verified, Verify};
     pub use super::provision::{
         Adopt, Create, Delete, Deleted, Forget, Forgotten, Prepare, Prepared, Revoke, Revoked,
