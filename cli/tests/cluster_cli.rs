@@ -8,6 +8,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_nix-infra");
 fn cli(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     c.env_remove("SECRETS_PASS")
+        .env_remove("SECRETS_PWD")
         .env_remove("DATABASE_URL")
         .arg("-d")
         .arg(dir);
@@ -150,7 +151,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn env_names_the_file_secrets_pass_comes_from() {
+fn env_names_the_file_secrets_pass_comes_from_and_reads_dart_templates() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     assert!(cli(d).arg("init").output().unwrap().status.success());
@@ -173,6 +174,26 @@ fn env_names_the_file_secrets_pass_comes_from() {
         .output()
         .unwrap();
     assert_eq!(got.stdout, b"v1");
+    // A Dart template's env file: an unquoted value with spaces, and the
+    // passphrase under its older name SECRETS_PWD.
+    std::fs::write(
+        d.join("dart.env"),
+        "# Certificate Authority\nCERT_COMPANY=Your Company Inc\nCA_PASS=\n\
+         SECRETS_PWD=pass-from-ci-env\n",
+    )
+    .unwrap();
+    let got = cli(d)
+        .arg("--env")
+        .arg(d.join("dart.env"))
+        .args(["secrets", "get", "--name", "token"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        got.stdout,
+        b"v1",
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
     // Without the file, the cluster identity is the key, and it cannot read it.
     let other = cli(d)
         .args(["secrets", "get", "--name", "token"])

@@ -79,16 +79,12 @@ async fn cluster_up_survives_kill_9_registers_exactly_and_destroys_cleanly() {
         expected,
         "{raw:#?}"
     );
+    // Every node serves `services`, the Dart templates' default group.
     for n in ["ingress1", "worker1", "worker2"] {
-        let role = if n == "ingress1" {
-            "ingress"
-        } else {
-            "cluster"
-        };
         assert_eq!(
             raw[&format!("/cluster/nodes/{n}")],
             format!(
-                r#"{{"name":"{n}","ipv4":"{}","services":["{role}"]}}"#,
+                r#"{{"name":"{n}","ipv4":"{}","services":["services"]}}"#,
                 ip[n]
             )
         );
@@ -311,7 +307,15 @@ async fn one_bad_node_fails_alone_and_bad_targets_are_refused() {
             "{step}: {plan}"
         );
     }
-    ok(cli(dir).args(["cluster", "init-node", "--target", "worker2"]));
+    // Service groups as the Dart tool takes them: space-separated words.
+    ok(cli(dir).args([
+        "cluster",
+        "init-node",
+        "--target",
+        "worker2",
+        "--service-group",
+        "services backends",
+    ]));
     let registered: Vec<String> = reg
         .nodes()
         .await
@@ -320,6 +324,19 @@ async fn one_bad_node_fails_alone_and_bad_targets_are_refused() {
         .map(|n| n.name)
         .collect();
     assert_eq!(registered, ["ingress1", "worker1", "worker2"]);
+    let raw = reg.raw("/cluster/nodes/").await.unwrap();
+    assert_eq!(
+        raw["/cluster/nodes/worker2"],
+        format!(
+            r#"{{"name":"worker2","ipv4":"{}","services":["services","backends"]}}"#,
+            ip["worker2"]
+        )
+    );
+    // Without the flag, as the Dart templates default: `services`.
+    assert!(
+        raw["/cluster/nodes/worker1"].ends_with(r#""services":["services"]}"#),
+        "{raw:?}"
+    );
     // The first run, resumed, now finishes: its failed step is retried, nothing is redone twice.
     ok(cli(dir).args(["runs", "resume", "bad-1"]));
     assert_eq!(servers(dir).await.len(), 4);

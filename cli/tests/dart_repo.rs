@@ -95,6 +95,28 @@ async fn a_dart_layout_repo_comes_up_with_its_files_values_certs_secrets_and_ove
     check_certs(dir, &ip).await;
     check_secrets(dir, &ip).await;
     check_etcd(dir, &ip).await;
+    check_action(dir, &ip).await;
+}
+
+/// The app's `action.sh` (not executable) runs with bash, its variables
+/// filled with the Dart node values.
+async fn check_action(dir: &Path, ip: &BTreeMap<String, String>) {
+    let reg = etcd(dir, &ip["ctrl1"]).await;
+    let w2 = reg.overlay_ip(&ip["worker2"]).await.unwrap().unwrap();
+    let out = ok(cli(dir).args([
+        "cluster",
+        "action",
+        "--target",
+        "worker1",
+        "--app-module",
+        "hello",
+        "--cmd",
+        "greet loudly",
+        "--env-vars",
+        "GREETING_TARGET=[%%worker2.overlayIp%%]",
+    ]));
+    let want = format!("hello action on worker1 for {}: loudly", w2.replace('.', "-"));
+    assert!(out.contains(&want), "{want}: {out}");
 }
 
 async fn check_files(dir: &Path, ip: &BTreeMap<String, String>) {

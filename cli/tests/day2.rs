@@ -181,6 +181,30 @@ async fn an_app_goes_through_its_lifecycle_and_leaves_nothing_behind() {
     let db = std::fs::read(dir.join(".nix-infra/state.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains(saved.trim()));
 
+    // An action's variables can name the node's own values: here its overlay
+    // address, from the registry (shown changed: a value itself is redacted).
+    write(
+        dir,
+        "app_modules/hello/action.sh",
+        "case \"$1\" in peer) echo \"peer=${PEER//./-}\" ;; *) exit 2 ;; esac\n",
+    );
+    let out = ok(cli(dir).args([
+        "cluster",
+        "action",
+        "--target",
+        "worker1 worker2",
+        "--app-module",
+        "hello",
+        "--cmd",
+        "peer",
+        "--env-vars",
+        "PEER=[%%overlayIp%%]",
+    ]));
+    for (n, o) in [("worker1", &o1), ("worker2", &o2)] {
+        let want = format!("{n:<14}| peer={}", o.replace('.', "-"));
+        assert!(out.contains(&want), "{want}\n{out}");
+    }
+
     ok(cli(dir).args([
         "app",
         "unregister-instance",

@@ -1,8 +1,9 @@
-//! Reaching nodes directly: upload, ssh, port-forward, and images into their podman.
+//! Reaching nodes directly: upload, ssh, port-forward, images into their
+//! podman, and reading the registry as a Dart-era cluster wrote it.
 
 mod common;
 
-use common::{Down, cli, last_json, ok};
+use common::{Down, cli, etcd_at, last_json, ok};
 use std::path::Path;
 
 fn write(dir: &Path, file: &str, text: &str) {
@@ -144,4 +145,82 @@ async fn upload_ssh_port_forward_and_publish_image_reach_the_nodes() {
             "{images}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_services_lists_what_the_dart_templates_registered() {
+    use age::secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ok(cli(dir).arg("init"));
+    // The cluster's own CA signs etcd's certificate; servers.yaml is the provider.
+    let ip = std::net::Ipv4Addr::new(127, 0, 93, 11);
+    write(
+        dir,
+        "servers.yaml",
+        &format!("servers:\n  - name: etcd001\n    ipv4: {ip}\n    role: ctrl\n"),
+    );
+    let key = tasks::secrets::SecretKey::load_identity(&dir.join("keys/age.key")).unwrap();
+    let ca = tasks::ca::Ca::load(&dir.join("ca"), key).unwrap();
+    let certs = ca.node("etcd001", ip.into()).unwrap();
+    let etcd = testkit::Etcd::start_tls(
+        ip,
+        &testkit::EtcdTls {
+            ca_pem: ca.root_pem().into(),
+            cert_pem: certs.peer.cert_pem.clone(),
+            key_pem: certs.peer.key_pem.expose_secret().into(),
+        },
+    )
+    .unwrap();
+    let reg = etcd_at(dir, etcd.endpoint()).await;
+    for (k, v) in [
+        (
+            "/cluster/services/memcached/meta_data",
+            r#"{"env":{"HOST":"127.0.0.1","PATH":"/x","PORT":11211,"PROTOCOL":"tcp"},"env_prefix":"MEMCACHED","publish":{"port":11211}}"#,
+        ),
+        (
+            "/cluster/services/memcached/instances/service001",
+            r#"{"ipv4":"10.10.45.0","node":"service001","port":11211}"#,
+        ),
+        (
+            "/cluster/services/jobs/meta_data",
+            r#"{"env":{"HOST":"127.0.0.1","PATH":"","PORT":null,"PROTOCOL":"http"},"env_prefix":"JOBS","publish":{"port":null}}"#,
+        ),
+        (
+            "/cluster/services/jobs/instances/service002",
+            r#"{"ipv4":"10.10.46.0","node":"service002","port":null}"#,
+        ),
+    ] {
+        reg.put_raw(k, v).await.unwrap();
+    }
+    let services = |json: bool| {
+        let mut c = cli(dir);
+        c.env("ETCD_ENDPOINTS", etcd.endpoint());
+        if json {
+            c.args(["--output", "json"]);
+        }
+        ok(c.args(["cluster", "etcd", "services"]))
+    };
+    let text = services(false);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["jobs", "-", "service002@10.10.46.0"],
+            vec!["memcached", "11211", "service001@10.10.45.0:11211"],
+        ],
+        "{text}"
+    );
+    let listed = last_json(&services(true));
+    let memcached = &listed["memcached"]["meta_data"];
+    assert_eq!(memcached["env"]["PORT"], 11211);
+    assert_eq!(memcached["env"]["HOST"], "127.0.0.1");
+    assert_eq!(memcached["publish"]["port"], 11211);
+    assert!(listed["jobs"]["meta_data"]["env"]["PORT"].is_null());
+    assert!(listed["jobs"]["meta_data"]["publish"]["port"].is_null());
+    assert!(listed["jobs"]["instances"]["service002"]["port"].is_null());
 }

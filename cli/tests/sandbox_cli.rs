@@ -182,6 +182,7 @@ async fn the_readme_try_it_free_line_works_as_written() {
             .env_remove("HCLOUD_TOKEN")
             .env_remove("HCLOUD_ENDPOINT")
             .env_remove("SECRETS_PASS")
+            .env_remove("SECRETS_PWD")
             .env_remove("ETCD_ENDPOINTS")
             .args(args)
             .output()

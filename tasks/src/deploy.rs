@@ -85,14 +85,16 @@ pub async fn prune_secrets(remote: &Remote, keep: &[String]) -> Result<Vec<Strin
     Ok(removed)
 }
 
-/// Runs `command` on the node and stores its stdout as secret `name`, printing nothing of it.
+/// Runs `command` on the node (fed `stdin`) and stores its stdout as secret
+/// `name` (trailing newlines dropped), printing nothing of it.
 pub async fn save_output_as_secret(
     remote: &Remote,
     command: &str,
+    stdin: Option<&[u8]>,
     store: &SecretStore,
     name: &str,
 ) -> Result<u32, DeployError> {
-    let out = remote.run(command, None, &Discard, None).await?;
+    let out = remote.run(command, stdin, &Discard, None).await?;
     let value = out.stdout.trim_end_matches('\n').as_bytes().to_vec();
     Ok(store.store(name, &SecretSlice::from(value))?)
 }

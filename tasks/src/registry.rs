@@ -11,6 +11,11 @@
 //! without a TTL is a reservation flannel honours), so the node's overlay
 //! address is known when its configuration is rendered: one deploy, not two.
 //! Every write can be repeated; removing what is not there succeeds.
+//!
+//! App entries are written by the nodes themselves in a Dart-era cluster
+//! (the templates' `builtins.toJSON`, keys sorted), so they are read as Nix
+//! writes them: an `env` value may be a string, an integer, a boolean or
+//! null ([`EnvValue`]), and a port may be null (an app without one).
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
@@ -19,6 +24,9 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+mod env;
+pub use env::EnvValue;
 
 /// Why a registry call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -86,8 +94,9 @@ impl AppKind {
 /// The port an app publishes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publish {
-    /// Port.
-    pub port: u16,
+    /// Port; `null` (none) for an app that publishes none (the templates'
+    /// `app.port` defaults to null).
+    pub port: Option<u16>,
 }
 
 /// An app's `meta_data`.
@@ -97,8 +106,20 @@ pub struct AppMeta {
     pub publish: Publish,
     /// Prefix of the environment variables other apps get for it.
     pub env_prefix: String,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
+    /// Extra environment, as written (a missing `env` is an empty one).
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvValue>,
+}
+
+impl AppMeta {
+    /// The environment as text, for where a string is needed: integers and
+    /// booleans in their JSON spelling (`11211`, `true`), null values left out.
+    pub fn env_text(&self) -> BTreeMap<String, String> {
+        self.env
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.text()?)))
+            .collect()
+    }
 }
 
 /// One running instance of an app.
@@ -106,10 +127,10 @@ pub struct AppMeta {
 pub struct Instance {
     /// The node it runs on.
     pub node: String,
-    /// That node's IPv4.
+    /// That node's IPv4 (the templates write the address the app binds to).
     pub ipv4: String,
-    /// Its port.
-    pub port: u16,
+    /// Its port; `null` (none) for an app without one, as the templates write it.
+    pub port: Option<u16>,
 }
 
 /// An app with its instances.

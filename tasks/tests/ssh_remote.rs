@@ -400,7 +400,7 @@ async fn secrets_reach_nodes_on_stdin_encrypted_and_are_pruned() {
         dir.path().join("secrets"),
         SecretKey::load_identity(&dir.path().join("id")).unwrap(),
     );
-    deploy::save_output_as_secret(&remote, "echo generated-token-42", &store, "token")
+    deploy::save_output_as_secret(&remote, "echo generated-token-42", None, &store, "token")
         .await
         .unwrap();
     assert_eq!(

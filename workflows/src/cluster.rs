@@ -141,9 +141,12 @@ impl Cluster {
             .map_err(|e| ClusterError::Refused(format!("{e} (run `nix-infra init`)")))
     }
 
-    /// The key secrets use: `SECRETS_PASS` (environment, then the env file), else the identity.
+    /// The key secrets use: `SECRETS_PASS` (environment, then the env file),
+    /// else `SECRETS_PWD` (the older name the Dart templates still write; same
+    /// order), else the identity. A `SECRETS_PASS` anywhere wins over a
+    /// `SECRETS_PWD` anywhere, as in the Dart tool.
     pub fn secret_key(&self) -> Result<SecretKey, ClusterError> {
-        if let Some(p) = self.var("SECRETS_PASS") {
+        if let Some(p) = self.var("SECRETS_PASS").or_else(|| self.var("SECRETS_PWD")) {
             return Ok(SecretKey::Passphrase(p.into()));
         }
         self.identity().map_err(|e| {
@@ -273,16 +276,17 @@ pub struct Inventory {
     pub unassigned: std::collections::BTreeSet<NodeName>,
 }
 
-/// Variables of an env file (a missing file has none); a malformed line is
-/// refused, naming the file and the problem.
+/// Variables of an env file (a missing file has none), in the format
+/// [`crate::envfile`] describes; a malformed line is refused, naming the
+/// file and the line number.
 pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, ClusterError> {
     if !path.exists() {
         return Ok(BTreeMap::new());
     }
-    let iter = dotenvy::from_path_iter(path)
+    let text = std::fs::read_to_string(path)
         .map_err(|e| ClusterError::Refused(format!("cannot read {}: {e}", path.display())))?;
-    iter.map(|item| item.map_err(|e| ClusterError::Refused(format!("{}: {e}", path.display()))))
-        .collect()
+    crate::envfile::parse(&text, |k| std::env::var(k).ok())
+        .map_err(|e| ClusterError::Refused(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -295,7 +299,42 @@ mod tests {
         std::fs::write(d.path().join(".env"), "GOOD=1\nthis is not a line\n").unwrap();
         let e = Cluster::open(d.path(), None).unwrap_err();
         assert!(matches!(e, ClusterError::Refused(_)));
-        assert!(e.to_string().contains(".env"), "{e}");
+        let path = d.path().canonicalize().unwrap().join(".env");
+        assert_eq!(
+            e.to_string(),
+            format!("{}: line 2: no `=` (expected KEY=VALUE)", path.display())
+        );
+    }
+
+    #[test]
+    fn a_dart_template_env_file_opens_and_secrets_pwd_is_the_passphrase() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(".env"),
+            "# Certificate Authority\nCERT_COMPANY=Your Company Inc\nCA_PASS=\n\
+             SECRETS_PWD=my_secrets_password\n",
+        )
+        .unwrap();
+        let c = Cluster::open(d.path(), None).unwrap();
+        assert_eq!(c.var("CERT_COMPANY").as_deref(), Some("Your Company Inc"));
+        assert_eq!(c.var("CA_PASS"), None);
+        let passphrase = |c: &Cluster| match c.secret_key().unwrap() {
+            SecretKey::Passphrase(p) => {
+                use age::secrecy::ExposeSecret;
+                p.expose_secret().to_string()
+            }
+            SecretKey::Identity(_) => panic!("the identity, not a passphrase"),
+        };
+        // No identity here: the passphrase can only come from SECRETS_PWD.
+        assert_eq!(passphrase(&c), "my_secrets_password");
+        // SECRETS_PASS wins when both are there.
+        std::fs::write(
+            d.path().join(".env"),
+            "SECRETS_PWD=older\nSECRETS_PASS=newer\n",
+        )
+        .unwrap();
+        let c = Cluster::open(d.path(), None).unwrap();
+        assert_eq!(passphrase(&c), "newer");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The cluster's vocabulary: a node's [`Role`] and its [`NodeName`].
+//! The cluster's vocabulary: a node's [`Role`], its [`NodeName`] and the
+//! [`ServiceGroup`]s it serves.
 //!
 //! Both are checked when they are made, so a value of either type is valid
 //! everywhere: a run input that names a bad node or an unknown role does not
@@ -170,9 +171,96 @@ impl fmt::Display for NodeName {
     }
 }
 
+/// A service group a node serves: an entry of the `services` list of its
+/// `/cluster/nodes/<node>`, which the templates' confd matches against
+/// `/cluster/<group>/…` (`services`, `backends`, `frontends`). Letters,
+/// digits, `-`, `_` and `.`: it becomes part of etcd keys.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceGroup(String);
+
+/// A string that is not a service group.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a service group (letters, digits, '-', '_' and '.')")]
+pub struct BadServiceGroup(pub String);
+
+impl ServiceGroup {
+    /// The group a node serves when none is given: `services`, what the Dart
+    /// templates pass (`SERVICE_GROUP=services` in their `cli`). The Dart tool
+    /// itself has no default (it fails without `--service-group`).
+    pub const DEFAULT: &'static str = "services";
+
+    /// Checks `name`.
+    pub fn new(name: impl Into<String>) -> Result<Self, BadServiceGroup> {
+        let n = name.into();
+        let ok = !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(ServiceGroup(n))
+        } else {
+            Err(BadServiceGroup(n))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The groups of `--service-group` values: each value is split on spaces
+    /// (as the Dart tool splits `--service-group "services backends"`) and
+    /// commas, each word checked; a repeated group counts once, in first-seen order.
+    pub fn list<S: AsRef<str>>(values: &[S]) -> Result<Vec<ServiceGroup>, BadServiceGroup> {
+        let mut out: Vec<ServiceGroup> = Vec::new();
+        let words = values
+            .iter()
+            .flat_map(|v| v.as_ref().split(|c: char| c == ',' || c.is_whitespace()))
+            .filter(|w| !w.is_empty());
+        for w in words {
+            let g = ServiceGroup::new(w)?;
+            if !out.contains(&g) {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for ServiceGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ServiceGroup> for String {
+    fn from(g: ServiceGroup) -> String {
+        g.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_groups_split_on_spaces_and_commas_and_are_checked() {
+        let names = |v: &[&str]| -> Vec<String> {
+            ServiceGroup::list(v)
+                .unwrap()
+                .into_iter()
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(names(&["services backends"]), ["services", "backends"]);
+        assert_eq!(names(&["web,db", "cache"]), ["web", "db", "cache"]);
+        assert_eq!(names(&[" web  web,", "db"]), ["web", "db"]);
+        assert!(names(&[]).is_empty());
+        let e = ServiceGroup::list(&["web", "a/b"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`a/b` is not a service group (letters, digits, '-', '_' and '.')"
+        );
+    }
 
     #[test]
     fn names_follow_the_hostname_rules() {

@@ -45,6 +45,7 @@
 pub mod cluster;
 pub mod diag;
 pub mod domain;
+pub mod envfile;
 pub mod init;
 pub mod node;
 pub mod preflight;

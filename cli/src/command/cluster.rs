@@ -76,8 +76,16 @@ pub enum ClusterCommand {
         /// The nodes, space-separated.
         #[arg(long, required = true)]
         target: String,
-        /// Service groups the nodes serve, comma-separated (default: their role).
-        #[arg(long, value_delimiter = ',')]
+        /// Service groups the nodes serve: the `services` list of their
+        /// /cluster/nodes/<node> entry, which confd matches against
+        /// /cluster/<group>/…. Words separated by spaces or commas, and the flag
+        /// may repeat: --service-group "services backends". Default: `services`,
+        /// what the Dart templates pass (the Dart tool has none).
+        #[arg(
+            long = "service-group",
+            visible_alias = "groups",
+            value_name = "GROUPS"
+        )]
         groups: Vec<String>,
         #[command(flatten)]
         exec: ExecArgs,
@@ -136,14 +144,28 @@ pub enum ClusterCommand {
         #[command(flatten)]
         exec: ExecArgs,
     },
-    /// Run an app's action.sh on each node.
+    /// Run an app's action.sh on each node, as the Dart nix-infra does.
+    ///
+    /// This repo's app_modules/<app>/action.sh is uploaded to the node as
+    /// /root/action.sh, run with bash (it need not be executable), and removed.
     Action {
         /// The nodes, space-separated.
         #[arg(long, required = true)]
         target: String,
         /// The app (app_modules/<app>/action.sh).
-        #[arg(long)]
+        #[arg(long, visible_alias = "app-module")]
         app: String,
+        /// Arguments to action.sh as one string, split into words like a shell
+        /// would (quotes, backslashes; nothing expanded): --cmd "create-db --database=hello".
+        /// Given before the trailing arguments, if both are.
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        cmd: Option<String>,
+        /// Variables for action.sh, KEY=VALUE,… or @FILE (KEY=VALUE lines).
+        /// `[%%key%%]` in a value is filled with the node's value (the
+        /// placeholders its configuration gets). The values travel encrypted
+        /// and on stdin: never in argv, logs or output.
+        #[arg(long, value_name = "KEY=VALUE,…|@FILE")]
+        env_vars: Option<String>,
         /// Store the action's stdout as this secret instead of showing it (one node only).
         #[arg(long, value_name = "NAME")]
         save_as_secret: Option<String>,
@@ -365,6 +387,8 @@ pub fn request(
         C::Action {
             target,
             app,
+            cmd,
+            env_vars,
             save_as_secret,
             args,
             exec,
@@ -373,7 +397,9 @@ pub fn request(
                 target,
                 fleet,
                 app,
+                cmd,
                 args,
+                env_vars,
                 save_as_secret,
             };
             (r, exec)

@@ -142,12 +142,15 @@ async fn etcd(c: &Cluster, what: EtcdWhat, output: Output) -> Result<(), Failure
                     let port = a
                         .meta
                         .as_ref()
-                        .map(|m| m.publish.port.to_string())
-                        .unwrap_or_else(|| "-".into());
+                        .and_then(|m| m.publish.port)
+                        .map_or_else(|| "-".into(), |p| p.to_string());
                     let inst: Vec<String> = a
                         .instances
                         .values()
-                        .map(|i| format!("{}@{}:{}", i.node, i.ipv4, i.port))
+                        .map(|i| match i.port {
+                            Some(p) => format!("{}@{}:{p}", i.node, i.ipv4),
+                            None => format!("{}@{}", i.node, i.ipv4),
+                        })
                         .collect();
                     println!("{name:<16} {port:<6} {}", inst.join(" "));
                 }

@@ -23,6 +23,7 @@ pub fn cli(dir: &Path) -> Command {
         .env_remove("HCLOUD_TOKEN")
         .env_remove("HCLOUD_ENDPOINT")
         .env_remove("SECRETS_PASS")
+        .env_remove("SECRETS_PWD")
         .env_remove("ETCD_ENDPOINTS")
         // A sandbox this test starts stops with the test, even if the test is killed.
         .env("NIX_INFRA_SANDBOX_OWNER", std::process::id().to_string())
@@ -144,6 +145,11 @@ pub fn cluster_repo(dir: &Path, greeting: &str) {
 
 /// The cluster's etcd, as the orchestrator sees it.
 pub async fn etcd(dir: &Path, ctrl_ip: &str) -> Registry {
+    etcd_at(dir, &format!("https://{ctrl_ip}:2379")).await
+}
+
+/// The etcd at `endpoint`, as the cluster's orchestrator sees it.
+pub async fn etcd_at(dir: &Path, endpoint: &str) -> Registry {
     let key = tasks::secrets::SecretKey::load_identity(&dir.join("keys/age.key")).unwrap();
     let ca = tasks::ca::Ca::load(&dir.join("ca"), key).unwrap();
     let me = ca.orchestrator().unwrap();
@@ -152,7 +158,7 @@ pub async fn etcd(dir: &Path, ctrl_ip: &str) -> Registry {
         cert_pem: me.cert_pem.clone(),
         key_pem: me.key_pem.expose_secret().into(),
     };
-    Registry::connect(&[format!("https://{ctrl_ip}:2379")], Some(&tls))
+    Registry::connect(&[endpoint.to_string()], Some(&tls))
         .await
         .unwrap()
 }

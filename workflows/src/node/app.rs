@@ -126,14 +126,16 @@ impl Step for Meta {
     async fn run(ctx: StepContext, _: ()) -> Result<AppRegistered, StepError> {
         let (i, a, kind) = args(&ctx)?;
         let meta = AppMeta {
-            publish: Publish {
-                port: a.port.unwrap_or_default(),
-            },
+            publish: Publish { port: a.port },
             env_prefix: a
                 .env_prefix
                 .clone()
                 .unwrap_or_else(|| a.app.to_uppercase().replace('-', "_")),
-            env: a.env.clone(),
+            env: a
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().into()))
+                .collect(),
         };
         registry(&ctx, &i)
             .await?
@@ -233,19 +235,7 @@ impl Step for Instance {
         let reg = registry(&ctx, &i).await?;
         let port = match a.port {
             Some(p) => p,
-            None => reg
-                .apps(kind)
-                .await
-                .map_err(StepError::retryable)?
-                .get(&a.app)
-                .and_then(|e| e.meta.as_ref())
-                .map(|m| m.publish.port)
-                .ok_or_else(|| {
-                    StepError::permanent(format!(
-                        "app {} is not registered (run app.register first) and no port was given",
-                        a.app
-                    ))
-                })?,
+            None => registered_port(&reg, kind, &a.app).await?,
         };
         let ipv4 = reg
             .overlay_ip(&public)
@@ -255,7 +245,7 @@ impl Step for Instance {
         let instance = AppInstance {
             node: node.to_string(),
             ipv4: ipv4.clone(),
-            port,
+            port: Some(port),
         };
         reg.register_instance(kind, &a.app, &instance)
             .await
@@ -263,6 +253,25 @@ impl Step for Instance {
         ctx.log
             .info(format!("{} on {node} at {ipv4}:{port}", a.app));
         Ok(Instanced { ipv4, port })
+    }
+}
+
+/// The port app `app`'s meta_data publishes, for an instance registered without one.
+async fn registered_port(
+    reg: &tasks::registry::Registry,
+    kind: AppKind,
+    app: &str,
+) -> Result<u16, StepError> {
+    let apps = reg.apps(kind).await.map_err(StepError::retryable)?;
+    match apps.get(app).and_then(|e| e.meta.as_ref()) {
+        Some(m) => m.publish.port.ok_or_else(|| {
+            StepError::permanent(format!(
+                "app {app} is registered without a port (publish.port is null) and no port was given"
+            ))
+        }),
+        None => Err(StepError::permanent(format!(
+            "app {app} is not registered (run app.register first) and no port was given"
+        ))),
     }
 }
 

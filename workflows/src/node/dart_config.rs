@@ -88,6 +88,49 @@ async fn values(ctx: &StepContext, i: &NodesInput, n: &NodeInput) -> Result<Dart
     })
 }
 
+/// The node values an action's `--env-vars` take in the Dart layout (as the
+/// Dart tool gives them): `localhost.*`, `<node>.ipv4` of every server,
+/// `<node>.overlayIp` of every lease (cluster mode), and the trusted keys.
+pub(crate) async fn action_values(
+    i: &NodesInput,
+    n: &NodeInput,
+    public: &str,
+) -> Result<BTreeMap<String, String>, StepError> {
+    let store = secret_store(i)?;
+    let mut node = base_node_values(n.name.as_str(), Some(&store)).map_err(StepError::permanent)?;
+    node.insert("localhost.ipv4".into(), public.to_string());
+    let mut by_ip = BTreeMap::new();
+    for s in i.servers().await? {
+        if let (Some(name), Some(ip)) = (s.node(), &s.ipv4) {
+            node.insert(format!("{name}.ipv4"), ip.clone());
+            by_ip.insert(ip.clone(), name.to_string());
+        }
+    }
+    if n.is_fleet() {
+        return Ok(node);
+    }
+    let reg = super::open_registry(i).await?;
+    for lease in reg.overlay().await.map_err(StepError::retryable)? {
+        if lease.public_ip == public && !n.is_ctrl() {
+            node.insert("localhost.overlayIp".into(), lease.overlay_ip());
+        }
+        if let Some(name) = by_ip.get(&lease.public_ip) {
+            node.insert(format!("{name}.overlayIp"), lease.overlay_ip());
+        }
+    }
+    Ok(node)
+}
+
+/// Whether `key` is a Dart node value whose node only the run can look up
+/// (`<node>.ipv4`, `<node>.overlayIp`).
+pub(crate) fn names_a_server(key: &str) -> bool {
+    key.rsplit_once('.').is_some_and(|(node, what)| {
+        matches!(what, "ipv4" | "overlayIp")
+            && node != "localhost"
+            && crate::domain::NodeName::new(node).is_ok()
+    })
+}
+
 /// `config/<node>` in the Dart layout: stage, refuse unknown placeholders,
 /// upload to `/etc/nixos`.
 pub(crate) async fn configure(

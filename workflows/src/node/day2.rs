@@ -1,5 +1,5 @@
 //! Day-2 operations, one durable run with a result per node: `node.cmd`,
-//! `node.action`, `node.upload`, `nix.gc`, `nixos.rollback`, and the rolling
+//! `node.action` (in `action.rs`), `node.upload`, `nix.gc`, `nixos.rollback`, and the rolling
 //! `nixos.upgrade` (batches; the first failed batch stops the rest).
 //!
 //! A remote command's exit code is its step's result: non-zero fails the step
@@ -23,20 +23,6 @@ pub struct CmdArgs {
     /// A secret holding `KEY=value` lines to export first (never in argv or logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_secret: Option<String>,
-}
-
-/// `args` of `node.action`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionArgs {
-    /// The app whose `action.sh` runs.
-    pub app: String,
-    /// Its arguments.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Store the action's stdout as this secret instead of showing it.
-    #[serde(default)]
-    pub save_as_secret: Option<String>,
 }
 
 /// `args` of `node.upload`.
@@ -71,9 +57,11 @@ fn one() -> usize {
 }
 
 /// Replaces every secret value in what it passes on.
-struct Redacting<'a> {
-    inner: &'a dyn LineSink,
-    values: &'a [String],
+pub(super) struct Redacting<'a> {
+    /// Where the lines go.
+    pub(super) inner: &'a dyn LineSink,
+    /// The values to hide.
+    pub(super) values: &'a [String],
 }
 
 fn redact(text: &str, values: &[String]) -> String {
@@ -90,7 +78,7 @@ impl LineSink for Redacting<'_> {
 }
 
 /// A failed remote command as a step error: its exit ends the step, the rest may be retried.
-fn command_error(e: SshError, values: &[String]) -> StepError {
+pub(super) fn command_error(e: SshError, values: &[String]) -> StepError {
     match e {
         SshError::Exit {
             code, stderr_tail, ..
@@ -116,7 +104,7 @@ fn per_node<S: Step<Params = NodeParams>>(i: &NodesInput) -> Vec<StepSpec> {
 }
 
 /// A day-2 workflow: `locate`, then a step of kind `S` on every node.
-fn simple<S: Step<Params = NodeParams>>(name: &str, about: &str) -> Workflow {
+pub(super) fn simple<S: Step<Params = NodeParams>>(name: &str, about: &str) -> Workflow {
     Workflow::new(name, 1)
         .about(about)
         .resources(node_resources)
@@ -142,7 +130,7 @@ pub struct Exit {
 }
 
 impl Exit {
-    const OK: Exit = Exit {
+    pub(super) const OK: Exit = Exit {
         exit: 0,
         saved_as: None,
         version: None,
@@ -206,60 +194,6 @@ pub fn cmd() -> Workflow {
     simple::<Cmd>(
         "node.cmd",
         "Run a shell command on each node; the step fails with its exit code. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"command\",\"env_secret\"}}",
-    )
-}
-
-/// The command line of `app`'s `action.sh` on a node, arguments quoted.
-pub(crate) fn action_command(app: &str, args: &[String]) -> String {
-    let mut command = shell_quote(&format!("/etc/nixos/app_modules/{app}/action.sh"));
-    for arg in args {
-        command.push(' ');
-        command.push_str(&shell_quote(arg));
-    }
-    command
-}
-
-/// `action/<node>`: an app's `action.sh`; with `save_as_secret`, its stdout becomes a secret.
-pub struct Action;
-
-impl Step for Action {
-    const KIND: &'static str = "action";
-    type Params = NodeParams;
-    type Output = Exit;
-
-    async fn run(ctx: StepContext, _: NodeParams) -> Result<Exit, StepError> {
-        let i: NodesInput = ctx.input()?;
-        let a: ActionArgs = i.args()?;
-        let command = action_command(&a.app, &a.args);
-        let r = remote(&ctx, &i).await?;
-        let Some(name) = &a.save_as_secret else {
-            r.run(&command, None, &LogSink(ctx.log.clone()), None)
-                .await
-                .map_err(|e| command_error(e, &[]))?;
-            return Ok(Exit::OK);
-        };
-        let store = secret_store(&i)?;
-        let v = tasks::deploy::save_output_as_secret(&r, &command, &store, name)
-            .await
-            .map_err(|e| match e {
-                tasks::deploy::DeployError::Ssh(s) => command_error(s, &[]),
-                other => StepError::permanent(other),
-            })?;
-        ctx.log
-            .info(format!("stored the output as secret {name} (version {v})"));
-        Ok(Exit {
-            saved_as: Some(name.clone()),
-            version: Some(v),
-            ..Exit::OK
-        })
-    }
-}
-
-/// `node.action`: an app's `action.sh` on each node.
-pub fn action() -> Workflow {
-    simple::<Action>(
-        "node.action",
-        "Run app_modules/<app>/action.sh on each node; with save_as_secret its stdout is stored as a secret, never shown. Input: {\"cluster\",\"dir\",\"nodes\",\"args\":{\"app\",\"args\",\"save_as_secret\"}}",
     )
 }
 

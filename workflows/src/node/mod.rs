@@ -11,6 +11,7 @@
 //! (environment, then the cluster's `.env`), never stored with a run.
 
 mod access;
+mod action;
 pub mod app;
 mod cluster;
 pub(crate) mod dart;
@@ -27,10 +28,12 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
+pub use action::{NODE_SCRIPT, action, script_path};
+pub(crate) use action::{may_name, placeholders, var_names};
 pub use cluster::up;
 pub use dart::{DartValues, is_dart_layout, staged_source as dart_staged_source};
 pub(crate) use dart_config::{base_node_values, cluster_token};
-pub use day2::{action, cmd, gc, publish_image, rollback, upgrade, upload};
+pub use day2::{cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
 pub use overlay::overlay_network;
 pub use provision::{adopt, destroy, provision};
@@ -45,21 +48,21 @@ pub use steps::{NODE_CERTS, open_registry};
 
 /// The `args` of the workflows that take them, as run inputs carry them.
 pub mod args {
+    pub use super::action::ActionArgs;
     pub use super::app::AppArgs;
-    pub use super::day2::{ActionArgs, CmdArgs, PublishArgs, UpgradeArgs, UploadArgs};
+    pub use super::day2::{CmdArgs, PublishArgs, UpgradeArgs, UploadArgs};
     pub use super::rotate::{FromAction, RotateArgs};
 }
 
 /// Every step kind of the node workflows, with its output type.
 pub mod kinds {
     pub use super::NodeParams;
+    pub use super::action::Action;
     pub use super::app::{
         AppRegistered, AppUnregistered, Forget as ForgetApp, Instance, Instanced, Meta, Uninstance,
         Uninstanced,
     };
-    pub use super::day2::{
-        Action, Cmd, Exit, Gc, Loaded, Publish, Rollback, Upgrade, Upload, Uploaded,
-    };
+    pub use super::day2::{Cmd, Exit, Gc, Loaded, Publish, Rollback, Upgrade, Upload, Uploaded};
     pub use super::install::{Install, Installed, Reboot, Rebooted, Verified, Verify};
     pub use super::provision::{
         Adopt, Create, Delete, Deleted, Forget, Forgotten, Prepare, Prepared, Revoke, Revoked,
@@ -90,7 +93,10 @@ pub struct NodeInput {
     /// `ctrl`, `cluster` (the default), `ingress`, or `fleet` (no overlay, no registry).
     #[serde(default = "default_role")]
     pub role: Role,
-    /// Service groups the node serves (default: its role).
+    /// Service groups the node serves, as [`ServiceGroup`](crate::domain::ServiceGroup)
+    /// names (checked by the request that made the input; kept as strings so
+    /// inputs stored by earlier builds, which took any text, still decode).
+    /// Empty: [`ServiceGroup::DEFAULT`](crate::domain::ServiceGroup::DEFAULT).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
 }
@@ -106,10 +112,12 @@ impl NodeInput {
         self.role.is_fleet()
     }
 
-    /// The service groups it registers with.
+    /// The service groups it registers with: its `groups`, else `services`
+    /// as in the Dart templates. (Builds before this one used the node's role;
+    /// a run they stored registers with `services` when it is resumed now.)
     pub fn service_groups(&self) -> Vec<String> {
         if self.groups.is_empty() {
-            vec![self.role.to_string()]
+            vec![crate::domain::ServiceGroup::DEFAULT.to_string()]
         } else {
             self.groups.clone()
         }

@@ -36,7 +36,8 @@ pub struct RotateArgs {
     /// Random bytes of a generated value (hex-encoded); default 32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<usize>,
-    /// Or: the new value is the stdout of `action.sh <args>` of `app` on `node`.
+    /// Or: the new value is the stdout of the repo's `app_modules/<app>/action.sh
+    /// <args>`, run on `node` as `cluster action` runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_action: Option<FromAction>,
 }
@@ -237,10 +238,10 @@ async fn action_output(i: &NodesInput, f: &FromAction) -> Result<Vec<u8>, StepEr
     let ip = server
         .ipv4
         .ok_or_else(|| StepError::permanent(format!("{} has no address", f.node)))?;
+    let script = super::action::local_script(&i.dir, &f.app)?;
     let r = connect(i, &f.node, &ip).await?;
-    let command = super::day2::action_command(&f.app, &f.args);
-    let out = r
-        .run(&command, None, &Discard, None)
+    // Run as `cluster action` runs it: the repo's script, with bash.
+    let out = super::action::run(&r, &script, &[], &f.args, &Discard)
         .await
         .map_err(ssh_error)?;
     Ok(out.stdout.trim_end_matches('\n').as_bytes().to_vec())

@@ -22,6 +22,7 @@
 //! assert!(bad.unwrap_err().to_string().contains("unknown field `targte`"));
 //! ```
 
+mod action;
 mod app;
 mod node;
 #[cfg(test)]
@@ -135,6 +136,8 @@ pub enum Request {
     /// `cluster init-node`.
     InitNode {
         target: String,
+        /// Service groups: each entry split on spaces and commas
+        /// (`["services backends"]` is two); none means `services`.
         #[serde(default)]
         groups: Vec<String>,
         #[serde(default)]
@@ -180,8 +183,15 @@ pub enum Request {
         #[serde(default)]
         fleet: bool,
         app: String,
+        /// The Dart tool's `--cmd`: split into words like a shell (quotes,
+        /// backslashes; nothing expanded), before `args`.
+        #[serde(default)]
+        cmd: Option<String>,
         #[serde(default)]
         args: Vec<String>,
+        /// `KEY=VALUE,…` or `@FILE`; `[%%key%%]` in a value is the node's.
+        #[serde(default)]
+        env_vars: Option<String>,
         #[serde(default)]
         save_as_secret: Option<String>,
     },

@@ -4,7 +4,7 @@ use super::{
     Checked, Request, RunSecret, ServerOptions, args_json, base_input, canonical, refused, to_json,
 };
 use crate::cluster::{Cluster, ClusterError};
-use crate::domain::{NodeName, Role};
+use crate::domain::{NodeName, Role, ServiceGroup};
 use crate::node::args::{ActionArgs, CmdArgs, UpgradeArgs, UploadArgs};
 use crate::node::{NodeInput, NodesInput};
 
@@ -233,6 +233,11 @@ pub(super) async fn check(
                     "{n} is a control node; use `cluster init-ctrl`"
                 )));
             }
+            let groups: Vec<String> = ServiceGroup::list(&groups)
+                .map_err(|e| refused(format!("--service-group: {e}")))?
+                .into_iter()
+                .map(String::from)
+                .collect();
             c.need_types(roles(&list))?;
             i.nodes = nodes(&list);
             for n in &mut i.nodes {
@@ -276,30 +281,10 @@ pub(super) async fn check(
                 env_secret: None,
             };
             if let Some(spec) = env_vars {
-                if spec.starts_with('@') && !local_files {
-                    return Err(refused(
-                        "--env-vars @FILE reads a file of the machine it runs on; over the API, send KEY=VALUE,…",
-                    ));
-                }
-                let text = env_vars_text(&spec)?;
-                let id = run_id.get_or_insert_with(engine::new_run_id).clone();
-                let name = format!(
-                    "env.{}",
-                    id.replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-', "-")
-                );
-                tasks::secrets::check_name(&name).map_err(|_| {
-                    refused(format!(
-                        "--run-id {id}: too long for --env-vars (its secret `env.<run id>` has at most 64 characters)"
-                    ))
-                })?;
-                c.secret_key()?;
-                args.env_secret = Some(name.clone());
-                run_secret = Some(RunSecret {
-                    name,
-                    value: text.into(),
-                    dir: c.dir.clone(),
-                    env_file: c.env_file.clone(),
-                });
+                let text = env_vars_text(&spec, local_files)?;
+                let secret = run_env_secret(c, text, &mut run_id)?;
+                args.env_secret = Some(secret.name.clone());
+                run_secret = Some(secret);
             }
             i.args = args_json(&args);
             "node.cmd"
@@ -308,7 +293,9 @@ pub(super) async fn check(
             target,
             fleet,
             app,
+            cmd,
             args,
+            env_vars,
             save_as_secret,
         } => {
             let list = existing(c, &target, fleet).await?;
@@ -316,15 +303,25 @@ pub(super) async fn check(
                 return Err(refused("--save-as-secret needs exactly one target node"));
             }
             c.need(
-                &[format!("app_modules/{app}/action.sh")],
+                &[crate::node::script_path(&app).display().to_string()],
                 "the app has no action",
             )?;
             i.nodes = nodes(&list);
-            i.args = args_json(&ActionArgs {
+            let mut a = ActionArgs {
                 app,
-                args,
+                args: super::action::words(cmd.as_deref().unwrap_or(""))?,
                 save_as_secret,
-            });
+                env_secret: None,
+            };
+            a.args.extend(args);
+            if let Some(spec) = env_vars {
+                let text = env_vars_text(&spec, local_files)?;
+                super::action::known_placeholders(&i, &text)?;
+                let secret = run_env_secret(c, text, &mut run_id)?;
+                a.env_secret = Some(secret.name.clone());
+                run_secret = Some(secret);
+            }
+            i.args = args_json(&a);
             "node.action"
         }
         Upload {
@@ -410,8 +407,40 @@ fn read_small(path: &str) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// `KEY=VALUE,…` or `@FILE` as `KEY=VALUE` lines, keys checked.
-pub fn env_vars_text(spec: &str) -> Result<String, ClusterError> {
+/// The run's own secret `env.<run id>` holding `text` (a run id is made
+/// now when none was given); the secret key must be usable.
+fn run_env_secret(
+    c: &Cluster,
+    text: String,
+    run_id: &mut Option<String>,
+) -> Result<RunSecret, ClusterError> {
+    let id = run_id.get_or_insert_with(engine::new_run_id).clone();
+    let name = format!(
+        "env.{}",
+        id.replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-', "-")
+    );
+    tasks::secrets::check_name(&name).map_err(|_| {
+        refused(format!(
+            "--run-id {id}: too long for --env-vars (its secret `env.<run id>` has at most 64 characters)"
+        ))
+    })?;
+    c.secret_key()?;
+    Ok(RunSecret {
+        name,
+        value: text.into(),
+        dir: c.dir.clone(),
+        env_file: c.env_file.clone(),
+    })
+}
+
+/// `KEY=VALUE,…` or, with `local_files` (not over the API), `@FILE` as
+/// `KEY=VALUE` lines, keys checked.
+pub fn env_vars_text(spec: &str, local_files: bool) -> Result<String, ClusterError> {
+    if spec.starts_with('@') && !local_files {
+        return Err(refused(
+            "--env-vars @FILE reads a file of the machine it runs on; over the API, send KEY=VALUE,…",
+        ));
+    }
     let text = match spec.strip_prefix('@') {
         Some(path) => read_small(path).map_err(|e| refused(format!("--env-vars @{path}: {e}")))?,
         None => spec.split(',').collect::<Vec<_>>().join("\n"),

@@ -266,3 +266,46 @@ fn the_nixos_version_picks_the_channel_and_a_bad_installer_is_refused_first() {
     let e = check(&cloud, provision(None)).unwrap_err();
     assert!(e.contains("without NIXOS_INFECT_SHA256"), "{e}");
 }
+
+#[test]
+fn init_node_splits_service_groups_as_the_dart_tool_does() {
+    let d = tempfile::tempdir().unwrap();
+    let own = repo(
+        d.path(),
+        Some("servers:\n  - name: box1\n    ipv4: 127.0.0.9\n    role: cluster\n"),
+    );
+    let init = |groups: &[&str]| Request::InitNode {
+        target: "box1".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        fleet: false,
+    };
+    let c = check(&own, init(&["services backends", "web,services"])).unwrap();
+    assert_eq!(
+        c.input["nodes"],
+        serde_json::json!([
+            {"name": "box1", "role": "cluster", "groups": ["services", "backends", "web"]}
+        ])
+    );
+    // None given: the input stays as earlier builds stored it; the node serves `services`.
+    let c = check(&own, init(&[])).unwrap();
+    assert_eq!(
+        c.input["nodes"],
+        serde_json::json!([{"name": "box1", "role": "cluster"}])
+    );
+    let i: crate::node::NodesInput = serde_json::from_value(c.input).unwrap();
+    assert_eq!(i.nodes[0].service_groups(), ["services"]);
+    let e = check(&own, init(&["web/admin"])).unwrap_err();
+    assert!(
+        e.contains("--service-group: `web/admin` is not a service group"),
+        "{e}"
+    );
+    // Over the API, the same words.
+    let r: Request = serde_json::from_str(
+        r#"{"request": "init-node", "target": "box1", "groups": ["services backends"]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        check(&own, r).unwrap().input["nodes"][0]["groups"],
+        serde_json::json!(["services", "backends"])
+    );
+}

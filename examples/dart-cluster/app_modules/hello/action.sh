@@ -3,6 +3,7 @@
 verb="${1:-}"
 shift || true
 case "$verb" in
-  greet) echo "hello action on $(hostname): ${GREETING_TARGET:-nobody} $*" ;;
+  # The target host, its dots as dashes (a name fit for a DNS label).
+  greet) echo "hello action on $(hostname) for ${GREETING_TARGET//./-}: $*" ;;
   *) echo "unknown action: $verb" >&2; exit 2 ;;
 esac
