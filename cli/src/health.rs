@@ -64,7 +64,7 @@ pub async fn check(c: &Cluster) -> ClusterView {
     }
     let has_ctrl =
         nodes.values().any(|n| role(n) == Some(Role::Ctrl)) || c.var("ETCD_ENDPOINTS").is_some();
-    if has_ctrl && c.dir.join("ca/root.pem").exists() {
+    if has_ctrl && c.has_ca() {
         let input = workflows::node::NodesInput::of(c);
         let registered = match workflows::node::open_registry(&input).await {
             Ok(reg) => reg.nodes().await.map_err(|e| e.to_string()),

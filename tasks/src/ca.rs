@@ -150,6 +150,33 @@ impl Ca {
         })
     }
 
+    /// The Dart nix-infra's CA at `dart` (see [`crate::dart_ca`]), its
+    /// intermediate's key `key_pem` opened; what it issues (node and
+    /// orchestrator certificates, revocations) is kept in `dir`, encrypted
+    /// with `key`, never under the Dart `ca/`.
+    pub fn load_dart(
+        dart: &crate::dart_ca::DartCa,
+        key_pem: &age::secrecy::SecretString,
+        dir: &Path,
+        key: SecretKey,
+    ) -> Result<Ca, CaError> {
+        use age::secrecy::ExposeSecret;
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| CaError::Cert(format!("{}: {e}", p.display())))
+        };
+        let root_pem = read(&dart.root)?;
+        let intermediate_pem = read(&dart.intermediate)?;
+        let int_key = KeyPair::from_pem(key_pem.expose_secret()).map_err(cert)?;
+        let issuer = Issuer::from_ca_cert_pem(&intermediate_pem, int_key).map_err(cert)?;
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            key,
+            intermediate_pem,
+            root_pem,
+            issuer,
+        })
+    }
+
     /// The root certificate, PEM (what clients and etcd trust).
     pub fn root_pem(&self) -> &str {
         &self.root_pem

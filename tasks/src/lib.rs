@@ -32,6 +32,8 @@
 #![warn(missing_docs)]
 
 pub mod ca;
+pub mod dart_ca;
+pub mod dart_secrets;
 pub mod deploy;
 pub mod install;
 pub mod nixos;

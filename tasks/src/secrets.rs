@@ -214,6 +214,11 @@ impl SecretStore {
         }
     }
 
+    /// The folder it keeps its secrets in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn state(&self, name: &str) -> Result<State, SecretError> {
         match std::fs::read(self.dir.join(name).join("state.json")) {
             Ok(b) => serde_json::from_slice(&b)

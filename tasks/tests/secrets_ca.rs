@@ -278,3 +278,66 @@ fn concurrent_certificate_generation_needs_no_locks() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+#[test]
+fn the_dart_tools_openssl_ca_issues_certificates_its_chain_verifies() {
+    let repo = tempfile::tempdir().unwrap();
+    testkit::dart::make_ca(repo.path(), "ca-pass-7");
+    let dart = tasks::dart_ca::DartCa::find(&repo.path().join("ca")).expect("a Dart CA");
+    let wrong = dart
+        .open_key(&"nope".to_string().into())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(wrong.contains("INTERMEDIATE_CA_PASS"), "{wrong}");
+    let key_pem = dart.open_key(&"ca-pass-7".to_string().into()).unwrap();
+    let state = repo.path().join(".nix-infra/ca");
+    let id = tasks::secrets::SecretKey::Identity(Box::new(age::x25519::Identity::generate()));
+    let before = list(&repo.path().join("ca"));
+    let ca = tasks::ca::Ca::load_dart(&dart, &key_pem, &state, id).unwrap();
+    let certs = ca.node("etcd001", "127.0.0.1".parse().unwrap()).unwrap();
+    let me = ca.orchestrator().unwrap();
+    assert_eq!(
+        list(&repo.path().join("ca")),
+        before,
+        "nothing written under the Dart ca/"
+    );
+    let chain = repo.path().join("ca/intermediate/certs/ca-chain.cert.pem");
+    for (what, pem) in [
+        ("client", &certs.client.cert_pem),
+        ("peer", &certs.peer.cert_pem),
+        ("orchestrator", &me.cert_pem),
+    ] {
+        let leaf = repo.path().join(format!("{what}.pem"));
+        std::fs::write(&leaf, pem).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(&chain)
+            .arg(&leaf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn list(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(list(&p));
+        } else {
+            out.push(format!(
+                "{} {}",
+                p.display(),
+                std::fs::metadata(&p).unwrap().len()
+            ));
+        }
+    }
+    out.sort();
+    out
+}

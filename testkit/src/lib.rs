@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod contract;
+pub mod dart;
 mod etcd;
 mod postgres;
 mod process;

@@ -8,6 +8,8 @@ use crate::domain::{NodeName, Role};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tasks::ca::Ca;
+use tasks::dart_ca::DartCa;
 use tasks::provider::{Hetzner, LABEL_ROLE, Provider, SelfHosted, ServerInfo};
 use tasks::secrets::{SecretKey, SecretStore};
 
@@ -121,7 +123,23 @@ impl Cluster {
 
     /// Fails unless `nix-infra init` has run here.
     pub fn need_init(&self) -> Result<(), ClusterError> {
-        let files: Vec<String> = INIT_FILES.map(String::from).to_vec();
+        let key = self.ssh_key().public;
+        let key = key
+            .strip_prefix(&self.dir)
+            .unwrap_or(&key)
+            .display()
+            .to_string();
+        let files: Vec<String> = INIT_FILES
+            .iter()
+            .filter(|f| **f != INIT_FILES[2] || !self.has_ca())
+            .map(|f| {
+                if *f == INIT_FILES[0] {
+                    key.clone()
+                } else {
+                    f.to_string()
+                }
+            })
+            .collect();
         self.need(&files, "run `nix-infra init`")
     }
 
@@ -133,6 +151,59 @@ impl Cluster {
             &files,
             "add the node type, or `nix-infra init --example` for a starting point",
         )
+    }
+
+    /// The SSH key nix-infra logs in with, and its name at the provider:
+    /// the Dart nix-infra's `ssh/$SSH_KEY` (named `$SSH_KEY`) when the repo
+    /// has it, else `keys/id_ed25519` (named `nix-infra-<cluster>`).
+    pub fn ssh_key(&self) -> ClusterKey {
+        if let Some(name) = self.var("SSH_KEY") {
+            let private = self.dir.join("ssh").join(&name);
+            if private.is_file() {
+                return ClusterKey {
+                    public: private.with_file_name(format!("{name}.pub")),
+                    private,
+                    provider_name: name,
+                };
+            }
+        }
+        let private = self.dir.join("keys").join("id_ed25519");
+        ClusterKey {
+            public: private.with_extension("pub"),
+            private,
+            provider_name: format!("nix-infra-{}", self.name),
+        }
+    }
+
+    /// Whether the repo has a CA: nix-infra's (`ca/root.pem`) or the Dart
+    /// nix-infra's openssl CA (`ca/intermediate/`).
+    pub fn has_ca(&self) -> bool {
+        self.dir.join("ca/root.pem").exists() || DartCa::find(&self.dir.join("ca")).is_some()
+    }
+
+    /// The cluster's CA. A repo with the Dart nix-infra's openssl CA keeps
+    /// it: certificates are issued from its intermediate (opened with
+    /// `INTERMEDIATE_CA_PASS`), so etcd members it made keep trusting them,
+    /// and what nix-infra issues is kept in `.nix-infra/ca/`, not in `ca/`.
+    pub fn ca(&self) -> Result<Ca, ClusterError> {
+        let key = self.identity()?;
+        let ca_dir = self.dir.join("ca");
+        let Some(dart) = DartCa::find(&ca_dir) else {
+            return Ca::load(&ca_dir, key).map_err(|e| ClusterError::Refused(e.to_string()));
+        };
+        let pass = self.var("INTERMEDIATE_CA_PASS").ok_or_else(|| {
+            ClusterError::Refused(format!(
+                "{} holds the Dart nix-infra's CA: set INTERMEDIATE_CA_PASS (in the environment or {}) \
+                 to issue certificates from its intermediate",
+                ca_dir.display(),
+                self.env_path().display()
+            ))
+        })?;
+        let pem = dart
+            .open_key(&pass.into())
+            .map_err(|e| ClusterError::Refused(e.to_string()))?;
+        Ca::load_dart(&dart, &pem, &self.dir.join(".nix-infra").join("ca"), key)
+            .map_err(|e| ClusterError::Refused(e.to_string()))
     }
 
     /// The cluster's age identity (`keys/age.key`): CA keys are encrypted with it.
@@ -260,6 +331,31 @@ impl Cluster {
              add the machine there and run `cluster init-node` (servers.yaml wins over HCLOUD_TOKEN)",
             self.dir.join("servers.yaml").display()
         )))
+    }
+}
+
+/// The SSH key nix-infra logs in with (see [`Cluster::ssh_key`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterKey {
+    /// The private key file.
+    pub private: PathBuf,
+    /// The public key file.
+    pub public: PathBuf,
+    /// The key's name at the provider.
+    pub provider_name: String,
+}
+
+impl ClusterKey {
+    /// The public key, trimmed; a missing file is refused, saying how to make one.
+    pub fn public_key(&self) -> Result<String, ClusterError> {
+        std::fs::read_to_string(&self.public)
+            .map(|k| k.trim().to_string())
+            .map_err(|e| {
+                ClusterError::Refused(format!(
+                    "{}: {e} (run `nix-infra init`)",
+                    self.public.display()
+                ))
+            })
     }
 }
 

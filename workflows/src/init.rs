@@ -12,7 +12,7 @@ use tasks::secrets::{SecretKey, write_identity};
 /// What [`init`] made and what it found already there.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct InitReport {
-    /// Paths created, relative to the repo.
+    /// Paths created (or extended), relative to the repo.
     pub made: Vec<&'static str>,
     /// Paths that existed and were kept.
     pub kept: Vec<&'static str>,
@@ -34,14 +34,29 @@ pub fn init(dir: &Path, cluster: &str) -> Result<InitReport, ClusterError> {
         write_identity(&id).map_err(|e| io(&id, e))?;
         report.made.push("keys/age.key");
     }
-    if create_ssh_key(dir, cluster)? {
+    let repo = crate::cluster::Cluster::open(dir, None)?.named(cluster);
+    let key = repo.ssh_key();
+    if !key.private.starts_with(dir.join("keys")) {
+        report
+            .kept
+            .push("ssh/$SSH_KEY (the Dart nix-infra's SSH key: nix-infra logs in with it)");
+    } else if create_ssh_key(dir, cluster)? {
         report.made.push("keys/id_ed25519");
     } else {
         report.kept.push("keys/id_ed25519");
     }
     let ca_dir = dir.join("ca");
-    if ca_dir.join("root.pem").exists() {
+    if tasks::dart_ca::DartCa::find(&ca_dir).is_some() {
+        report
+            .kept
+            .push("ca/ (the Dart nix-infra's CA: nix-infra issues from its intermediate, with INTERMEDIATE_CA_PASS)");
+    } else if ca_dir.join("root.pem").exists() {
         report.kept.push("ca/");
+    } else if ca_dir.exists() && std::fs::read_dir(&ca_dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(ClusterError::Refused(format!(
+            "{} holds files that are no CA nix-infra knows: init writes no CA into it (move them, or remove the folder)",
+            ca_dir.display()
+        )));
     } else {
         let key = SecretKey::load_identity(&id).map_err(|e| io(&id, e))?;
         Ca::init(&ca_dir, key, cluster).map_err(|e| io(&ca_dir, e))?;
@@ -49,7 +64,52 @@ pub fn init(dir: &Path, cluster: &str) -> Result<InitReport, ClusterError> {
     }
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets).map_err(|e| io(&secrets, e))?;
+    match gitignore(dir)? {
+        true => report.made.push(".gitignore (keys, secrets, state)"),
+        false => report.kept.push(".gitignore"),
+    }
     Ok(report)
+}
+
+/// What `.gitignore` must cover: the paths that hold keys, secrets and
+/// state (ours, and the Dart nix-infra's `ssh/` and `ca/`).
+pub const IGNORED: [&str; 6] = [".env", "keys/", "ssh/", "ca/", "secrets/", ".nix-infra/"];
+
+/// Writes `.gitignore`, or appends to it the entries of [`IGNORED`] it
+/// lacks (a line ignoring the path already, with or without its slash, counts).
+/// Whether it changed anything.
+pub fn gitignore(dir: &Path) -> Result<bool, ClusterError> {
+    let path = dir.join(".gitignore");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(&path, e)),
+    };
+    let has = |entry: &str| {
+        let bare = entry.trim_end_matches('/');
+        text.lines().map(str::trim).any(|l| {
+            let l = l
+                .trim_start_matches('/')
+                .trim_end_matches("/*")
+                .trim_end_matches('/');
+            l == bare
+        })
+    };
+    let missing: Vec<&str> = IGNORED.iter().copied().filter(|e| !has(e)).collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    let mut out = text.clone();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("# nix-infra: keys, secrets and local state\n");
+    for m in missing {
+        out.push_str(m);
+        out.push('\n');
+    }
+    std::fs::write(&path, out).map_err(|e| io(&path, e))?;
+    Ok(true)
 }
 
 /// Creates `keys/id_ed25519` (ed25519, no passphrase) unless it exists; whether it did.
@@ -106,6 +166,30 @@ pub fn store_example_secret(c: &crate::cluster::Cluster) -> Result<bool, Cluster
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gitignore_is_written_or_extended_never_duplicated() {
+        let d = tempfile::tempdir().unwrap();
+        // A Dart template's .gitignore covers some already, in its own spelling.
+        std::fs::write(
+            d.path().join(".gitignore"),
+            ".env\nsecrets/*\nssh/*\nca/*\nbuild/",
+        )
+        .unwrap();
+        assert!(super::gitignore(d.path()).unwrap());
+        let text = std::fs::read_to_string(d.path().join(".gitignore")).unwrap();
+        assert_eq!(
+            text,
+            ".env\nsecrets/*\nssh/*\nca/*\nbuild/\n# nix-infra: keys, secrets and local state\nkeys/\n.nix-infra/\n"
+        );
+        assert!(!super::gitignore(d.path()).unwrap(), "nothing left to add");
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(super::gitignore(fresh.path()).unwrap());
+        let text = std::fs::read_to_string(fresh.path().join(".gitignore")).unwrap();
+        for entry in super::IGNORED {
+            assert!(text.lines().any(|l| l == entry), "{entry}: {text}");
+        }
+    }
+
     #[test]
     fn the_example_secret_is_stored_once() {
         let d = tempfile::tempdir().unwrap();

@@ -37,6 +37,10 @@ pub enum SecretsCommand {
         #[arg(long)]
         name: String,
     },
+    /// Move the Dart nix-infra's secrets (flat secrets/<name> files, which
+    /// its openssl call left base64-encoded, not encrypted) into the age
+    /// store, and remove the files: no plaintext or base64 copy stays.
+    Import,
     /// Rotate a secret as a durable run (secret.rotate): stage a new version,
     /// deploy it where it is used, restart, verify, retire the old one.
     Rotate {
@@ -147,6 +151,25 @@ pub async fn run(global: Global, cmd: SecretsCommand) -> Result<(), Failure> {
         SecretsCommand::Remove { name } => {
             store.remove(&name).map_err(fail)?;
             println!("removed secret {name}");
+        }
+        SecretsCommand::Import => {
+            let moved = tasks::dart_secrets::import(&store).map_err(fail)?;
+            if output == Output::Json {
+                let moved: Vec<_> = moved
+                    .iter()
+                    .map(|m| serde_json::json!({"name": m.name, "version": m.version}))
+                    .collect();
+                println!("{}", serde_json::json!({ "imported": moved }));
+            } else if moved.is_empty() {
+                println!("no Dart nix-infra secrets (flat secrets/<name> files) to import");
+            } else {
+                for m in &moved {
+                    println!(
+                        "imported secrets/{} into the age store (version {}); the base64 file is removed",
+                        m.name, m.version
+                    );
+                }
+            }
         }
     }
     Ok(())

@@ -17,8 +17,7 @@ pub(crate) fn secret_store(i: &NodesInput) -> Result<SecretStore, StepError> {
 
 /// The cluster CA.
 pub(crate) fn load_ca(i: &NodesInput) -> Result<tasks::ca::Ca, StepError> {
-    let key = i.repo()?.identity().map_err(StepError::permanent)?;
-    tasks::ca::Ca::load(&i.dir.join("ca"), key).map_err(StepError::permanent)
+    i.repo()?.ca().map_err(StepError::permanent)
 }
 
 /// etcd's client URLs: `ETCD_ENDPOINTS`, else every server labelled `ctrl`.

@@ -12,9 +12,7 @@
 //! - `verify` asks `nixos-version`.
 
 use super::steps::LogSink;
-use super::{
-    CONNECTIONS, NodeParams, NodesInput, address, remote, ssh_config, ssh_error, step_name,
-};
+use super::{CONNECTIONS, NodeParams, NodesInput, address, remote, ssh_error, step_name};
 use engine::{Step, StepContext, StepError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -119,7 +117,7 @@ async fn reboot_into_nixos(
     r: &Arc<tasks::ssh::Remote>,
 ) -> Result<Rebooted, StepError> {
     let ip = address(ctx)?;
-    let cfg = ssh_config(&i.dir);
+    let cfg = super::ssh_config_for(&i.repo()?);
     ctx.log
         .info("rebooting (systemctl reboot) unless the node runs NixOS");
     let sink = LogSink(ctx.log.clone());

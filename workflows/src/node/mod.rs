@@ -229,10 +229,23 @@ impl NodesInput {
     }
 }
 
-/// How the cluster's nodes are reached over SSH.
+/// How the cluster's nodes are reached over SSH (the key of
+/// [`Cluster::ssh_key`], the repo's default env file).
 pub fn ssh_config(dir: &Path) -> SshConfig {
+    match Cluster::open(dir, None) {
+        Ok(c) => ssh_config_for(&c),
+        Err(_) => ssh_config_with(dir, dir.join("keys").join("id_ed25519")),
+    }
+}
+
+/// How cluster `c`'s nodes are reached over SSH.
+pub fn ssh_config_for(c: &Cluster) -> SshConfig {
+    ssh_config_with(&c.dir, c.ssh_key().private)
+}
+
+fn ssh_config_with(dir: &Path, key: PathBuf) -> SshConfig {
     SshConfig {
-        key: Some(dir.join("keys").join("id_ed25519")),
+        key: Some(key),
         known_hosts: dir.join("ssh").join("known_hosts"),
         // Control sockets need a short path.
         control_dir: std::env::temp_dir().join(format!("nixinfra-{}", std::process::id())),
@@ -307,7 +320,7 @@ pub async fn close_connections() {
 pub(crate) async fn remote(ctx: &StepContext, i: &NodesInput) -> Result<Arc<Remote>, StepError> {
     let node = node_param(ctx)?;
     let ip = address(ctx)?;
-    let mut cfg = ssh_config(&i.dir);
+    let mut cfg = ssh_config_for(&i.repo()?);
     if let Some(l) = login(ctx)? {
         cfg.key = Some(l.key);
         cfg.user = l.user;

@@ -72,11 +72,10 @@ impl Step for Prepare {
     async fn run(ctx: StepContext, _: ()) -> Result<Prepared, StepError> {
         let i: NodesInput = ctx.input()?;
         let p = i.provider()?;
-        let public = std::fs::read_to_string(i.dir.join("keys/id_ed25519.pub")).map_err(|e| {
-            StepError::permanent(format!("no cluster SSH key (run `nix-infra init`): {e}"))
-        })?;
+        let cluster_key = i.repo()?.ssh_key();
+        let public = cluster_key.public_key().map_err(StepError::permanent)?;
         let key = p
-            .ensure_ssh_key(&format!("nix-infra-{}", i.cluster), &public)
+            .ensure_ssh_key(&cluster_key.provider_name, &public)
             .await
             .map_err(provider_error)?;
         let pg = p
@@ -261,7 +260,7 @@ impl Step for Revoke {
 
     async fn run(ctx: StepContext, p: NodeParams) -> Result<Revoked, StepError> {
         let i: NodesInput = ctx.input()?;
-        if !i.dir.join("ca/root.pem").exists() {
+        if !i.repo()?.has_ca() {
             return Ok(Revoked { revoked: 0 });
         }
         let ca = super::access::load_ca(&i)?;

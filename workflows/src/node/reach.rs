@@ -14,33 +14,32 @@
 //! with the repo's own keys rather than replacing them.
 
 use super::{DEFAULT_CHANNEL, NodesInput};
+use crate::cluster::Cluster;
 use crate::domain::Role;
-use std::path::Path;
 
 /// What the generated `configuration.nix` keeps, whatever the repo's modules say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reach {
-    /// The cluster's public SSH key (`keys/id_ed25519.pub`), root's authorized key.
+    /// The cluster's public SSH key ([`Cluster::ssh_key`]), root's authorized key.
     pub root_key: String,
     /// `system.stateVersion`: the installed release (`24.11` for `nixos-24.11`).
     pub state_version: String,
 }
 
 impl Reach {
-    /// The cluster's key from `dir/keys/id_ed25519.pub`, and the release of `channel`.
-    pub fn read(dir: &Path, channel: &str) -> Result<Reach, String> {
-        let path = dir.join("keys").join("id_ed25519.pub");
-        let key = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e} (run `nix-infra init`)", path.display()))?;
+    /// The cluster's public key ([`Cluster::ssh_key`]), and the release of `channel`.
+    pub fn read(c: &Cluster, channel: &str) -> Result<Reach, String> {
+        let key = c.ssh_key().public_key().map_err(|e| e.to_string())?;
         Ok(Reach {
-            root_key: key.trim().to_string(),
+            root_key: key,
             state_version: state_version(channel),
         })
     }
 
     /// [`Reach::read`] for a run's cluster and channel.
     pub fn of(i: &NodesInput) -> Result<Reach, String> {
-        Reach::read(&i.dir, &i.channel)
+        let c = i.repo().map_err(|e| e.to_string())?;
+        Reach::read(&c, &i.channel)
     }
 }
 

@@ -17,7 +17,7 @@
 
 use super::access::{secret_store, server_role};
 use super::steps::LogSink;
-use super::{CONNECTIONS, NodesInput, decode_input, single, ssh_config, ssh_error};
+use super::{CONNECTIONS, NodesInput, decode_input, single, ssh_error};
 use crate::domain::Role;
 use age::secrecy::SecretSlice;
 use engine::{Plan, PlanError, Step, StepContext, StepError, Workflow};
@@ -83,7 +83,12 @@ fn ctx_args(ctx: &StepContext) -> Result<(NodesInput, RotateArgs), StepError> {
 
 async fn connect(i: &NodesInput, node: &str, ip: &str) -> Result<Arc<Remote>, StepError> {
     CONNECTIONS
-        .get(&ssh_config(&i.dir), node, ip, Duration::from_secs(120))
+        .get(
+            &super::ssh_config_for(&i.repo()?),
+            node,
+            ip,
+            Duration::from_secs(120),
+        )
         .await
         .map_err(ssh_error)
 }

@@ -561,7 +561,7 @@ impl Step for Unregister {
             return Ok(left);
         }
         let endpoints = ctrl_endpoints(&i).await?;
-        if endpoints.is_empty() || !i.dir.join("ca/root.pem").exists() {
+        if endpoints.is_empty() || !i.repo()?.has_ca() {
             ctx.log
                 .info("no registry (no control node); nothing to unregister");
             return Ok(left);

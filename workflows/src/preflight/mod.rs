@@ -125,7 +125,7 @@ pub fn check(c: &Cluster, i: &NodesInput) -> Report {
         layout: layout(&c.dir),
         ..Report::default()
     };
-    let reach = Reach::read(&c.dir, &i.channel);
+    let reach = Reach::read(c, &i.channel);
     let store = c.secrets();
     let mut trees = Vec::new();
     let dart = crate::node::is_dart_layout(&c.dir);
@@ -334,8 +334,13 @@ fn secrets(
                 return out;
             }
         };
+        let flat = store.as_ref().is_ok_and(|s| s.dir().join(name).is_file());
         let why = match stored {
             Ok(true) => continue,
+            _ if flat => format!(
+                "references /root/secrets/{name}, which is a Dart nix-infra secret (secrets/{name}, \
+                 base64, not encrypted): move it into the age store with `nix-infra secrets import`"
+            ),
             Ok(false) => format!(
                 "references /root/secrets/{name}, which is not in the secret store \
                  (`nix-infra secrets store --name {name}`)"
