@@ -60,7 +60,7 @@ impl From<storage::ConnectError> for Failure {
 impl From<ClusterError> for Failure {
     fn from(e: ClusterError) -> Self {
         match e {
-            ClusterError::Refused(_) => Failure::Usage(e.into()),
+            ClusterError::Refused(_) | ClusterError::Adoptable { .. } => Failure::Usage(e.into()),
             ClusterError::Unavailable(_) => Failure::Other(e.into()),
         }
     }

@@ -208,6 +208,7 @@ async fn api_start(
         .await
         .map_err(|e| match e {
             ClusterError::Refused(m) => problem(StatusCode::BAD_REQUEST, m),
+            ClusterError::Adoptable { message, .. } => problem(StatusCode::CONFLICT, message),
             ClusterError::Unavailable(m) => problem(StatusCode::BAD_GATEWAY, m),
         })?;
     if let Some(s) = &checked.run_secret {

@@ -6,6 +6,7 @@ use crate::{Context, Failure, progress, summary};
 use engine::{Created, Observer, RunOutcome, RunStatus, Step};
 use serde_json::json;
 use std::io::IsTerminal;
+use workflows::cluster::ClusterError;
 use workflows::node::kinds::{Action, Cmd};
 use workflows::request::{Checked, Request};
 
@@ -37,9 +38,55 @@ pub fn confirm(checked: &Checked, batch: bool) -> Result<(), Failure> {
 }
 
 /// Checks, then starts the run and executes it here (or queues it).
+///
+/// Targets that are servers without nix-infra's labels are offered for
+/// adoption on a terminal (`cluster adopt` runs first, then this request);
+/// anywhere else the refusal names the `cluster adopt` line to run.
 pub async fn request(global: Global, request: Request, exec: &ExecArgs) -> Result<(), Failure> {
-    let checked = check(&global, request).await?;
+    let checked = match request
+        .clone()
+        .check(&global.origin(), global.run_id.clone())
+        .await
+    {
+        Err(ClusterError::Adoptable {
+            nodes,
+            fleet,
+            message,
+        }) if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() => {
+            adopt_then(&global, &nodes, fleet, &message, exec).await?;
+            check(&global, request).await?
+        }
+        other => other?,
+    };
     start(global, checked, exec).await
+}
+
+/// Asks whether to adopt `nodes`, and does (a run of its own) if so.
+async fn adopt_then(
+    global: &Global,
+    nodes: &[String],
+    fleet: bool,
+    message: &str,
+    exec: &ExecArgs,
+) -> Result<(), Failure> {
+    eprintln!("{message}");
+    eprint!("adopt {} now? [y/N] ", nodes.join(", "));
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::Other(e.into()))?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        return Err(Failure::usage("not adopted; nothing was changed"));
+    }
+    let adopt = Request::Adopt {
+        target: nodes.join(" "),
+        role: workflows::domain::Role::Cluster,
+        fleet,
+    };
+    let mut g = global.clone();
+    g.run_id = None;
+    let checked = check(&g, adopt).await?;
+    Box::pin(start(g, checked, exec)).await
 }
 
 /// What to do with a run's own secret, given the run already stored under

@@ -22,6 +22,18 @@ pub enum ClusterError {
     /// Something outside could not be asked (the provider is down, a file unreadable).
     #[error("{0}")]
     Unavailable(String),
+    /// The targets include servers the provider has under their names but
+    /// without nix-infra's labels (made by the Dart nix-infra, say): adopting
+    /// them (`cluster adopt`) makes them nodes. Refused as it is.
+    #[error("{message}")]
+    Adoptable {
+        /// The servers, by name.
+        nodes: Vec<String>,
+        /// Whether the command was a `fleet` one.
+        fleet: bool,
+        /// What to run, as one would type it.
+        message: String,
+    },
 }
 
 /// What `nix-infra init` must have made.
@@ -312,6 +324,27 @@ impl Cluster {
             }
         }
         Ok(inv)
+    }
+
+    /// Of `names`, those the provider has as servers without nix-infra's
+    /// labels (never on a self-hosted repo, whose servers are all listed).
+    pub async fn unlabelled(&self, names: &[NodeName]) -> Result<Vec<String>, ClusterError> {
+        if self.is_self_hosted() || names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Ok(h) = self.hetzner() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for n in names {
+            let found = h.server_by_name(n.as_str()).await.map_err(|e| {
+                ClusterError::Unavailable(format!("cannot look up server {n}: {e}"))
+            })?;
+            if found.is_some_and(|s| !s.labels.contains_key(tasks::provider::LABEL_CLUSTER)) {
+                out.push(n.to_string());
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the repo lists its own machines (`servers.yaml`) instead of

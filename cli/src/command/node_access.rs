@@ -70,7 +70,7 @@ async fn ssh(c: &Cluster, target: &str, command: &[String]) -> Result<(), Failur
 
 async fn forward(c: &Cluster, target: &str, local: u16, remote: u16) -> Result<(), Failure> {
     let (node, ip) = address(c, target).await?;
-    let r = tasks::ssh::Remote::connect(&workflows::node::ssh_config_for(&c), &node, &ip)
+    let r = tasks::ssh::Remote::connect(&workflows::node::ssh_config_for(c), &node, &ip)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
     let from = std::net::SocketAddr::from(([127, 0, 0, 1], local));

@@ -190,7 +190,11 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
     let vars = [("overlayIp", "10.100.1.0")]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .into();
-    let reach = super::Reach::read(d, "nixos-24.11").unwrap();
+    let reach = super::Reach::read(
+        &crate::cluster::Cluster::open(d, None).unwrap(),
+        "nixos-24.11",
+    )
+    .unwrap();
     let staged = super::stage_config(d, "w1", crate::domain::Role::Cluster, &vars, &reach).unwrap();
     let s = staged.path();
     assert!(s.join("app_modules/web/default.nix").exists());
@@ -368,7 +372,11 @@ fn no_repo_module_can_lock_us_out_of_a_node() {
         std::fs::create_dir_all(d.join(path).parent().unwrap()).unwrap();
         std::fs::write(d.join(path), text).unwrap();
     }
-    let reach = super::Reach::read(d, "nixos-25.05").unwrap();
+    let reach = super::Reach::read(
+        &crate::cluster::Cluster::open(d, None).unwrap(),
+        "nixos-25.05",
+    )
+    .unwrap();
     let role = crate::domain::Role::Cluster;
     let staged = super::stage_config(d, "w1", role, &Default::default(), &reach).unwrap();
     let s = staged.path();

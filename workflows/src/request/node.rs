@@ -37,6 +37,53 @@ fn roles(list: &[(NodeName, Role)]) -> Vec<Role> {
     r
 }
 
+/// The refusal naming the `cluster adopt` line that makes `nodes` (servers
+/// without nix-infra's labels) nodes of the cluster.
+fn adopt_first(c: &Cluster, nodes: &[String], fleet: bool) -> ClusterError {
+    let kind = if fleet { "fleet" } else { "cluster" };
+    let line = format!(
+        "nix-infra -d {} {kind} adopt --target \"{}\"",
+        shell_word(&c.dir.display().to_string()),
+        nodes.join(" ")
+    );
+    ClusterError::Adoptable {
+        nodes: nodes.to_vec(),
+        fleet,
+        message: format!(
+            "{} exist at the provider without nix-infra's labels (made by the Dart nix-infra?): \
+             adopt them first (control nodes from CTRL_NODES), then run this again:\n  {line}",
+            nodes.join(", ")
+        ),
+    }
+}
+
+/// Refuses to create servers under names the provider already has for
+/// servers without nix-infra's labels: they must be adopted, not shadowed.
+async fn refuse_unlabelled(
+    c: &Cluster,
+    list: &[(NodeName, Role)],
+    fleet: bool,
+) -> Result<(), ClusterError> {
+    let names: Vec<NodeName> = list.iter().map(|(n, _)| n.clone()).collect();
+    let adoptable = c.unlabelled(&names).await?;
+    if adoptable.is_empty() {
+        Ok(())
+    } else {
+        Err(adopt_first(c, &adoptable, fleet))
+    }
+}
+
+/// `s` as one shell word.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// (name, role) of targets that are servers of the cluster: fleet nodes
 /// with `fleet`, the others without.
 pub(super) async fn existing(
@@ -46,6 +93,16 @@ pub(super) async fn existing(
 ) -> Result<Vec<(NodeName, Role)>, ClusterError> {
     let names = targets(target)?;
     let inv = c.inventory().await?;
+    let unknown: Vec<NodeName> = names
+        .iter()
+        .filter(|n| !inv.nodes.contains_key(*n) && !inv.unassigned.contains(*n))
+        .filter(|n| !inv.unusable.contains_key(n.as_str()))
+        .cloned()
+        .collect();
+    let adoptable = c.unlabelled(&unknown).await?;
+    if !adoptable.is_empty() {
+        return Err(adopt_first(c, &adoptable, fleet));
+    }
     names
         .into_iter()
         .map(|n| match inv.nodes.get(&n) {
@@ -169,6 +226,7 @@ pub(super) async fn check(
             c.need_cloud("`cluster up`")?;
             let list = up_nodes(ctrl, workers, ingress)?;
             c.need_types(roles(&list))?;
+            refuse_unlabelled(c, &list, false).await?;
             i = with_server(c, i, server)?;
             i.nodes = nodes(&list);
             "cluster.up"
@@ -182,6 +240,7 @@ pub(super) async fn check(
             c.need_cloud("`provision`")?;
             let role = if fleet { Role::Fleet } else { role };
             let list: Vec<_> = targets(&target)?.into_iter().map(|n| (n, role)).collect();
+            refuse_unlabelled(c, &list, fleet).await?;
             i = with_server(c, i, server)?;
             i.nodes = nodes(&list);
             "node.provision"
