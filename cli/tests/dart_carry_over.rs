@@ -41,8 +41,9 @@ async fn dart_servers(dir: &Path) -> BTreeMap<String, i64> {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success());
+        let created = r.status().is_success();
         let v: serde_json::Value = r.json().await.unwrap();
+        assert!(created, "{v}");
         ids.insert(n.to_string(), v["server"]["id"].as_i64().unwrap());
     }
     ids

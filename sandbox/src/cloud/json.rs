@@ -68,7 +68,7 @@ pub const LOCATIONS: [(Entry, &str, &str); 3] = [
 pub const DEFAULT_LOCATION: usize = 0;
 
 /// Server types the fake offers: (entry, cores, memory GB, disk GB).
-pub const SERVER_TYPES: [(Entry, i64, f64, f64); 3] = [
+pub const SERVER_TYPES: [(Entry, i64, f64, f64); 4] = [
     (
         Entry {
             id: 22,
@@ -95,6 +95,16 @@ pub const SERVER_TYPES: [(Entry, i64, f64, f64); 3] = [
         2,
         2.0,
         40.0,
+    ),
+    (
+        // The Dart nix-infra templates' default machine type.
+        Entry {
+            id: 25,
+            name: "cpx21",
+        },
+        3,
+        4.0,
+        80.0,
     ),
 ];
 
