@@ -115,7 +115,10 @@ async fn check_action(dir: &Path, ip: &BTreeMap<String, String>) {
         "--env-vars",
         "GREETING_TARGET=[%%worker2.overlayIp%%]",
     ]));
-    let want = format!("hello action on worker1 for {}: loudly", w2.replace('.', "-"));
+    let want = format!(
+        "hello action on worker1 for {}: loudly",
+        w2.replace('.', "-")
+    );
     assert!(out.contains(&want), "{want}: {out}");
 }
 
