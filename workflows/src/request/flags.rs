@@ -158,18 +158,25 @@ pub(super) fn with_settings(r: &Request, c: &Cluster) -> Result<Cluster, Cluster
 }
 
 /// The nodes `init-ctrl` makes control nodes: control nodes, and cluster
-/// nodes of a cloud, which are labelled as control nodes first (the Dart
-/// tool's scripts provision every node alike, then init some as control nodes).
+/// nodes of a cloud not registered as cluster nodes, which are labelled as
+/// control nodes first (the Dart tool's scripts provision every node alike,
+/// then init some as control nodes).
 pub(super) async fn ctrl_targets(
     c: &Cluster,
     target: &str,
 ) -> Result<Vec<NodeInput>, ClusterError> {
     let mut out = Vec::new();
+    let in_use = |n: &NodeName| {
+        refused(format!(
+            "{n} is a cluster node, not a control node; use `cluster init-node`"
+        ))
+    };
     for (n, r) in existing_as(c, target, false, Some(Role::Ctrl)).await? {
         let mut x = node(&n, Role::Ctrl);
         match r {
             Role::Ctrl => {}
             Role::Cluster if !c.is_self_hosted() => x.relabel = true,
+            Role::Cluster => return Err(in_use(&n)),
             other => {
                 return Err(refused(format!(
                     "{n} is a {other} node, not a control node; use `cluster init-node`"
@@ -177,6 +184,23 @@ pub(super) async fn ctrl_targets(
             }
         }
         out.push(x);
+    }
+    let has_ctrl = c.inventory().await?.nodes.values().any(|r| r.is_ctrl());
+    if has_ctrl && out.iter().any(|n| n.relabel) {
+        // A registered cluster node is in use as one: not made a control node.
+        let reg = crate::node::open_registry(&NodesInput::of(c))
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("the registry: {}", e.message)))?;
+        let registered = reg
+            .nodes()
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("the registry: {e}")))?;
+        if let Some(n) = out
+            .iter()
+            .find(|n| n.relabel && registered.iter().any(|r| r.name == n.name.as_str()))
+        {
+            return Err(in_use(&n.name));
+        }
     }
     Ok(out)
 }
