@@ -61,13 +61,52 @@ pub struct Global {
     )]
     pub lease_ttl: u64,
 
-    /// The env file with HCLOUD_TOKEN, SECRETS_PASS, … [default: DIR/.env]
+    /// The env file with HCLOUD_TOKEN, SECRETS_PASS, … [default: DIR/.env].
+    /// A relative FILE is relative to DIR, as in the Dart tool (else, if
+    /// there is none there, to the current directory); an absolute one stays.
     #[arg(long, global = true, value_name = "FILE")]
     pub env: Option<PathBuf>,
 
     /// More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// The same as -vv (the Dart tool's --debug).
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    /// The Dart tool's SSH key name, over SSH_KEY: when DIR/ssh/NAME exists,
+    /// nix-infra logs in with it and names it NAME at the provider; else
+    /// with its own keys/id_ed25519, named nix-infra-<cluster> (a
+    /// servers.yaml entry's ssh_key wins for that server).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub ssh_key: Option<String>,
+}
+
+impl Global {
+    /// How verbose stderr is: -v counted, --debug as -vv.
+    pub fn verbosity(&self) -> u8 {
+        if self.debug {
+            self.verbose.max(2)
+        } else {
+            self.verbose
+        }
+    }
+
+    /// The env file `--env` names: a relative path under DIR (the Dart
+    /// tool's meaning), else under the current directory when only that one
+    /// exists; an absolute path as it is.
+    pub fn env_file(&self) -> Option<PathBuf> {
+        let f = self.env.as_ref()?;
+        if f.is_absolute() {
+            return Some(f.clone());
+        }
+        let under_dir = self.working_dir.join(f);
+        if !under_dir.exists() && f.exists() {
+            return Some(f.clone());
+        }
+        Some(under_dir)
+    }
 }
 
 /// Result formats.
@@ -77,6 +116,17 @@ pub enum Output {
     Text,
     /// JSON for scripts; with commands that run something, the last line.
     Json,
+}
+
+/// Options of commands that start a run: how to execute it, and `--batch`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// How the run executes.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Never ask (for scripts and CI; the Dart tool's --batch).
+    #[arg(long)]
+    pub batch: bool,
 }
 
 /// Options of commands that execute a run.

@@ -117,8 +117,9 @@ impl Global {
     pub fn origin(&self) -> Origin {
         Origin {
             dir: self.working_dir.clone(),
-            env_file: self.env.clone(),
+            env_file: self.env_file(),
             local_files: true,
+            ssh_key: self.ssh_key.clone(),
         }
     }
 }

@@ -82,6 +82,7 @@ async fn adopt_then(
         target: nodes.join(" "),
         role: workflows::domain::Role::Cluster,
         fleet,
+        ctrl_nodes: None,
     };
     let mut g = global.clone();
     g.run_id = None;

@@ -6,50 +6,10 @@
 
 mod common;
 
-use common::{Down, cli, etcd, ok, on_node, servers};
+use common::{Down, cli, dart_repo, etcd, ok, on_node, servers};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use tasks::registry::OverlayNetwork;
-
-/// The example repo, as a user would copy it.
-fn dart_repo(dir: &Path) {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dart-cluster");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", example.display()))
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::copy(dir.join("env.example"), dir.join(".env")).unwrap();
-    ok(cli(dir).args(["init"]));
-    for (name, value) in [
-        ("hello-greeting", "hello from [%%localhost.hostname%%]"),
-        (
-            "private-cache-netrc",
-            "machine cache.example.org login me password pw-9d1c",
-        ),
-        (
-            "nix-store.trusted-public-keys-cache1",
-            "cache.example.org-1:c2lnbmluZy1rZXk=",
-        ),
-    ] {
-        store(dir, name, value);
-    }
-}
-
-fn store(dir: &Path, name: &str, value: &str) {
-    let mut c = cli(dir)
-        .args(["secrets", "store", "--name", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
-    assert!(c.wait().unwrap().success(), "store {name}");
-}
 
 /// Every file under `/etc/nixos` on a node, relative to it.
 async fn files(dir: &Path, node: &str, ip: &str) -> BTreeSet<String> {

@@ -49,6 +49,35 @@ pub struct Cluster {
     /// The env file given explicitly (`--env`), if any.
     pub env_file: Option<PathBuf>,
     env: BTreeMap<String, String>,
+    /// Settings a command gives on its command line, over the environment and the env file.
+    settings: BTreeMap<String, String>,
+}
+
+/// A variable a command may set for itself on its command line (the Dart
+/// tool's flags), over the environment and the env file. Never a secret:
+/// settings are stored with a run's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// `CTRL_NODES` (`--ctrl-nodes`): the control nodes, space-separated.
+    CtrlNodes,
+    /// `CLUSTER_UUID` (`--cluster-uuid`): etcd's initial cluster token.
+    ClusterUuid,
+    /// `SSH_KEY` (`--ssh-key`): the name of the Dart nix-infra's key, `ssh/NAME`.
+    SshKey,
+}
+
+impl Setting {
+    /// Every setting.
+    pub const ALL: [Setting; 3] = [Setting::CtrlNodes, Setting::ClusterUuid, Setting::SshKey];
+
+    /// The variable's name.
+    pub fn key(self) -> &'static str {
+        match self {
+            Setting::CtrlNodes => "CTRL_NODES",
+            Setting::ClusterUuid => "CLUSTER_UUID",
+            Setting::SshKey => "SSH_KEY",
+        }
+    }
 }
 
 impl Cluster {
@@ -76,6 +105,7 @@ impl Cluster {
             name,
             env_file,
             env,
+            settings: BTreeMap::new(),
         })
     }
 
@@ -107,8 +137,36 @@ impl Cluster {
             .unwrap_or_else(|| self.dir.join(".env"))
     }
 
-    /// A variable from the environment, else the env file; empty counts as unset.
+    /// The same cluster with `setting` given on the command line: it wins
+    /// over the environment and the env file.
+    pub fn with_setting(mut self, setting: Setting, value: &str) -> Cluster {
+        self.settings
+            .insert(setting.key().to_string(), value.to_string());
+        self
+    }
+
+    /// The settings given on the command line, by variable name (a run's input keeps them).
+    pub fn settings(&self) -> &BTreeMap<String, String> {
+        &self.settings
+    }
+
+    /// The same cluster with the settings a run's input kept (names that
+    /// are no [`Setting`] are left out).
+    pub fn with_settings(mut self, settings: &BTreeMap<String, String>) -> Cluster {
+        for s in Setting::ALL {
+            if let Some(v) = settings.get(s.key()) {
+                self = self.with_setting(s, v);
+            }
+        }
+        self
+    }
+
+    /// A variable given on the command line ([`Setting`]), else from the
+    /// environment, else the env file; empty counts as unset.
     pub fn var(&self, key: &str) -> Option<String> {
+        if let Some(v) = self.settings.get(key) {
+            return Some(v.clone()).filter(|v| !v.is_empty());
+        }
         std::env::var(key)
             .ok()
             .filter(|v| !v.is_empty())

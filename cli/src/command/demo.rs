@@ -39,7 +39,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
         dir.display()
     );
     init::init(&dir, "demo", Output::Text)?;
-    init::example(&dir, global.env.as_deref(), Output::Text)?;
+    init::example(&dir, global.env_file().as_deref(), Output::Text)?;
     eprintln!("== 2/5 sandbox cloud");
     sandbox::up(&dir, Output::Text)?;
     let result = lifecycle_run(global, &dir, keep).await;
@@ -104,6 +104,7 @@ async fn lifecycle_run(global: &Global, dir: &Path, keep: bool) -> Result<(), Fa
     let destroy = Request::Destroy {
         target: nodes.join(" "),
         fleet: false,
+        ctrl_nodes: None,
     };
     let destroyed = match start::check(&g, destroy).await {
         Ok(checked) => start::start(g.clone(), checked, &exec()).await,

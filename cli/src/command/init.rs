@@ -11,15 +11,22 @@ use std::path::Path;
 pub struct InitArgs {
     /// The cluster's name (labels, certificate names); default: the directory's name.
     #[arg(long)]
-    cluster: Option<String>,
+    pub(crate) cluster: Option<String>,
     /// Also write the example cluster repo (node_types/, nodes/, modules/,
     /// app_modules/) where those files are missing, and store its app's
     /// secret (hello-greeting, random) unless the store has it.
     #[arg(long)]
-    example: bool,
+    pub(crate) example: bool,
     /// Never prompt (init asks nothing; accepted as the Dart tool did).
     #[arg(long)]
-    batch: bool,
+    pub(crate) batch: bool,
+    /// The Dart tool's "no certificate authority": accepted; the CA is made
+    /// anyway (every command needs it, and it costs nothing).
+    #[arg(long)]
+    pub(crate) no_cert_auth: bool,
+    /// The Dart tool's key comment: not used (the key's comment is nix-infra-<cluster>).
+    #[arg(long, value_name = "EMAIL")]
+    pub(crate) ssh_email: Option<String>,
 }
 
 /// Runs `init`.
@@ -33,7 +40,7 @@ pub fn run(global: &Global, args: InitArgs) -> Result<(), Failure> {
     });
     init(dir, &name, global.output)?;
     if args.example {
-        example(dir, global.env.as_deref(), global.output)?;
+        example(dir, global.env_file().as_deref(), global.output)?;
     }
     Ok(())
 }

@@ -4,7 +4,11 @@
 pub mod app;
 pub mod check;
 pub mod cluster;
+mod cluster_request;
+#[cfg(test)]
+mod dart_cli_tests;
 pub mod demo;
+pub mod etcd;
 pub mod init;
 mod node_access;
 pub mod plan;
@@ -78,15 +82,17 @@ pub enum Command {
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
     /// The same commands for fleet nodes: NixOS machines outside the overlay
-    /// and the registry (node type node_types/fleet_node.nix).
+    /// and the registry (node type node_types/fleet_node.nix; the Dart tool's
+    /// `fleet init-machine` and `fleet update` are init-node and update-node).
     #[command(subcommand)]
     Fleet(cluster::ClusterCommand),
     /// App lifecycles: register, deploy, register-instance, unregister-instance, remove, unregister.
     #[command(subcommand)]
     App(app::AppCommand),
     /// Container images on the nodes.
-    #[command(subcommand)]
-    Registry(registry::RegistryCommand),
+    Registry(registry::RegistryArgs),
+    /// Read the registry (etcd), or run etcdctl on a control node (the same as `cluster etcd`).
+    Etcd(etcd::EtcdArgs),
     /// Try it: on the local sandbox, bring up a cluster (1 ctrl, 2 workers,
     /// 1 ingress) from the example repo, show it, destroy it.
     ///
@@ -112,6 +118,7 @@ pub async fn run(global: Global, command: Command) -> Result<(), Failure> {
         Command::Fleet(cmd) => cluster::run(global, cmd, true).await,
         Command::App(cmd) => app::run(global, cmd).await,
         Command::Registry(cmd) => registry::run(global, cmd).await,
+        Command::Etcd(args) => etcd::run(global, args).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }
 }

@@ -1,42 +1,68 @@
 //! The `cluster`/`fleet` commands that start no run: `ssh`, `port-forward`
-//! (interactive) and `etcd …` (a read of the registry).
+//! (interactive) and `etcd …` (a read of the registry, or etcdctl on a node).
 
-use super::cluster::{ClusterCommand, EtcdWhat};
+use super::cluster::Direct;
+use super::etcd::{EtcdQuery, EtcdWhat};
 use crate::Failure;
 use crate::args::{Global, Output};
 use serde_json::json;
+use tasks::provider::ServerInfo;
 use tasks::registry::AppKind;
+use tasks::ssh::{LineSink, Remote, Stream};
 use workflows::cluster::Cluster;
 use workflows::request::targets;
 
-/// The node's name and public address, from the provider.
-async fn address(c: &Cluster, target: &str) -> Result<(String, String), Failure> {
+/// The node's server, from the provider.
+async fn server(c: &Cluster, target: &str) -> Result<(String, ServerInfo), Failure> {
     let nodes = targets(target)?;
     let [node] = nodes.as_slice() else {
         return Err(Failure::usage("--target names one node here"));
     };
-    let ip = c
+    let s = c
         .servers()
         .await?
         .into_iter()
-        .find(|s| s.node() == Some(node.as_str()))
-        .and_then(|s| s.ipv4)
+        .find(|s| s.node() == Some(node.as_str()) && s.ipv4.is_some())
         .ok_or_else(|| Failure::usage(format!("no server named {node} in cluster {}", c.name)))?;
-    Ok((node.to_string(), ip))
+    Ok((node.to_string(), s))
 }
 
-/// Runs a command that starts no run.
-pub async fn run(global: &Global, cmd: ClusterCommand) -> Result<(), Failure> {
+/// The node's name and public address, from the provider.
+async fn address(c: &Cluster, target: &str) -> Result<(String, String), Failure> {
+    let (node, s) = server(c, target).await?;
+    Ok((node, s.ipv4.unwrap_or_default()))
+}
+
+/// An SSH connection to the node, with its own login if servers.yaml gives one.
+async fn connect(c: &Cluster, target: &str) -> Result<(String, ServerInfo, Remote), Failure> {
+    let (node, s) = server(c, target).await?;
+    let mut cfg = workflows::node::ssh_config_for(c);
+    if let Some(l) = &s.login {
+        cfg.key = Some(l.key.clone());
+        cfg.user = l.user.clone();
+    }
+    let ip = s.ipv4.clone().unwrap_or_default();
+    let r = Remote::connect(&cfg, &node, &ip)
+        .await
+        .map_err(|e| Failure::Other(e.into()))?;
+    Ok((node, s, r))
+}
+
+/// Runs a command that starts no run (`fleet`: the node is a fleet node).
+pub async fn run(global: &Global, cmd: Direct, fleet: bool) -> Result<(), Failure> {
     let c = global.origin().cluster()?;
     match cmd {
-        ClusterCommand::Ssh { target, command } => ssh(&c, &target, &command).await,
-        ClusterCommand::PortForward {
+        Direct::Ssh { target, command } => ssh(&c, &target, &command).await,
+        Direct::PortForward {
             target,
             local_port,
             remote_port,
-        } => forward(&c, &target, local_port, remote_port).await,
-        ClusterCommand::Etcd { what } => etcd(&c, what, global.output).await,
-        other => Err(Failure::other(format!("{other:?} starts a run"))),
+        } => forward(&c, &target, local_port, remote_port, fleet).await,
+        Direct::Etcd(EtcdQuery {
+            target: Some(target),
+            what: EtcdWhat::Ctl(words),
+        }) => etcdctl(&c, &target, &words).await,
+        Direct::Etcd(q) => etcd(&c, q, global.output).await,
     }
 }
 
@@ -68,27 +94,98 @@ async fn ssh(c: &Cluster, target: &str, command: &[String]) -> Result<(), Failur
     }
 }
 
-async fn forward(c: &Cluster, target: &str, local: u16, remote: u16) -> Result<(), Failure> {
-    let (node, ip) = address(c, target).await?;
-    let r = tasks::ssh::Remote::connect(&workflows::node::ssh_config_for(c), &node, &ip)
-        .await
-        .map_err(|e| Failure::Other(e.into()))?;
+/// Forwards `local` to `remote` on the node: on its overlay address in
+/// the cluster (as the Dart tool does), on its loopback for a fleet node.
+async fn forward(
+    c: &Cluster,
+    target: &str,
+    local: u16,
+    remote: u16,
+    fleet: bool,
+) -> Result<(), Failure> {
+    let (node, s, r) = connect(c, target).await?;
+    let host: std::net::IpAddr = if fleet {
+        [127, 0, 0, 1].into()
+    } else {
+        let ip = s.ipv4.clone().unwrap_or_default();
+        let reg = registry(c, None).await?;
+        let overlay = reg
+            .overlay_ip(&ip)
+            .await
+            .map_err(|e| Failure::Other(e.into()))?
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "{node} has no overlay address (only initialised cluster and ingress nodes have one)"
+                ))
+            })?;
+        overlay
+            .parse()
+            .map_err(|e| Failure::other(format!("overlay address {overlay}: {e}")))?
+    };
     let from = std::net::SocketAddr::from(([127, 0, 0, 1], local));
-    let to = std::net::SocketAddr::from(([127, 0, 0, 1], remote));
+    let to = std::net::SocketAddr::new(host, remote);
     r.forward(from, to)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
-    eprintln!("forwarding {from} → {node}:{remote} (Ctrl-C stops)");
+    eprintln!("forwarding {from} → {node}:{to} (Ctrl-C stops)");
     crate::signal::stop_requested().await;
     let _ = r.close().await;
     Ok(())
 }
 
-async fn etcd(c: &Cluster, what: EtcdWhat, output: Output) -> Result<(), Failure> {
+/// The registry: through `target`'s etcd when one is named, else every control node's.
+async fn registry(c: &Cluster, target: Option<&str>) -> Result<tasks::registry::Registry, Failure> {
     c.provider()?;
-    let reg = workflows::node::open_registry(&workflows::node::NodesInput::of(c))
-        .await
-        .map_err(|e| Failure::other(e.message))?;
+    let i = workflows::node::NodesInput::of(c);
+    let reg = match target {
+        Some(t) => {
+            let (_, ip) = address(c, t).await?;
+            workflows::node::open_registry_at(&i, &[format!("https://{ip}:2379")]).await
+        }
+        None => workflows::node::open_registry(&i).await,
+    };
+    reg.map_err(|e| Failure::other(e.message))
+}
+
+/// Prints a remote command's output: stdout here on stdout, stderr on stderr.
+struct Print;
+
+impl LineSink for Print {
+    fn line(&self, stream: Stream, line: &str) {
+        match stream {
+            Stream::Stdout => println!("{line}"),
+            Stream::Stderr => eprintln!("{line}"),
+        }
+    }
+}
+
+/// `etcd ctl WORDS…`: etcdctl on the node with its own client certificate,
+/// against its etcd; the words joined with spaces, read by its shell (as the
+/// Dart tool runs them).
+async fn etcdctl(c: &Cluster, target: &str, words: &[String]) -> Result<(), Failure> {
+    let (node, s, r) = connect(c, target).await?;
+    let certs = workflows::node::NODE_CERTS;
+    let ip = s.ipv4.unwrap_or_default();
+    let script = format!(
+        "export ETCDCTL_API=3 ETCDCTL_DIAL_TIMEOUT=3s ETCDCTL_CACERT={certs}/ca.pem \
+         ETCDCTL_CERT={certs}/client.pem ETCDCTL_KEY={certs}/client-key.pem \
+         ETCDCTL_ENDPOINTS=https://{ip}:2379\netcdctl {}\n",
+        words.join(" ")
+    );
+    let result = r.run("sh -s", Some(script.as_bytes()), &Print, None).await;
+    let _ = r.close().await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(tasks::ssh::SshError::Exit { code, .. }) => Err(Failure::other(format!(
+            "etcdctl on {node} exited with {code}"
+        ))),
+        Err(e) => Err(Failure::Other(e.into())),
+    }
+}
+
+async fn etcd(c: &Cluster, q: EtcdQuery, output: Output) -> Result<(), Failure> {
+    let what = q.what;
+    let reg = registry(c, q.target.as_deref()).await?;
     let err = |e: tasks::registry::RegistryError| Failure::Other(e.into());
     let json = output == Output::Json;
     match what {
@@ -118,6 +215,7 @@ async fn etcd(c: &Cluster, what: EtcdWhat, output: Output) -> Result<(), Failure
                 }
             }
         }
+        EtcdWhat::Ctl(_) => return Err(Failure::usage("etcd ctl: give --target")),
         EtcdWhat::Services | EtcdWhat::Backends | EtcdWhat::Frontends => {
             let kind = match what {
                 EtcdWhat::Services => AppKind::Service,

@@ -71,8 +71,8 @@ pub async fn run(global: &Global, cmd: PlanCommand) -> Result<(), Failure> {
         }
     }
     let request = match cmd {
-        PlanCommand::Cluster(c) | PlanCommand::Fleet(c) => super::cluster::request(c, fleet)
-            .map(|(r, _)| r)
+        PlanCommand::Cluster(c) | PlanCommand::Fleet(c) => super::cluster::request(c, fleet)?
+            .map(|s| s.request)
             .map_err(|_| Failure::usage("this command starts no run, so it has no plan"))?,
         PlanCommand::App(c) => super::app::request(c).0,
     };

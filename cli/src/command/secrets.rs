@@ -22,6 +22,9 @@ pub enum SecretsCommand {
         /// A file holding the value.
         #[arg(long, value_name = "FILE")]
         secret_file: Option<PathBuf>,
+        /// Accepted (nothing is asked).
+        #[arg(long)]
+        batch: bool,
     },
     /// Print a secret's current value to stdout.
     Get {
@@ -91,6 +94,7 @@ pub async fn run(global: Global, cmd: SecretsCommand) -> Result<(), Failure> {
             name,
             secret,
             secret_file,
+            ..
         } => {
             let value = match (secret, secret_file) {
                 (Some(s), None) => {

@@ -2,18 +2,33 @@
 
 use crate::Failure;
 use crate::args::{Global, Output};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::json;
 
 /// `nix-infra ssh-key …`
 #[derive(Subcommand, Debug)]
 pub enum SshKeyCommand {
     /// Create the cluster's SSH key (keys/id_ed25519) if there is none.
-    Create,
+    Create(KeyArgs),
     /// Upload the cluster's public key to the provider (adopting an identical one).
-    Add,
+    Add(KeyArgs),
     /// Delete the cluster's key from the provider (servers keep theirs).
-    Remove,
+    Remove(KeyArgs),
+}
+
+/// The Dart tool's options of `ssh-key …`, accepted so its scripts run.
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// The Dart tool's key name (its ssh/NAME): not used; the cluster's key is
+    /// keys/id_ed25519, named nix-infra-<cluster> at the provider.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The Dart tool's key comment: not used (the key's comment is nix-infra-<cluster>).
+    #[arg(long, value_name = "EMAIL")]
+    pub email: Option<String>,
+    /// Accepted (nothing is asked).
+    #[arg(long)]
+    pub batch: bool,
 }
 
 /// Runs one `ssh-key` subcommand.
@@ -28,12 +43,12 @@ pub async fn run(global: &Global, cmd: SshKeyCommand) -> Result<(), Failure> {
     };
     let key_name = format!("nix-infra-{}", c.name);
     match cmd {
-        SshKeyCommand::Create => {
+        SshKeyCommand::Create(_) => {
             let made = workflows::init::create_ssh_key(&c.dir, &c.name)?;
             let what = if made { "created" } else { "kept (exists)" };
             say(format!("{what} keys/id_ed25519"), json!({"created": made}));
         }
-        SshKeyCommand::Add => {
+        SshKeyCommand::Add(_) => {
             c.need_cloud("`ssh-key add`")?;
             let public = c.dir.join("keys").join("id_ed25519.pub");
             let text = std::fs::read_to_string(&public).map_err(|e| {
@@ -52,7 +67,7 @@ pub async fn run(global: &Global, cmd: SshKeyCommand) -> Result<(), Failure> {
                 json!({"name": k.name, "id": k.id, "fingerprint": k.fingerprint}),
             );
         }
-        SshKeyCommand::Remove => {
+        SshKeyCommand::Remove(_) => {
             c.need_cloud("`ssh-key remove`")?;
             let removed = c
                 .provider()?

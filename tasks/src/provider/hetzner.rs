@@ -243,6 +243,37 @@ impl Hetzner {
         }
     }
 
+    /// Labels `s` as `node` of `cluster` with `role`, keeping its other labels.
+    async fn label(
+        &self,
+        s: models::Server,
+        cluster: &str,
+        node: &str,
+        role: &str,
+    ) -> Result<ServerInfo, ProviderError> {
+        let mut labels = s.labels.clone();
+        for (k, v) in [
+            (LABEL_CLUSTER, cluster),
+            (LABEL_NODE, node),
+            (LABEL_ROLE, role),
+        ] {
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let req = models::ReplaceServerRequest {
+            labels: Some(labels),
+            name: None,
+        };
+        let body = serde_json::to_string(&req).map_err(|e| ProviderError::Config(e.to_string()))?;
+        let updated: models::ReplaceServerResponse = self
+            .call(Method::PUT, &format!("/servers/{}", s.id), Some(body))
+            .await?
+            .ok_or_else(|| ProviderError::Transient("empty answer to PUT /servers".into()))?;
+        updated
+            .server
+            .map(|s| info(*s))
+            .ok_or_else(|| ProviderError::Transient("server vanished".into()))
+    }
+
     fn selector(cluster: &str, node: Option<&str>) -> String {
         match node {
             Some(n) => format!("{LABEL_CLUSTER}={cluster},{LABEL_NODE}={n}"),
@@ -450,27 +481,29 @@ impl Provider for Hetzner {
                 message: format!("server {node} belongs to cluster {other}"),
             });
         }
-        let mut labels = s.labels.clone();
-        for (k, v) in [
-            (LABEL_CLUSTER, cluster),
-            (LABEL_NODE, node),
-            (LABEL_ROLE, role),
-        ] {
-            labels.insert(k.to_string(), v.to_string());
-        }
-        let req = models::ReplaceServerRequest {
-            labels: Some(labels),
-            name: None,
-        };
-        let body = serde_json::to_string(&req).map_err(|e| ProviderError::Config(e.to_string()))?;
-        let updated: models::ReplaceServerResponse = self
-            .call(Method::PUT, &format!("/servers/{}", s.id), Some(body))
+        self.label(s, cluster, node, role).await
+    }
+
+    async fn set_role(
+        &self,
+        cluster: &str,
+        node: &str,
+        role: &str,
+    ) -> Result<ServerInfo, ProviderError> {
+        let s = self
+            .servers(&Self::selector(cluster, Some(node)))
             .await?
-            .ok_or_else(|| ProviderError::Transient("empty answer to PUT /servers".into()))?;
-        updated
-            .server
-            .map(|s| info(*s))
-            .ok_or_else(|| ProviderError::Transient("server vanished".into()))
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::Api {
+                status: 404,
+                code: "not_found".into(),
+                message: format!("no server of cluster {cluster} is node {node}"),
+            })?;
+        if s.labels.get(LABEL_ROLE).map(String::as_str) == Some(role) {
+            return Ok(info(s));
+        }
+        self.label(s, cluster, node, role).await
     }
 
     async fn delete_ssh_key(&self, name: &str) -> Result<bool, ProviderError> {

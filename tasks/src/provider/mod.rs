@@ -161,6 +161,15 @@ pub trait Provider: Send + Sync {
         node: &str,
         role: &str,
     ) -> Result<ServerInfo, ProviderError>;
+    /// Labels the cluster's server of `node` with `role`, keeping its other
+    /// labels (a node provisioned as one role that a command makes another,
+    /// as `init-ctrl` does); a server labelled so already is returned as it is.
+    async fn set_role(
+        &self,
+        cluster: &str,
+        node: &str,
+        role: &str,
+    ) -> Result<ServerInfo, ProviderError>;
     /// Deletes the SSH key called `name`; `false` if there was none.
     async fn delete_ssh_key(&self, name: &str) -> Result<bool, ProviderError>;
 }

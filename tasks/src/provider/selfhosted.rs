@@ -288,6 +288,22 @@ impl Provider for SelfHosted {
             .ok_or_else(|| ProviderError::Unsupported(format!("{node} is not in servers.yaml")))
     }
 
+    async fn set_role(
+        &self,
+        cluster: &str,
+        node: &str,
+        role: &str,
+    ) -> Result<ServerInfo, ProviderError> {
+        // Roles come from servers.yaml (or CTRL_NODES): one that already says so is fine.
+        let s = self.adopt_server(cluster, node, role).await?;
+        if s.labels.get(LABEL_ROLE).map(String::as_str) == Some(role) {
+            return Ok(s);
+        }
+        Err(refuse(&format!(
+            "change the role of {node} to {role} (set its metadata.role, or name it in CTRL_NODES)"
+        )))
+    }
+
     async fn delete_ssh_key(&self, _: &str) -> Result<bool, ProviderError> {
         // Keys of self-hosted servers are managed on the servers themselves.
         Ok(false)

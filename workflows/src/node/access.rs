@@ -72,6 +72,11 @@ pub async fn open_registry(i: &NodesInput) -> Result<Registry, StepError> {
     connect(i, &endpoints).await
 }
 
+/// The cluster's registry through these etcd client URLs.
+pub async fn open_registry_at(i: &NodesInput, endpoints: &[String]) -> Result<Registry, StepError> {
+    connect(i, endpoints).await
+}
+
 /// The registry through the `ctrl` step's endpoints.
 pub(crate) async fn registry(ctx: &StepContext, i: &NodesInput) -> Result<Registry, StepError> {
     let ctrl = ctx.output::<Ctrl>(Ctrl::KIND)?;

@@ -33,6 +33,19 @@ pub struct UploadArgs {
     pub src: std::path::PathBuf,
     /// Where on the node.
     pub dst: String,
+    /// More files or folders, each to its own place (`upload --file "a b"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<Copy>,
+}
+
+/// One more thing `upload` copies.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Copy {
+    /// The local file or folder.
+    pub src: std::path::PathBuf,
+    /// Where on the node.
+    pub dst: String,
 }
 
 /// `args` of `image.publish`.
@@ -50,6 +63,10 @@ pub struct UpgradeArgs {
     /// Nodes per batch.
     #[serde(default = "one")]
     pub batch: usize,
+    /// The channel to switch to first on a node whose release is another
+    /// (`nixos-25.05`: the Dart tool's `--nixos-version 25.05`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 fn one() -> usize {
@@ -213,26 +230,38 @@ impl Step for Upload {
     type Output = Uploaded;
 
     async fn run(ctx: StepContext, _: NodeParams) -> Result<Uploaded, StepError> {
-        use std::os::unix::fs::PermissionsExt;
         let i: NodesInput = ctx.input()?;
         let a: UploadArgs = i.args()?;
         let r = remote(&ctx, &i).await?;
-        let meta = std::fs::metadata(&a.src)
-            .map_err(|e| StepError::permanent(format!("{}: {e}", a.src.display())))?;
-        if meta.is_dir() {
-            r.upload_tree(&a.src, &a.dst)
-                .await
-                .map_err(super::ssh_error)?;
-        } else {
-            let data = std::fs::read(&a.src)
-                .map_err(|e| StepError::permanent(format!("{}: {e}", a.src.display())))?;
-            r.upload(&data, &a.dst, meta.permissions().mode() & 0o777)
-                .await
-                .map_err(super::ssh_error)?;
+        copy(&ctx, &r, &a.src, &a.dst).await?;
+        for c in &a.more {
+            copy(&ctx, &r, &c.src, &c.dst).await?;
         }
-        ctx.log.info(format!("{} → {}", a.src.display(), a.dst));
         Ok(Uploaded { uploaded: a.dst })
     }
+}
+
+/// A local file or folder copied to `dst` on the node.
+async fn copy(
+    ctx: &StepContext,
+    r: &tasks::ssh::Remote,
+    src: &std::path::Path,
+    dst: &str,
+) -> Result<(), StepError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(src)
+        .map_err(|e| StepError::permanent(format!("{}: {e}", src.display())))?;
+    if meta.is_dir() {
+        r.upload_tree(src, dst).await.map_err(super::ssh_error)?;
+    } else {
+        let data = std::fs::read(src)
+            .map_err(|e| StepError::permanent(format!("{}: {e}", src.display())))?;
+        r.upload(&data, dst, meta.permissions().mode() & 0o777)
+            .await
+            .map_err(super::ssh_error)?;
+    }
+    ctx.log.info(format!("{} → {dst}", src.display()));
+    Ok(())
 }
 
 /// `node.upload`: a local file or folder onto each node.
@@ -356,10 +385,32 @@ impl Step for Upgrade {
     type Output = Exit;
 
     async fn run(ctx: StepContext, p: NodeParams) -> Result<Exit, StepError> {
-        let out = run_logged(&ctx, "nixos-rebuild switch --upgrade").await?;
+        let i: NodesInput = ctx.input()?;
+        let a: UpgradeArgs = match i.args.is_null() {
+            true => UpgradeArgs {
+                batch: 1,
+                channel: None,
+            },
+            false => i.args()?,
+        };
+        let command = match &a.channel {
+            Some(channel) => switch_channel(channel),
+            None => String::new(),
+        } + "nixos-rebuild switch --upgrade";
+        let out = run_logged(&ctx, &command).await?;
         ctx.log.info(format!("{} upgraded", p.node));
         Ok(out)
     }
+}
+
+/// The shell that switches the node's `nixos` channel to `channel` unless
+/// it runs that release already (as the Dart tool does before an upgrade).
+fn switch_channel(channel: &str) -> String {
+    let release = channel.strip_prefix("nixos-").unwrap_or(channel);
+    let q = shell_quote(&format!("https://nixos.org/channels/{channel}"));
+    format!(
+        "case \"$(nixos-version)\" in {release}*) ;; *) nix-channel --add {q} nixos || exit $? ;; esac; "
+    )
 }
 
 /// The description `nix-infra workflows` shows for [`upgrade`].

@@ -16,7 +16,10 @@
 use super::kinds::{
     Certs, Confd, Config, Ctrl, Etcd, Locate, Overlay, Rebuild, Register, Secrets, Unregister,
 };
-use super::{NodeParams, NodesInput, node_resources, node_step, parse_input, single, step_name};
+use super::provision::Relabel;
+use super::{
+    NodeInput, NodeParams, NodesInput, node_resources, node_step, parse_input, single, step_name,
+};
 use crate::domain::NodeName;
 use engine::{Plan, Step, StepSpec, Workflow};
 
@@ -27,6 +30,28 @@ pub(crate) enum Mode {
     Init,
     /// Re-render, redeploy secrets, rebuild, restart confd; no certificates, no registering.
     Update,
+    /// [`Mode::Update`] without the rebuild (nor the confd restart after it): upload only.
+    Upload,
+}
+
+impl Mode {
+    /// Whether the plan rebuilds the nodes.
+    fn rebuilds(self) -> bool {
+        self != Mode::Upload
+    }
+}
+
+/// `args` of `node.update`.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateArgs {
+    /// Whether to rebuild after the upload (default: yes).
+    #[serde(default = "yes")]
+    pub rebuild: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where each node's plan starts: `addr(node)` names the step whose output
@@ -54,13 +79,18 @@ pub(crate) fn plan_init(i: &NodesInput, mode: Mode, start: &Start, steps: &mut V
     // Fleet nodes: no control plane, no overlay; configuration, secrets, rebuild.
     for n in i.nodes.iter().filter(|n| n.is_fleet()) {
         let node = &n.name;
-        steps.push(start.step::<Config>(node));
+        steps.push(relabelled(start.step::<Config>(node), n));
         steps.push(start.step::<Secrets>(node).after(step_name::<Config>(node)));
-        steps.push(
-            start
-                .step::<Rebuild>(node)
-                .after(step_name::<Secrets>(node)),
-        );
+        if mode.rebuilds() {
+            steps.push(
+                start
+                    .step::<Rebuild>(node)
+                    .after(step_name::<Secrets>(node)),
+            );
+        }
+    }
+    for n in i.nodes.iter().filter(|n| n.relabel) {
+        steps.push(start.step::<Relabel>(&n.name));
     }
     if i.nodes.iter().all(|n| n.is_ctrl() || n.is_fleet()) {
         return;
@@ -79,7 +109,7 @@ pub(crate) fn plan_init(i: &NodesInput, mode: Mode, start: &Start, steps: &mut V
     for n in i.nodes.iter().filter(|n| !n.is_ctrl() && !n.is_fleet()) {
         let node = &n.name;
         steps.push(start.step::<Overlay>(node).after(Ctrl::KIND));
-        let mut config = start.step::<Config>(node).after(Ctrl::KIND);
+        let mut config = relabelled(start.step::<Config>(node).after(Ctrl::KIND), n);
         // Every node of the run has its lease before any renders: a file may
         // name another node's overlay address (`[%%worker2.overlayIp%%]`).
         for m in &overlay_nodes {
@@ -91,12 +121,14 @@ pub(crate) fn plan_init(i: &NodesInput, mode: Mode, start: &Start, steps: &mut V
         }
         steps.push(config);
         steps.push(start.step::<Secrets>(node).after(step_name::<Config>(node)));
-        steps.push(
-            start
-                .step::<Rebuild>(node)
-                .after(step_name::<Secrets>(node)),
-        );
-        steps.push(start.step::<Confd>(node).after(step_name::<Rebuild>(node)));
+        if mode.rebuilds() {
+            steps.push(
+                start
+                    .step::<Rebuild>(node)
+                    .after(step_name::<Secrets>(node)),
+            );
+            steps.push(start.step::<Confd>(node).after(step_name::<Rebuild>(node)));
+        }
         if mode == Mode::Init {
             steps.push(
                 start
@@ -115,29 +147,41 @@ fn plan_ctrl_nodes(
     start: &Start,
     steps: &mut Vec<StepSpec>,
 ) -> Vec<String> {
-    let members: Vec<&NodeName> = i
-        .nodes
-        .iter()
-        .filter(|n| n.is_ctrl())
-        .map(|n| &n.name)
-        .collect();
+    let members: Vec<&NodeInput> = i.nodes.iter().filter(|n| n.is_ctrl()).collect();
     let mut ctrl_done = Vec::new();
-    for node in &members {
+    for n in &members {
+        let node = &n.name;
         let mut config = start.step::<Config>(node);
-        // etcd's initial cluster lists every control node: all must have servers first.
-        for other in members.iter().filter(|m| *m != node) {
-            config = config.after((start.addr)(other));
+        // etcd's initial cluster lists every control node: all must have
+        // servers first, labelled as control nodes.
+        for other in &members {
+            if other.name != *node {
+                config = config.after((start.addr)(&other.name));
+            }
+            config = relabelled(config, other);
         }
         if mode == Mode::Init {
             steps.push(start.step::<Certs>(node));
             config = config.after(step_name::<Certs>(node));
         }
         steps.push(config);
+        if !mode.rebuilds() {
+            continue;
+        }
         steps.push(start.step::<Rebuild>(node).after(step_name::<Config>(node)));
         steps.push(start.step::<Etcd>(node).after(step_name::<Rebuild>(node)));
         ctrl_done.push(step_name::<Etcd>(node));
     }
     ctrl_done
+}
+
+/// `step`, after `relabel/<node>` when node `n` is labelled with its role first.
+fn relabelled(step: StepSpec, n: &NodeInput) -> StepSpec {
+    if n.relabel {
+        step.after(step_name::<Relabel>(&n.name))
+    } else {
+        step
+    }
 }
 
 /// Registers the init step kinds on `w`.
@@ -151,6 +195,7 @@ pub(crate) fn init_steps(w: Workflow) -> Workflow {
         .with::<Etcd>()
         .with::<Confd>()
         .with::<Register>()
+        .with::<Relabel>()
 }
 
 /// One `locate` step, then the plan: for nodes that already exist.
@@ -186,7 +231,8 @@ pub fn init() -> Workflow {
 
 /// The description `nix-infra workflows` shows for [`update`].
 const UPDATE_ABOUT: &str = "Re-render and upload each node's configuration and apps, deploy its \
-    secrets, rebuild, restart confd. Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}]}";
+    secrets, rebuild, restart confd (`args.rebuild` false: upload only). \
+    Input: {\"cluster\",\"dir\",\"nodes\":[{\"name\",\"role\"}],\"args\":{\"rebuild\"}}";
 
 /// The `node.update` workflow (update-node, deploy-apps): re-render and upload
 /// `/etc/nixos` (node type, `nodes/<node>.nix`, `modules/`, `app_modules/`),
@@ -197,8 +243,16 @@ pub fn update() -> Workflow {
         .resources(node_resources)
         .planner(|input| {
             let i = parse_input(input)?;
+            let mode = match i.args.is_null() {
+                true => Mode::Update,
+                false => match i.args::<UpdateArgs>() {
+                    Ok(a) if a.rebuild => Mode::Update,
+                    Ok(_) => Mode::Upload,
+                    Err(e) => return Err(engine::PlanError::Input(e.message)),
+                },
+            };
             let mut steps = Vec::new();
-            located(&i, Mode::Update, &mut steps);
+            located(&i, mode, &mut steps);
             Ok(Plan::new(steps))
         })
         .with::<Locate>();

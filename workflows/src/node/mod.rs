@@ -44,13 +44,14 @@ pub use stage::{
     node_apps, node_type_file, referenced_secrets, secret_references, stage_config, stage_files,
     staged_source,
 };
-pub use steps::{NODE_CERTS, open_registry};
+pub use steps::{NODE_CERTS, open_registry, open_registry_at};
 
 /// The `args` of the workflows that take them, as run inputs carry them.
 pub mod args {
     pub use super::action::ActionArgs;
     pub use super::app::AppArgs;
-    pub use super::day2::{CmdArgs, PublishArgs, UpgradeArgs, UploadArgs};
+    pub use super::day2::{CmdArgs, Copy, PublishArgs, UpgradeArgs, UploadArgs};
+    pub use super::init::UpdateArgs;
     pub use super::rotate::{FromAction, RotateArgs};
 }
 
@@ -65,7 +66,8 @@ pub mod kinds {
     pub use super::day2::{Cmd, Exit, Gc, Loaded, Publish, Rollback, Upgrade, Upload, Uploaded};
     pub use super::install::{Install, Installed, Reboot, Rebooted, Verified, Verify};
     pub use super::provision::{
-        Adopt, Create, Delete, Deleted, Forget, Forgotten, Prepare, Prepared, Revoke, Revoked,
+        Adopt, Create, Delete, Deleted, Forget, Forgotten, Prepare, Prepared, Relabel, Revoke,
+        Revoked,
     };
     pub use super::steps::{
         Certs, Confd, Config, Configured, Ctrl, Deployed, Endpoints, Etcd, Healthy, Issued, Locate,
@@ -99,6 +101,11 @@ pub struct NodeInput {
     /// Empty: [`ServiceGroup::DEFAULT`](crate::domain::ServiceGroup::DEFAULT).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// Whether its server is labelled with `role` first (`relabel/<node>`):
+    /// a node provisioned as a cluster node that `init-ctrl` makes a control
+    /// node, as the Dart tool's scripts do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relabel: bool,
 }
 
 impl NodeInput {
@@ -153,6 +160,13 @@ pub struct NodesInput {
     /// NixOS channel to install.
     #[serde(default = "default_channel")]
     pub channel: String,
+    /// The placement group servers are created in (default `<cluster>-spread`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_group: Option<String>,
+    /// Variables the command set on its command line ([`crate::cluster::Setting`]:
+    /// `CTRL_NODES`, `CLUSTER_UUID`), over the environment and the env file.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
     /// What a day-2 workflow does, in its own shape (`node.cmd`: the command, …).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub args: serde_json::Value,
@@ -198,6 +212,8 @@ impl NodesInput {
             image: default_image(),
             location: None,
             channel: default_channel(),
+            placement_group: None,
+            settings: c.settings().clone(),
             args: serde_json::Value::Null,
         }
     }
@@ -206,7 +222,7 @@ impl NodesInput {
     /// when the step runs, and credentials are never stored with the run.
     pub fn repo(&self) -> Result<Cluster, StepError> {
         Cluster::open_for_run(&self.dir, self.env_file.as_deref())
-            .map(|c| c.named(&self.cluster))
+            .map(|c| c.named(&self.cluster).with_settings(&self.settings))
             .map_err(StepError::permanent)
     }
 

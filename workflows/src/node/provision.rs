@@ -78,12 +78,18 @@ impl Step for Prepare {
             .ensure_ssh_key(&cluster_key.provider_name, &public)
             .await
             .map_err(provider_error)?;
+        let group = i
+            .placement_group
+            .clone()
+            .unwrap_or_else(|| format!("{}-spread", i.cluster));
         let pg = p
-            .ensure_placement_group(&format!("{}-spread", i.cluster))
+            .ensure_placement_group(&group)
             .await
             .map_err(provider_error)?;
-        ctx.log
-            .info(format!("ssh key {}, placement group {pg}", key.name));
+        ctx.log.info(format!(
+            "ssh key {}, placement group {group} ({pg})",
+            key.name
+        ));
         Ok(Prepared {
             key_name: key.name,
             placement_group: Some(pg),
@@ -349,6 +355,35 @@ impl Step for Adopt {
             "server {} ({}) is {node} ({role}) of {}",
             s.name, s.id, i.cluster
         ));
+        Ok(Server {
+            node: Some(node),
+            role: Some(role),
+            id: s.id,
+            ipv4: s.ipv4,
+            login: s.login,
+        })
+    }
+}
+
+/// `relabel/<node>`: the node's server is labelled with the node's role.
+pub struct Relabel;
+
+impl Step for Relabel {
+    const KIND: &'static str = "relabel";
+    type Params = NodeParams;
+    type Output = Server;
+
+    async fn run(ctx: StepContext, p: NodeParams) -> Result<Server, StepError> {
+        let i: NodesInput = ctx.input()?;
+        let node = p.node;
+        let role = i.node(node.as_str())?.role;
+        let s = i
+            .provider()?
+            .set_role(&i.cluster, node.as_str(), role.as_str())
+            .await
+            .map_err(provider_error)?;
+        ctx.log
+            .info(format!("server {} ({}) is a {role} node", s.name, s.id));
         Ok(Server {
             node: Some(node),
             role: Some(role),

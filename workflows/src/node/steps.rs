@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use tasks::registry::NodeEntry;
 use tasks::ssh::{LineSink, Stream};
 
-pub use super::access::open_registry;
+pub use super::access::{open_registry, open_registry_at};
 
 /// Where nodes keep their TLS material.
 pub const NODE_CERTS: &str = "/root/certs";

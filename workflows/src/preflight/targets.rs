@@ -75,6 +75,7 @@ pub async fn nodes(
             role: role_of(&n),
             name: n,
             groups: Vec::new(),
+            relabel: false,
         })
         .collect();
     if target.is_none() {
@@ -96,6 +97,7 @@ pub async fn nodes(
                 name,
                 role: r,
                 groups: Vec::new(),
+                relabel: false,
             });
         }
     }

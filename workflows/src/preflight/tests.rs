@@ -45,6 +45,7 @@ fn input(c: &Cluster, nodes: &[(&str, Role)]) -> NodesInput {
                 name: NodeName::new(*n).unwrap(),
                 role: *role,
                 groups: Vec::new(),
+                relabel: false,
             })
             .collect(),
         ..NodesInput::of(c)

@@ -117,7 +117,20 @@ pub(super) async fn check(
             i.args = args_json(&app_args(c, &app, &kind)?);
             "app.unregister"
         }
-        PublishImage { file, target } => {
+        PublishImage {
+            file,
+            target,
+            image_name,
+            image_tag,
+            ..
+        } => {
+            if let Some(name) = image_name.or(image_tag) {
+                return Err(refused(format!(
+                    "--image-name/--image-tag {name}: pushing to a registry on a node is not \
+                     supported; without them, `registry publish-image --file F --target NODES` \
+                     loads the archive into podman on each of the nodes, under the names it was saved with"
+                )));
+            }
             let file = canonical(&file, "--file")?;
             i.nodes = as_nodes(&publish_targets(c, target.as_deref()).await?);
             i.args = args_json(&PublishArgs { file });

@@ -24,10 +24,14 @@
 
 mod action;
 mod app;
+mod flags;
 mod node;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_flags;
 
+pub use flags::node_module;
 pub use node::{env_vars_text, targets, up_nodes};
 
 use crate::cluster::{Cluster, ClusterError};
@@ -52,6 +56,10 @@ pub struct ServerOptions {
     /// (default [`crate::node::DEFAULT_CHANNEL`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nixos_version: Option<String>,
+    /// The spread placement group to create servers in (created if missing;
+    /// default `<cluster>-spread`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement_group: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +69,7 @@ impl Default for ServerOptions {
             image: "ubuntu-24.04".into(),
             location: None,
             nixos_version: None,
+            placement_group: None,
         }
     }
 }
@@ -68,24 +77,30 @@ impl Default for ServerOptions {
 impl ServerOptions {
     /// The NixOS channel to install: `nixos-<nixos_version>`, or the default.
     pub fn channel(&self) -> Result<String, ClusterError> {
-        let Some(v) = &self.nixos_version else {
-            return Ok(crate::node::DEFAULT_CHANNEL.into());
-        };
-        let release = v.trim();
-        let release = release.strip_prefix("nixos-").unwrap_or(release);
-        let numbered = release.len() == 5
-            && release.as_bytes()[2] == b'.'
-            && release
-                .bytes()
-                .enumerate()
-                .all(|(k, b)| k == 2 || b.is_ascii_digit());
-        if numbered || release == "unstable" {
-            Ok(format!("nixos-{release}"))
-        } else {
-            Err(refused(format!(
-                "--nixos-version {v}: give a NixOS release such as 24.11 (or unstable)"
-            )))
-        }
+        channel_of(self.nixos_version.as_deref())
+    }
+}
+
+/// The NixOS channel of a `--nixos-version` (`24.11` → `nixos-24.11`, also
+/// `unstable`), or the default channel for none.
+pub fn channel_of(nixos_version: Option<&str>) -> Result<String, ClusterError> {
+    let Some(v) = nixos_version else {
+        return Ok(crate::node::DEFAULT_CHANNEL.into());
+    };
+    let release = v.trim();
+    let release = release.strip_prefix("nixos-").unwrap_or(release);
+    let numbered = release.len() == 5
+        && release.as_bytes()[2] == b'.'
+        && release
+            .bytes()
+            .enumerate()
+            .all(|(k, b)| k == 2 || b.is_ascii_digit());
+    if numbered || release == "unstable" {
+        Ok(format!("nixos-{release}"))
+    } else {
+        Err(refused(format!(
+            "--nixos-version {v}: give a NixOS release such as 24.11 (or unstable)"
+        )))
     }
 }
 
@@ -119,19 +134,44 @@ pub enum Request {
         #[serde(default)]
         server: ServerOptions,
     },
-    /// `cluster adopt`: label servers another tool made; CTRL_NODES become control nodes.
+    /// `cluster adopt`: label servers another tool made; the control nodes
+    /// (`ctrl_nodes`, else CTRL_NODES) become control nodes.
     Adopt {
         target: String,
         #[serde(default = "cluster_role")]
         role: Role,
         #[serde(default)]
         fleet: bool,
+        /// The control nodes, space-separated (the Dart tool's `--ctrl-nodes`;
+        /// default: CTRL_NODES).
+        #[serde(default)]
+        ctrl_nodes: Option<String>,
     },
-    /// `cluster init-ctrl`.
+    /// `cluster init-ctrl`: the targets become control nodes (a target
+    /// provisioned as a cluster node is labelled as a control node first).
     InitCtrl {
         target: String,
         #[serde(default)]
         fleet: bool,
+        /// The release the configuration renders with (`[%%nixVersion%%]`).
+        #[serde(default)]
+        nixos_version: Option<String>,
+        /// etcd's initial cluster token (`[%%etcdClusterToken%%]`; default: CLUSTER_UUID).
+        #[serde(default)]
+        cluster_uuid: Option<String>,
+    },
+    /// `cluster update-ctrl`: re-render and upload control nodes' configuration.
+    UpdateCtrl {
+        target: String,
+        #[serde(default)]
+        fleet: bool,
+        #[serde(default)]
+        nixos_version: Option<String>,
+        #[serde(default)]
+        cluster_uuid: Option<String>,
+        /// Rebuild after the upload (default: yes).
+        #[serde(default = "yes")]
+        rebuild: bool,
     },
     /// `cluster init-node`.
     InitNode {
@@ -142,18 +182,38 @@ pub enum Request {
         groups: Vec<String>,
         #[serde(default)]
         fleet: bool,
+        #[serde(default)]
+        ctrl_nodes: Option<String>,
+        /// The node type the targets must have (the Dart tool's `--node-module`).
+        #[serde(default)]
+        node_type: Option<Role>,
+        #[serde(default)]
+        nixos_version: Option<String>,
     },
     /// `cluster update-node`.
     UpdateNode {
         target: String,
         #[serde(default)]
         fleet: bool,
+        #[serde(default)]
+        ctrl_nodes: Option<String>,
+        #[serde(default)]
+        node_type: Option<Role>,
+        #[serde(default)]
+        nixos_version: Option<String>,
+        #[serde(default = "yes")]
+        rebuild: bool,
     },
     /// `cluster deploy-apps` (the same run as update-node).
     DeployApps {
         target: String,
         #[serde(default)]
         fleet: bool,
+        #[serde(default = "yes")]
+        rebuild: bool,
+        /// Take `nodes/<node>.nix` from `<test_dir>/nodes` (the Dart tool's `--test-dir`).
+        #[serde(default)]
+        test_dir: Option<PathBuf>,
     },
     /// `cluster unregister`.
     Unregister {
@@ -166,6 +226,8 @@ pub enum Request {
         target: String,
         #[serde(default)]
         fleet: bool,
+        #[serde(default)]
+        ctrl_nodes: Option<String>,
     },
     /// `cluster cmd`.
     Cmd {
@@ -195,13 +257,20 @@ pub enum Request {
         #[serde(default)]
         save_as_secret: Option<String>,
     },
-    /// `cluster upload`.
+    /// `cluster upload`: `src` to `dst`, or (the Dart tool's form) each of
+    /// `files` into the folder `remote_path` (default `/root/uploads`).
     Upload {
         target: String,
         #[serde(default)]
         fleet: bool,
-        src: PathBuf,
-        dst: String,
+        #[serde(default)]
+        src: Option<PathBuf>,
+        #[serde(default)]
+        dst: Option<String>,
+        #[serde(default)]
+        files: Vec<PathBuf>,
+        #[serde(default)]
+        remote_path: Option<String>,
     },
     /// `cluster gc`.
     Gc {
@@ -216,6 +285,9 @@ pub enum Request {
         fleet: bool,
         #[serde(default = "one")]
         batch: u32,
+        /// Switch to this release's channel first where the node runs another.
+        #[serde(default)]
+        nixos_version: Option<String>,
     },
     /// `cluster rollback`.
     Rollback {
@@ -274,6 +346,13 @@ pub enum Request {
         file: PathBuf,
         #[serde(default)]
         target: Option<String>,
+        /// The Dart tool's `--image-name` (a push to the node's registry).
+        #[serde(default)]
+        image_name: Option<String>,
+        #[serde(default)]
+        image_tag: Option<String>,
+        #[serde(default)]
+        use_localhost: bool,
     },
     /// `secrets rotate`.
     RotateSecret {
@@ -297,6 +376,9 @@ pub enum Request {
 
 fn one() -> u32 {
     1
+}
+fn yes() -> bool {
+    true
 }
 fn two() -> u32 {
     2
@@ -324,12 +406,18 @@ pub struct Origin {
     /// Whether `@FILE` arguments (`cmd --env-vars @FILE`) may read files of
     /// this machine: yes for the CLI, no for a request over HTTP.
     pub local_files: bool,
+    /// The Dart nix-infra's key name (`--ssh-key`), over `SSH_KEY`.
+    pub ssh_key: Option<String>,
 }
 
 impl Origin {
     /// The cluster repo, opened now.
     pub fn cluster(&self) -> Result<Cluster, ClusterError> {
-        Cluster::open(&self.dir, self.env_file.as_deref())
+        let c = Cluster::open(&self.dir, self.env_file.as_deref())?;
+        Ok(match &self.ssh_key {
+            Some(k) => c.with_setting(crate::cluster::Setting::SshKey, k),
+            None => c,
+        })
     }
 }
 
@@ -469,7 +557,7 @@ fn to_json(i: &crate::node::NodesInput, creates_servers: bool) -> serde_json::Va
     let mut v = serde_json::to_value(i).expect("a run input serializes");
     if let Some(fields) = v.as_object_mut() {
         if !creates_servers {
-            for k in ["server_type", "image", "location"] {
+            for k in ["server_type", "image", "location", "placement_group"] {
                 fields.remove(k);
             }
         }

@@ -1,11 +1,14 @@
 //! Checks of the node commands (`cluster …` and `fleet …`).
 
+use super::flags::{
+    ctrl_targets, ctrl_var, known_ctrl_nodes, typed, upload_args, upload_only, with_settings,
+};
 use super::{
-    Checked, Request, RunSecret, ServerOptions, args_json, base_input, canonical, refused, to_json,
+    Checked, Request, RunSecret, ServerOptions, args_json, base_input, channel_of, refused, to_json,
 };
 use crate::cluster::{Cluster, ClusterError};
 use crate::domain::{NodeName, Role, ServiceGroup};
-use crate::node::args::{ActionArgs, CmdArgs, UpgradeArgs, UploadArgs};
+use crate::node::args::{ActionArgs, CmdArgs, UpgradeArgs};
 use crate::node::{NodeInput, NodesInput};
 
 /// The node names of `--target "a b"`, each checked.
@@ -23,6 +26,7 @@ pub(super) fn node(name: &NodeName, role: Role) -> NodeInput {
         name: name.clone(),
         role,
         groups: Vec::new(),
+        relabel: false,
     }
 }
 
@@ -91,6 +95,17 @@ pub(super) async fn existing(
     target: &str,
     fleet: bool,
 ) -> Result<Vec<(NodeName, Role)>, ClusterError> {
+    existing_as(c, target, fleet, None).await
+}
+
+/// [`existing`], where a server without a role (a Dart-format
+/// `servers.yaml`) takes `given`, else the command's default.
+pub(super) async fn existing_as(
+    c: &Cluster,
+    target: &str,
+    fleet: bool,
+    given: Option<Role>,
+) -> Result<Vec<(NodeName, Role)>, ClusterError> {
     let names = targets(target)?;
     let inv = c.inventory().await?;
     let unknown: Vec<NodeName> = names
@@ -112,7 +127,8 @@ pub(super) async fn existing(
             ))),
             Some(role) => Ok((n, *role)),
             None if inv.unassigned.contains(&n) => {
-                Ok((n, if fleet { Role::Fleet } else { Role::Cluster }))
+                let default = if fleet { Role::Fleet } else { Role::Cluster };
+                Ok((n, given.unwrap_or(default)))
             }
             None => match inv.unusable.get(n.as_str()) {
                 Some(why) => Err(refused(format!(
@@ -161,6 +177,7 @@ fn with_server(
     tasks::install::Installer::from_vars(c.var("NIXOS_INFECT_URL"), c.var("NIXOS_INFECT_SHA256"))
         .map_err(|e| refused(e.to_string()))?;
     i.channel = s.channel()?;
+    i.placement_group = s.placement_group;
     i.server_type = s.server_type;
     i.image = s.image;
     i.location = s.location;
@@ -211,6 +228,7 @@ pub(super) async fn check(
 ) -> Result<Checked, ClusterError> {
     use Request::*;
     c.need_init()?;
+    let c = &with_settings(&r, c)?;
     let mut i = base_input(c, Vec::new());
     let mut run_secret = None;
     let mut confirm = None;
@@ -249,18 +267,15 @@ pub(super) async fn check(
             target,
             role,
             fleet,
+            ..
         } => {
-            let ctrl = c.var("CTRL_NODES").unwrap_or_default();
-            let ctrl: Vec<&str> = ctrl
-                .split(|ch: char| ch == ',' || ch.is_whitespace())
-                .filter(|n| !n.is_empty())
-                .collect();
+            let ctrl = ctrl_var(c);
             let list: Vec<_> = targets(&target)?
                 .into_iter()
                 .map(|n| {
                     let r = match () {
                         _ if fleet => Role::Fleet,
-                        _ if ctrl.contains(&n.as_str()) => Role::Ctrl,
+                        _ if ctrl.iter().any(|c| c == n.as_str()) => Role::Ctrl,
                         _ => role,
                     };
                     (n, r)
@@ -269,24 +284,61 @@ pub(super) async fn check(
             i.nodes = nodes(&list);
             "node.adopt"
         }
-        InitCtrl { target, fleet } => {
+        InitCtrl {
+            target,
+            fleet,
+            nixos_version,
+            ..
+        } => {
             cluster_only(fleet, "init-ctrl")?;
+            i.channel = channel_of(nixos_version.as_deref())?;
+            i.nodes = ctrl_targets(c, &target).await?;
+            let relabel: Vec<&str> = i
+                .nodes
+                .iter()
+                .filter(|n| n.relabel)
+                .map(|n| n.name.as_str())
+                .collect();
+            if !relabel.is_empty() {
+                confirm = Some(format!(
+                    "make {} control nodes (provisioned as cluster nodes)?",
+                    relabel.join(", ")
+                ));
+            }
+            c.need_types([Role::Ctrl])?;
+            "node.init"
+        }
+        UpdateCtrl {
+            target,
+            fleet,
+            nixos_version,
+            rebuild,
+            ..
+        } => {
+            cluster_only(fleet, "update-ctrl")?;
             let list = existing(c, &target, false).await?;
             if let Some((n, r)) = list.iter().find(|(_, r)| !r.is_ctrl()) {
                 return Err(refused(format!(
-                    "{n} is a {r} node, not a control node; use `cluster init-node`"
+                    "{n} is a {r} node, not a control node; use `cluster update-node`"
                 )));
             }
             c.need_types([Role::Ctrl])?;
+            i.channel = channel_of(nixos_version.as_deref())?;
             i.nodes = nodes(&list);
-            "node.init"
+            upload_only(&mut i, rebuild);
+            "node.update"
         }
         InitNode {
             target,
             groups,
             fleet,
+            ctrl_nodes,
+            node_type,
+            nixos_version,
         } => {
-            let list = existing(c, &target, fleet).await?;
+            known_ctrl_nodes(c, ctrl_nodes.as_deref()).await?;
+            i.channel = channel_of(nixos_version.as_deref())?;
+            let list = typed(c, &target, fleet, node_type).await?;
             if let Some((n, _)) = list.iter().find(|(_, r)| r.is_ctrl()) {
                 return Err(refused(format!(
                     "{n} is a control node; use `cluster init-ctrl`"
@@ -304,10 +356,38 @@ pub(super) async fn check(
             }
             "node.init"
         }
-        UpdateNode { target, fleet } | DeployApps { target, fleet } => {
+        UpdateNode {
+            target,
+            fleet,
+            ctrl_nodes,
+            node_type,
+            nixos_version,
+            rebuild,
+        } => {
+            known_ctrl_nodes(c, ctrl_nodes.as_deref()).await?;
+            i.channel = channel_of(nixos_version.as_deref())?;
+            let list = typed(c, &target, fleet, node_type).await?;
+            c.need_types(roles(&list))?;
+            i.nodes = nodes(&list);
+            upload_only(&mut i, rebuild);
+            "node.update"
+        }
+        DeployApps {
+            target,
+            fleet,
+            rebuild,
+            test_dir,
+        } => {
+            if let Some(d) = test_dir {
+                return Err(refused(format!(
+                    "--test-dir {}: not supported; copy its nodes/<node>.nix files into nodes/ and run `deploy-apps` again",
+                    d.display()
+                )));
+            }
             let list = existing(c, &target, fleet).await?;
             c.need_types(roles(&list))?;
             i.nodes = nodes(&list);
+            upload_only(&mut i, rebuild);
             "node.update"
         }
         Unregister { target, fleet } => {
@@ -315,7 +395,12 @@ pub(super) async fn check(
             i.nodes = nodes(&existing(c, &target, false).await?);
             "node.unregister"
         }
-        Destroy { target, fleet } => {
+        Destroy {
+            target,
+            fleet,
+            ctrl_nodes,
+        } => {
+            known_ctrl_nodes(c, ctrl_nodes.as_deref()).await?;
             i.nodes = nodes(&existing(c, &target, fleet).await?);
             c.need_cloud("`destroy`")?;
             let names: Vec<&str> = i.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -388,15 +473,12 @@ pub(super) async fn check(
             fleet,
             src,
             dst,
+            files,
+            remote_path,
         } => {
-            let src = canonical(&src, "--src")?;
-            if !dst.starts_with('/') {
-                return Err(refused(format!(
-                    "--dst {dst}: give an absolute path on the node"
-                )));
-            }
+            let args = upload_args(src, dst, files, remote_path)?;
             i.nodes = nodes(&existing(c, &target, fleet).await?);
-            i.args = args_json(&UploadArgs { src, dst });
+            i.args = args_json(&args);
             "node.upload"
         }
         Gc { target, fleet } => {
@@ -407,10 +489,16 @@ pub(super) async fn check(
             target,
             fleet,
             batch,
+            nixos_version,
         } => {
             i.nodes = nodes(&existing(c, &target, fleet).await?);
+            let channel = match nixos_version {
+                Some(v) => Some(channel_of(Some(&v))?),
+                None => None,
+            };
             i.args = args_json(&UpgradeArgs {
                 batch: batch as usize,
+                channel,
             });
             "nixos.upgrade"
         }

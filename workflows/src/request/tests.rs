@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// A repo `init` would have made (the files `need_init` asks for), with node
 /// types for every role, on machines listed in `servers.yaml` when given.
-fn repo(dir: &Path, servers: Option<&str>) -> Origin {
+pub(super) fn repo(dir: &Path, servers: Option<&str>) -> Origin {
     for f in ["keys/id_ed25519.pub", "ca/root.pem"] {
         std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
         std::fs::write(dir.join(f), "x").unwrap();
@@ -29,12 +29,13 @@ fn repo(dir: &Path, servers: Option<&str>) -> Origin {
         dir: dir.to_path_buf(),
         env_file: None,
         local_files: true,
+        ssh_key: None,
     }
 }
 
 const BOXES: &str = "servers:\n  - name: box1\n    ipv4: 127.0.0.9\n  - name: w1\n    ipv4: 127.0.0.8\n    role: worker\n";
 
-fn check(origin: &Origin, r: Request) -> Result<super::Checked, String> {
+pub(super) fn check(origin: &Origin, r: Request) -> Result<super::Checked, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -278,6 +279,9 @@ fn init_node_splits_service_groups_as_the_dart_tool_does() {
         target: "box1".into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         fleet: false,
+        ctrl_nodes: None,
+        node_type: None,
+        nixos_version: None,
     };
     let c = check(&own, init(&["services backends", "web,services"])).unwrap();
     assert_eq!(
