@@ -1,6 +1,6 @@
 //! A Dart-format `servers.yaml` (a map by server name, each with its own
 //! `ssh_key` and `username`) is picked up by itself: `fleet cmd`,
-//! `fleet update-node` and `fleet deploy-apps` reach the machines it lists,
+//! `fleet update` and `fleet deploy-apps` reach the machines it lists,
 //! with no Hetzner token anywhere.
 
 mod common;
@@ -45,7 +45,8 @@ async fn fleet_commands_reach_the_machines_a_dart_servers_yaml_lists() {
             "{out}"
         );
     }
-    ok(cli(&b).args(["fleet", "update-node", "--target", "box1 box2"]));
+    // `fleet update` is the Dart tool's name for `fleet update-node`.
+    ok(cli(&b).args(["fleet", "update", "--batch", "--target", "box1 box2"]));
     ok(cli(&b).args(["fleet", "deploy-apps", "--target", "box2"]));
     for n in ["box1", "box2"] {
         // Read with repo a's key: the one the machines trust.

@@ -393,13 +393,19 @@ impl Cluster {
         let Ok(h) = self.hetzner() else {
             return Ok(Vec::new());
         };
+        // One try each, all at once: if the provider cannot answer now, the
+        // run's own steps will (a create under a taken name fails there,
+        // before anything is installed).
+        let h = h.with_patience(std::time::Duration::ZERO);
+        let looked = futures::future::join_all(names.iter().map(|n| h.server_by_name(n.as_str())));
         let mut out = Vec::new();
-        for n in names {
-            let found = h.server_by_name(n.as_str()).await.map_err(|e| {
-                ClusterError::Unavailable(format!("cannot look up server {n}: {e}"))
-            })?;
-            if found.is_some_and(|s| !s.labels.contains_key(tasks::provider::LABEL_CLUSTER)) {
-                out.push(n.to_string());
+        for (n, found) in names.iter().zip(looked.await) {
+            match found {
+                Ok(Some(s)) if !s.labels.contains_key(tasks::provider::LABEL_CLUSTER) => {
+                    out.push(n.to_string());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot look up server {n} at the provider: {e}"),
             }
         }
         Ok(out)

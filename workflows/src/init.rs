@@ -36,7 +36,7 @@ pub fn init(dir: &Path, cluster: &str) -> Result<InitReport, ClusterError> {
     }
     let repo = crate::cluster::Cluster::open(dir, None)?.named(cluster);
     let key = repo.ssh_key();
-    if !key.private.starts_with(dir.join("keys")) {
+    if !key.private.starts_with(repo.dir.join("keys")) {
         report
             .kept
             .push("ssh/$SSH_KEY (the Dart nix-infra's SSH key: nix-infra logs in with it)");

@@ -23,7 +23,12 @@ pub(super) fn repo(dir: &Path, servers: Option<&str>) -> Origin {
     }
     match servers {
         Some(yaml) => std::fs::write(dir.join("servers.yaml"), yaml).unwrap(),
-        None => std::fs::write(dir.join(".env"), "HCLOUD_TOKEN=t\n").unwrap(),
+        // A closed port on loopback: the checks that ask the provider get no answer.
+        None => std::fs::write(
+            dir.join(".env"),
+            "HCLOUD_TOKEN=t\nHCLOUD_ENDPOINT=http://127.0.0.1:9/v1\n",
+        )
+        .unwrap(),
     }
     Origin {
         dir: dir.to_path_buf(),
@@ -261,7 +266,7 @@ fn the_nixos_version_picks_the_channel_and_a_bad_installer_is_refused_first() {
 
     std::fs::write(
         d.path().join(".env"),
-        "HCLOUD_TOKEN=t\nNIXOS_INFECT_URL=http://127.0.0.1:9/nixos-infect\n",
+        "HCLOUD_TOKEN=t\nHCLOUD_ENDPOINT=http://127.0.0.1:9/v1\nNIXOS_INFECT_URL=http://127.0.0.1:9/nixos-infect\n",
     )
     .unwrap();
     let e = check(&cloud, provision(None)).unwrap_err();
