@@ -56,6 +56,49 @@ async fn a_dart_layout_repo_comes_up_with_its_files_values_certs_secrets_and_ove
     check_secrets(dir, &ip).await;
     check_etcd(dir, &ip).await;
     check_action(dir, &ip).await;
+    check_test_dir(dir, &ip).await;
+}
+
+/// `deploy-apps --test-dir D` takes the nodes' own files from `D/nodes`
+/// (the Dart templates' `__test__/<test>` folders), the rest from the repo.
+async fn check_test_dir(dir: &Path, ip: &BTreeMap<String, String>) {
+    let test = dir.join("__test__/greet/nodes");
+    std::fs::create_dir_all(&test).unwrap();
+    std::fs::write(
+        test.join("worker1.nix"),
+        "# the greet test's worker1\n{ ... }: { apps.hello.enable = true; \
+         apps.hello.greetingFile = \"/root/secrets/[%%secrets/hello-greeting%%]\"; \
+         networking.extraHosts = \"[%%localhost.ipv4%%] test-[%%localhost.hostname%%]\"; }\n",
+    )
+    .unwrap();
+    ok(cli(dir).args([
+        "cluster",
+        "deploy-apps",
+        "--batch",
+        "--target",
+        "worker1",
+        "--test-dir",
+        &format!("{}/__test__/greet", dir.display()),
+    ]));
+    let node = on_node(dir, "worker1", &ip["worker1"], "cat /etc/nixos/worker1.nix").await;
+    assert!(node.starts_with("# the greet test's worker1"), "{node}");
+    assert!(
+        node.contains(&format!("{} test-worker1", ip["worker1"])),
+        "{node}"
+    );
+    let out = cli(dir)
+        .args([
+            "cluster",
+            "deploy-apps",
+            "--target",
+            "worker1",
+            "--test-dir",
+            "__test__/none",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no nodes/ folder"));
 }
 
 /// The app's `action.sh` (not executable) runs with bash, its variables

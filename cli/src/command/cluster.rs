@@ -144,7 +144,8 @@ pub enum ClusterCommand {
         /// The nodes, space-separated.
         #[arg(long, required = true)]
         target: String,
-        /// The Dart tool's test folder (nodes/<node>.nix from DIR/nodes): refused, not supported.
+        /// The Dart tool's test folder: the nodes' own files (nodes/<node>.nix) come from
+        /// DIR/nodes, the rest from the repo; DIR is relative to -d, or absolute.
         #[arg(long, value_name = "DIR")]
         test_dir: Option<PathBuf>,
         #[command(flatten)]

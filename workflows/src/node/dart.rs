@@ -202,6 +202,7 @@ pub fn node_type_files(role: Role) -> (String, &'static str) {
 /// before a run); without one they stay, and [`DartTree::complete`] refuses.
 pub fn stage(
     dir: &Path,
+    nodes: &Path,
     node: &str,
     role: Role,
     values: &DartValues,
@@ -235,8 +236,13 @@ pub fn stage(
     } else {
         rendered.push((type_file, type_name.into(), values.node_type(role)));
     }
+    let own = format!("nodes/{node}.nix");
     for (from, to, vars) in rendered {
-        let src = dir.join(&from);
+        let src = if from == own {
+            nodes.join(format!("{node}.nix"))
+        } else {
+            dir.join(&from)
+        };
         if !src.is_file() {
             if from.starts_with("node_types/") {
                 return Err(format!(

@@ -143,7 +143,7 @@ pub(crate) async fn configure(
         ctx.output::<Ctrl>(Ctrl::KIND)?;
     }
     let v = values(ctx, i, n).await?;
-    let staged = dart::stage(&i.dir, n.name.as_str(), n.role, &v, None)
+    let staged = dart::stage(&i.dir, &i.nodes_dir(), n.name.as_str(), n.role, &v, None)
         .and_then(dart::DartTree::complete)
         .map_err(StepError::permanent)?;
     let r = remote(ctx, i).await?;

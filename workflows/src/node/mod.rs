@@ -167,12 +167,23 @@ pub struct NodesInput {
     /// `CTRL_NODES`, `CLUSTER_UUID`), over the environment and the env file.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// Where `nodes/<node>.nix` come from, if not `DIR/nodes` (the Dart
+    /// tool's `deploy-apps --test-dir`: `<test dir>/nodes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_dir: Option<PathBuf>,
     /// What a day-2 workflow does, in its own shape (`node.cmd`: the command, …).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub args: serde_json::Value,
 }
 
 impl NodesInput {
+    /// The folder of the nodes' own files (`nodes/<node>.nix`).
+    pub fn nodes_dir(&self) -> PathBuf {
+        self.nodes_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join("nodes"))
+    }
+
     /// Decodes `args` into a workflow's own type.
     pub fn args<T: serde::de::DeserializeOwned>(&self) -> Result<T, StepError> {
         T::deserialize(&self.args).map_err(|e| StepError::permanent(format!("args: {e}")))
@@ -214,6 +225,7 @@ impl NodesInput {
             channel: default_channel(),
             placement_group: None,
             settings: c.settings().clone(),
+            nodes_dir: None,
             args: serde_json::Value::Null,
         }
     }

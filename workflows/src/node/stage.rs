@@ -88,12 +88,13 @@ pub fn node_apps(dir: &Path, node_file: &str) -> Vec<String> {
 /// `[%%key%%]` filled from `vars` (every missing one reported, per file).
 pub fn stage_config(
     dir: &Path,
+    nodes: &Path,
     node: &str,
     role: Role,
     vars: &BTreeMap<String, String>,
     reach: &Reach,
 ) -> Result<tempfile::TempDir, String> {
-    let staged = stage_files(dir, node, role, reach)?;
+    let staged = stage_files(dir, nodes, node, role, reach)?;
     let rendered = tasks::nixos::render_tree(staged.path(), vars).map_err(|e| e.to_string())?;
     Ok(rendered)
 }
@@ -103,6 +104,7 @@ pub fn stage_config(
 /// type, `nodes/<node>.nix`, `modules/` and the node's own `app_modules/`.
 pub fn stage_files(
     dir: &Path,
+    nodes: &Path,
     node: &str,
     role: Role,
     reach: &Reach,
@@ -112,7 +114,7 @@ pub fn stage_files(
     let s = staging.path();
     let node_type = dir.join(role.node_type_file());
     std::fs::copy(&node_type, s.join("node_type.nix")).map_err(|e| io(&node_type, e))?;
-    let own = dir.join("nodes").join(format!("{node}.nix"));
+    let own = nodes.join(format!("{node}.nix"));
     let mut imports = vec!["./node_type.nix"];
     if own.exists() {
         std::fs::copy(&own, s.join("node.nix")).map_err(|e| io(&own, e))?;

@@ -263,8 +263,15 @@ impl Step for Config {
         }
         let vars = config_vars(&ctx, &i, &n).await?;
         let reach = super::Reach::of(&i).map_err(StepError::permanent)?;
-        let rendered = super::stage_config(&i.dir, n.name.as_str(), n.role, &vars, &reach)
-            .map_err(StepError::permanent)?;
+        let rendered = super::stage_config(
+            &i.dir,
+            &i.nodes_dir(),
+            n.name.as_str(),
+            n.role,
+            &vars,
+            &reach,
+        )
+        .map_err(StepError::permanent)?;
         let secrets = super::referenced_secrets(rendered.path());
         let r = remote(&ctx, &i).await?;
         // Apps the node no longer runs leave with their folders.

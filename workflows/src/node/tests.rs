@@ -195,7 +195,15 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
         "nixos-24.11",
     )
     .unwrap();
-    let staged = super::stage_config(d, "w1", crate::domain::Role::Cluster, &vars, &reach).unwrap();
+    let staged = super::stage_config(
+        d,
+        &d.join("nodes"),
+        "w1",
+        crate::domain::Role::Cluster,
+        &vars,
+        &reach,
+    )
+    .unwrap();
     let s = staged.path();
     assert!(s.join("app_modules/web/default.nix").exists());
     assert!(!s.join("app_modules/webhook").exists());
@@ -215,6 +223,7 @@ fn a_node_gets_its_own_apps_and_the_secrets_they_reference() {
     // A missing placeholder value is named with its file.
     let err = super::stage_config(
         d,
+        &d.join("nodes"),
         "w1",
         crate::domain::Role::Cluster,
         &Default::default(),
@@ -378,7 +387,8 @@ fn no_repo_module_can_lock_us_out_of_a_node() {
     )
     .unwrap();
     let role = crate::domain::Role::Cluster;
-    let staged = super::stage_config(d, "w1", role, &Default::default(), &reach).unwrap();
+    let staged =
+        super::stage_config(d, &d.join("nodes"), "w1", role, &Default::default(), &reach).unwrap();
     let s = staged.path();
     let conf = std::fs::read_to_string(s.join("configuration.nix")).unwrap();
     for line in [

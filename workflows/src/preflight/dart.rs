@@ -38,14 +38,20 @@ pub(super) fn stage(
             return None;
         }
     };
-    let staged =
-        match crate::node::dart::stage(&c.dir, n.name.as_str(), n.role, &values, Some(UNKNOWN)) {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(problem("(staging /etc/nixos)", e));
-                return None;
-            }
-        };
+    let staged = match crate::node::dart::stage(
+        &c.dir,
+        &i.nodes_dir(),
+        n.name.as_str(),
+        n.role,
+        &values,
+        Some(UNKNOWN),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(problem("(staging /etc/nixos)", e));
+            return None;
+        }
+    };
     for (file, keys) in &staged.missing {
         for k in keys.iter().filter(|k| known_at_run_time(k)) {
             let node = k.rsplit_once('.').map_or("", |(n, _)| n);

@@ -265,13 +265,14 @@ fn stage(
         ));
         return None;
     }
-    let staged = match crate::node::stage_files(&c.dir, n.name.as_str(), n.role, reach) {
-        Ok(s) => s,
-        Err(e) => {
-            problems.push(problem("(staging /etc/nixos)", e));
-            return None;
-        }
-    };
+    let staged =
+        match crate::node::stage_files(&c.dir, &i.nodes_dir(), n.name.as_str(), n.role, reach) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(problem("(staging /etc/nixos)", e));
+                return None;
+            }
+        };
     let mut vars = node_vars(i, n, &stand_in_ip(k), stand_in_peers(i, n, k));
     match tasks::nixos::render_tree(staged.path(), &vars) {
         Ok(t) => return Some(t),

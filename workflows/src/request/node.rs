@@ -77,6 +77,21 @@ async fn refuse_unlabelled(
     }
 }
 
+/// `<test dir>/nodes`, the folder `deploy-apps --test-dir` takes the nodes'
+/// own files from (relative to the repo, as the Dart tool takes it).
+fn test_nodes(c: &Cluster, test_dir: &std::path::Path) -> Result<std::path::PathBuf, ClusterError> {
+    let dir = c.dir.join(test_dir);
+    let nodes = dir.join("nodes");
+    if !nodes.is_dir() {
+        return Err(refused(format!(
+            "--test-dir {}: it has no nodes/ folder with the nodes' own files",
+            test_dir.display()
+        )));
+    }
+    std::fs::canonicalize(&nodes)
+        .map_err(|e| refused(format!("--test-dir {}: {e}", test_dir.display())))
+}
+
 /// `s` as one shell word.
 fn shell_word(s: &str) -> String {
     if s.chars()
@@ -379,10 +394,7 @@ pub(super) async fn check(
             test_dir,
         } => {
             if let Some(d) = test_dir {
-                return Err(refused(format!(
-                    "--test-dir {}: not supported; copy its nodes/<node>.nix files into nodes/ and run `deploy-apps` again",
-                    d.display()
-                )));
+                i.nodes_dir = Some(test_nodes(c, &d)?);
             }
             let list = existing(c, &target, fleet).await?;
             c.need_types(roles(&list))?;
