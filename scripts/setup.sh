@@ -8,6 +8,7 @@ packages=(
   sqlite3               # inspecting the default SQLite state by hand
   etcd-server etcd-client
   openssh-server openssh-client
+  openssl               # the Dart nix-infra's CA (its intermediate key) and its flat secrets in tests
   nix-bin               # nix-instantiate for the NixOS stand-ins
   protobuf-compiler libprotobuf-dev   # etcd-client build
   util-linux            # unshare and setpriv for test nodes and servers
