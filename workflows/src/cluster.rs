@@ -215,7 +215,10 @@ impl Cluster {
 
     /// Fails unless every role's node type file exists.
     pub fn need_types(&self, roles: impl IntoIterator<Item = Role>) -> Result<(), ClusterError> {
-        let mut files: Vec<String> = roles.into_iter().map(Role::node_type_file).collect();
+        let mut files: Vec<String> = roles
+            .into_iter()
+            .map(|r| r.node_type_file_in(&self.dir))
+            .collect();
         files.dedup();
         self.need(
             &files,

@@ -57,7 +57,22 @@ impl Role {
         };
         format!("node_types/{kind}_node.nix")
     }
+
+    /// [`Role::node_type_file`] in the repo at `dir`: a fleet node's type is
+    /// `node_types/fleet_node.nix`, or the Dart machine template's
+    /// `node_types/standalone_machine.nix` when the repo has only that.
+    pub fn node_type_file_in(self, dir: &std::path::Path) -> String {
+        let own = self.node_type_file();
+        if self == Role::Fleet && !dir.join(&own).exists() && dir.join(STANDALONE_MACHINE).exists()
+        {
+            return STANDALONE_MACHINE.to_string();
+        }
+        own
+    }
 }
+
+/// The Dart machine template's node type for its machines (fleet nodes).
+pub const STANDALONE_MACHINE: &str = "node_types/standalone_machine.nix";
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -285,6 +300,20 @@ mod tests {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("node_types")).unwrap();
+        std::fs::write(d.path().join(STANDALONE_MACHINE), "{ ... }: { }").unwrap();
+        assert_eq!(Role::Fleet.node_type_file_in(d.path()), STANDALONE_MACHINE);
+        assert_eq!(
+            Role::Cluster.node_type_file_in(d.path()),
+            "node_types/cluster_node.nix"
+        );
+        std::fs::write(d.path().join("node_types/fleet_node.nix"), "{ ... }: { }").unwrap();
+        assert_eq!(
+            Role::Fleet.node_type_file_in(d.path()),
+            "node_types/fleet_node.nix",
+            "ours wins"
+        );
         assert_eq!(Role::Ctrl.node_type_file(), "node_types/control_node.nix");
         assert_eq!(
             Role::Ingress.node_type_file(),

@@ -565,8 +565,8 @@ fn the_machine_templates_fleet_commands() {
     );
     let (_, does) = parse(&["init", "-d", WD, env, "--no-cert-auth", "--batch"]).unwrap();
     assert!(matches!(does, Does::Local(v) if v["init"]["no_cert_auth"] == true));
-    // Its node type file is refused by name, saying what to do.
-    refused(
+    // The machine template's own node type file is a fleet node's type.
+    runs(
         &[
             "fleet",
             "init-machine",
@@ -577,7 +577,20 @@ fn the_machine_templates_fleet_commands() {
             "--target=testnode001",
             "--node-module=node_types/standalone_machine.nix",
         ],
-        "git mv node_types/standalone_machine.nix node_types/fleet_node.nix",
+        true,
+        json!({"request": "init-node", "target": "testnode001", "fleet": true, "node_type": "fleet"}),
+    );
+    // Any other file is refused by name, saying what to do.
+    refused(
+        &[
+            "fleet",
+            "init-machine",
+            "-d",
+            WD,
+            "--target=testnode001",
+            "--node-module=node_types/my_box.nix",
+        ],
+        "git mv node_types/my_box.nix node_types/fleet_node.nix",
     );
 }
 

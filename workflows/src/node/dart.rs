@@ -190,10 +190,10 @@ impl DartTree {
 
 /// The repo file behind the node type of `role` in the Dart layout, and
 /// the name it has on the node.
-pub fn node_type_files(role: Role) -> (String, &'static str) {
+pub fn node_type_files(dir: &Path, role: Role) -> (String, &'static str) {
     match role {
         Role::Ctrl => (role.node_type_file(), "control_node.nix"),
-        _ => (role.node_type_file(), "cluster_node.nix"),
+        _ => (role.node_type_file_in(dir), "cluster_node.nix"),
     }
 }
 
@@ -216,7 +216,7 @@ pub fn stage(
         pre_build: BTreeSet::new(),
     };
     let s = &out.tree.path().to_path_buf();
-    let (type_file, type_name) = node_type_files(role);
+    let (type_file, type_name) = node_type_files(dir, role);
     let mut rendered: Vec<(String, String, BTreeMap<String, String>)> = vec![
         (
             "configuration.nix".into(),
@@ -307,8 +307,8 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// The repo file a staged Dart-layout file comes from.
-pub fn staged_source(staged: &str, node: &str, role: Role) -> String {
-    let (type_file, type_name) = node_type_files(role);
+pub fn staged_source(dir: &Path, staged: &str, node: &str, role: Role) -> String {
+    let (type_file, type_name) = node_type_files(dir, role);
     if staged == type_name {
         type_file
     } else if staged == format!("{node}.nix") {

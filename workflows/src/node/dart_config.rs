@@ -155,7 +155,7 @@ pub(crate) async fn configure(
         .map_err(ssh_error)?;
     ctx.log.info(format!(
         "uploaded /etc/nixos in the Dart layout ({})",
-        dart::node_type_files(n.role).1
+        dart::node_type_files(&i.dir, n.role).1
     ));
     Ok(Configured {
         secrets: staged.secrets.into_keys().collect(),

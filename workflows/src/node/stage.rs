@@ -112,7 +112,7 @@ pub fn stage_files(
     let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
     let staging = tempfile::tempdir().map_err(|e| e.to_string())?;
     let s = staging.path();
-    let node_type = dir.join(role.node_type_file());
+    let node_type = dir.join(role.node_type_file_in(dir));
     std::fs::copy(&node_type, s.join("node_type.nix")).map_err(|e| io(&node_type, e))?;
     let own = nodes.join(format!("{node}.nix"));
     let mut imports = vec!["./node_type.nix"];

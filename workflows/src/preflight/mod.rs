@@ -257,7 +257,7 @@ fn stage(
     reach: &Reach,
     problems: &mut Vec<Problem>,
 ) -> Option<tempfile::TempDir> {
-    let node_type = n.role.node_type_file();
+    let node_type = n.role.node_type_file_in(&c.dir);
     if !c.dir.join(&node_type).exists() {
         problems.push(problem(
             node_type,
@@ -385,7 +385,7 @@ fn parse_trees(
         if let Some(e) = &results[t] {
             let n = &i.nodes[k];
             let source = if dart {
-                crate::node::dart_staged_source(&rel, n.name.as_str(), n.role)
+                crate::node::dart_staged_source(&i.dir, &rel, n.name.as_str(), n.role)
             } else {
                 staged_source(&rel, n.name.as_str(), n.role)
             };

@@ -81,7 +81,7 @@ pub async fn nodes(
     if target.is_none() {
         for r in ROLES {
             let covered = nodes.iter().any(|n| n.role == r);
-            if covered || !c.dir.join(r.node_type_file()).exists() {
+            if covered || !c.dir.join(r.node_type_file_in(&c.dir)).exists() {
                 continue;
             }
             let k = (1..)

@@ -339,3 +339,22 @@ fn a_dart_repo_has_every_problem_named_with_its_file() {
         assert_eq!(bad, ["modules/flannel.nix"]);
     }
 }
+
+#[test]
+fn the_dart_machine_templates_node_type_serves_fleet_nodes() {
+    let d = tempfile::tempdir().unwrap();
+    let c = example(d.path(), true);
+    let types = d.path().join("node_types");
+    std::fs::rename(
+        types.join("fleet_node.nix"),
+        types.join("standalone_machine.nix"),
+    )
+    .unwrap();
+    let i = input(&c, &[("box1", Role::Fleet)]);
+    let r = check(&c, &i);
+    assert!(r.ok(), "{r:#?}");
+    c.need_types([Role::Fleet]).unwrap();
+    std::fs::remove_file(types.join("standalone_machine.nix")).unwrap();
+    let r = check(&c, &i);
+    assert_eq!(problems(&r, "box1")[0].file, "node_types/fleet_node.nix");
+}

@@ -20,6 +20,9 @@ pub fn node_module(path: &str) -> Result<Role, String> {
     if let Some(r) = ROLES.into_iter().find(|r| r.node_type_file() == p) {
         return Ok(r);
     }
+    if p == crate::domain::STANDALONE_MACHINE {
+        return Ok(Role::Fleet);
+    }
     let files: Vec<String> = ROLES.into_iter().map(Role::node_type_file).collect();
     Err(format!(
         "`{path}` is not a node type nix-infra deploys: a node's type follows its role, \
@@ -303,10 +306,15 @@ mod tests {
         );
         assert_eq!(node_module("node_types/control_node.nix"), Ok(Role::Ctrl));
         assert_eq!(node_module("node_types/fleet_node.nix"), Ok(Role::Fleet));
-        let e = node_module("node_types/standalone_machine.nix").unwrap_err();
+        assert_eq!(
+            node_module("node_types/standalone_machine.nix"),
+            Ok(Role::Fleet),
+            "the Dart machine template's"
+        );
+        let e = node_module("node_types/my_box.nix").unwrap_err();
         assert!(
             e.contains("a node's type follows its role")
-                && e.contains("git mv node_types/standalone_machine.nix node_types/fleet_node.nix"),
+                && e.contains("git mv node_types/my_box.nix node_types/fleet_node.nix"),
             "{e}"
         );
     }

@@ -543,7 +543,7 @@ async fn preflight(c: &Cluster, workflow: &str, i: &NodesInput) -> Result<(), Cl
             let mut typed = i.clone();
             typed
                 .nodes
-                .retain(|n| c.dir.join(n.role.node_type_file()).exists());
+                .retain(|n| c.dir.join(n.role.node_type_file_in(&c.dir)).exists());
             crate::preflight::refuse_problems(c, &typed).await
         }
         _ => Ok(()),
