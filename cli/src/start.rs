@@ -43,7 +43,21 @@ pub fn confirm(checked: &Checked, batch: bool) -> Result<(), Failure> {
 /// adoption on a terminal (`cluster adopt` runs first, then this request);
 /// anywhere else the refusal names the `cluster adopt` line to run.
 pub async fn request(global: Global, request: Request, exec: &ExecArgs) -> Result<(), Failure> {
-    let checked = match request
+    let checked = check_or_adopt(&global, request, false, exec).await?;
+    start(global, checked, exec).await
+}
+
+/// [`check`]; servers to adopt first are offered on a terminal (not with
+/// `--batch` or `--detach`), and else refused with the line to run.
+pub async fn check_or_adopt(
+    global: &Global,
+    request: Request,
+    batch: bool,
+    exec: &ExecArgs,
+) -> Result<Checked, Failure> {
+    let asks =
+        !batch && !exec.detach && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    match request
         .clone()
         .check(&global.origin(), global.run_id.clone())
         .await
@@ -52,13 +66,12 @@ pub async fn request(global: Global, request: Request, exec: &ExecArgs) -> Resul
             nodes,
             fleet,
             message,
-        }) if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() => {
-            adopt_then(&global, &nodes, fleet, &message, exec).await?;
-            check(&global, request).await?
+        }) if asks => {
+            adopt_then(global, &nodes, fleet, &message, exec).await?;
+            check(global, request).await
         }
-        other => other?,
-    };
-    start(global, checked, exec).await
+        other => Ok(other?),
+    }
 }
 
 /// Asks whether to adopt `nodes`, and does (a run of its own) if so.

@@ -34,10 +34,13 @@ pub fn flat_secrets(dir: &Path) -> Vec<String> {
         .filter(|e| e.path().is_file())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let name = name
-                .strip_prefix(PENDING)
-                .map(str::to_string)
-                .unwrap_or(name);
+            // Hidden files (`.gitkeep`, `.DS_Store`) are no secrets; an
+            // import cut short is.
+            let name = match name.strip_prefix(PENDING) {
+                Some(n) => n.to_string(),
+                None if name.starts_with('.') => return None,
+                None => name,
+            };
             check_name(&name).ok().map(|_| name)
         })
         .collect();
@@ -83,16 +86,28 @@ pub fn import(store: &SecretStore) -> Result<Vec<Imported>, SecretError> {
     let mut out = Vec::new();
     for name in flat_secrets(&dir) {
         let (flat, pending) = (dir.join(&name), dir.join(format!("{PENDING}{name}")));
-        let text = read(if pending.exists() { &pending } else { &flat })?;
-        let value = decode(&name, &text)?;
+        // An import cut short first; then the flat file, which is newer if
+        // both are there (the Dart tool wrote it after).
+        if pending.is_file() {
+            out.push(import_one(store, &name, &pending)?);
+        }
         if flat.is_file() {
             std::fs::rename(&flat, &pending).map_err(|e| io(&flat, e))?;
+            out.push(import_one(store, &name, &pending)?);
         }
-        let version = store.store(&name, &value)?;
-        std::fs::remove_file(&pending).map_err(|e| io(&pending, e))?;
-        out.push(Imported { name, version });
     }
     Ok(out)
+}
+
+/// Stores the value of the renamed file `pending` as `name`, then removes it.
+fn import_one(store: &SecretStore, name: &str, pending: &PathBuf) -> Result<Imported, SecretError> {
+    let value = decode(name, &read(pending)?)?;
+    let version = store.store(name, &value)?;
+    std::fs::remove_file(pending).map_err(|e| io(pending, e))?;
+    Ok(Imported {
+        name: name.to_string(),
+        version,
+    })
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, SecretError> {
@@ -126,6 +141,7 @@ mod tests {
         .unwrap();
         // An import cut short after its rename.
         std::fs::write(dir.join(".dart-import-netrc"), "bWFjaGluZSB4Cg==\n").unwrap();
+        std::fs::write(dir.join(".gitkeep"), "").unwrap();
         let store = SecretStore::new(
             &dir,
             SecretKey::Identity(Box::new(age::x25519::Identity::generate())),
@@ -141,6 +157,7 @@ mod tests {
         assert_eq!(get("netrc"), "machine x", "one trailing newline dropped");
         // No plaintext or base64 copy is left, anywhere under secrets/.
         assert!(flat_secrets(&dir).is_empty());
+        assert!(dir.join(".gitkeep").exists(), "not a secret: left alone");
         for entry in walk(&dir) {
             let bytes = std::fs::read(&entry).unwrap();
             let text = String::from_utf8_lossy(&bytes);

@@ -210,7 +210,13 @@ impl Cluster {
                 }
             })
             .collect();
-        self.need(&files, "run `nix-infra init`")
+        self.need(&files, "run `nix-infra init`")?;
+        // The Dart tool's CA must open now (INTERMEDIATE_CA_PASS), not after
+        // servers are bought.
+        if DartCa::find(&self.dir.join("ca")).is_some() {
+            self.ca()?;
+        }
+        Ok(())
     }
 
     /// Fails unless every role's node type file exists.

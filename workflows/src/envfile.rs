@@ -58,9 +58,11 @@ pub fn parse(
         };
         let key = key.trim_end();
         if !is_key(key) {
-            return Err(err(format!(
-                "`{key}` is not a variable name (a letter or `_`, then letters, digits, `_` and `.`)"
-            )));
+            // The text itself is not shown: the line may be a pasted secret.
+            return Err(err(
+                "the text before `=` is not a variable name (a letter or `_`, then letters, digits, `_` and `.`)"
+                    .into(),
+            ));
         }
         let mut value = value.trim_start().to_string();
         while open_quote(&value) {
@@ -268,7 +270,11 @@ mod tests {
         assert_eq!(e.to_string(), "line 3: no `=` (expected KEY=VALUE)");
         let e = parse("A=1\nMY KEY=2\n", |_| None).unwrap_err();
         assert_eq!(e.line, 2);
-        assert!(e.reason.contains("`MY KEY` is not a variable name"), "{e}");
+        assert!(e.reason.contains("is not a variable name"), "{e}");
+        assert!(
+            !e.reason.contains("MY KEY"),
+            "the line's text is not echoed: {e}"
+        );
         let e = parse("A=1\nB=\"open\nC=3\n", |_| None).unwrap_err();
         assert_eq!(
             e.to_string(),

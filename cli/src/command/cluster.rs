@@ -398,7 +398,8 @@ pub async fn run(global: Global, cmd: ClusterCommand, fleet: bool) -> Result<(),
         Ok(started) => started,
         Err(direct) => return super::node_access::run(&global, direct, fleet).await,
     };
-    let checked = start::check(&global, started.request).await?;
+    let checked =
+        start::check_or_adopt(&global, started.request, started.batch, &started.exec).await?;
     start::confirm(&checked, started.batch)?;
     start::start(global, checked, &started.exec).await
 }

@@ -67,10 +67,16 @@ pub async fn run(global: &Global, cmd: Direct, fleet: bool) -> Result<(), Failur
 }
 
 async fn ssh(c: &Cluster, target: &str, command: &[String]) -> Result<(), Failure> {
-    let (_, ip) = address(c, target).await?;
+    let (_, s) = server(c, target).await?;
+    let ip = s.ipv4.clone().unwrap_or_default();
+    // The server's own login (servers.yaml), else the cluster's key as root.
+    let (key, user) = match s.login {
+        Some(l) => (l.key, l.user),
+        None => (c.ssh_key().private, "root".to_string()),
+    };
     let status = std::process::Command::new("ssh")
         .arg("-i")
-        .arg(c.ssh_key().private)
+        .arg(key)
         .arg("-o")
         .arg(format!(
             "UserKnownHostsFile={}",
@@ -82,7 +88,7 @@ async fn ssh(c: &Cluster, target: &str, command: &[String]) -> Result<(), Failur
             "-o",
             "IdentitiesOnly=yes",
         ])
-        .arg(format!("root@{ip}"))
+        .arg(format!("{user}@{ip}"))
         .args(command)
         .status()
         .map_err(|e| Failure::other(format!("ssh: {e}")))?;

@@ -51,7 +51,8 @@ pub(crate) async fn connect(i: &NodesInput, endpoints: &[String]) -> Result<Regi
     let ca = load_ca(i)?;
     let me = ca.orchestrator().map_err(StepError::permanent)?;
     let tls = RegistryTls {
-        ca_pem: ca.root_pem().into(),
+        // The chain: an etcd the Dart tool set up serves its certificate without the intermediate.
+        ca_pem: ca.chain_pem(),
         cert_pem: me.cert_pem.clone(),
         key_pem: me.key_pem.expose_secret().into(),
     };

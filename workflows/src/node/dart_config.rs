@@ -79,7 +79,7 @@ async fn values(ctx: &StepContext, i: &NodesInput, n: &NodeInput) -> Result<Dart
         }
     }
     Ok(DartValues {
-        ssh_key: reach.root_key,
+        ssh_key: login_key(ctx)?.unwrap_or(reach.root_key),
         node_name: n.name.to_string(),
         nix_version: reach.state_version,
         etcd_cluster: dart::etcd_cluster(&ctrl_servers(i).await?),
@@ -131,6 +131,24 @@ pub(crate) fn names_a_server(key: &str) -> bool {
     })
 }
 
+/// The public key of the node's own login (a `servers.yaml` entry's
+/// `ssh_key`, plus `.pub`), which `[%%sshKey%%]` must be: root's authorized
+/// key after the rebuild is the one nix-infra logs in with.
+fn login_key(ctx: &StepContext) -> Result<Option<String>, StepError> {
+    let Some(login) = super::login(ctx)? else {
+        return Ok(None);
+    };
+    let public = format!("{}.pub", login.key.display());
+    std::fs::read_to_string(&public)
+        .map(|k| Some(k.trim().to_string()))
+        .map_err(|e| {
+            StepError::permanent(format!(
+                "{public}: {e} (the public half of this server's ssh_key in servers.yaml: \
+                 [%%sshKey%%] must be the key nix-infra logs in with)"
+            ))
+        })
+}
+
 /// `config/<node>` in the Dart layout: stage, refuse unknown placeholders,
 /// upload to `/etc/nixos`.
 pub(crate) async fn configure(
@@ -161,33 +179,33 @@ pub(crate) async fn configure(
         secrets: staged.secrets.into_keys().collect(),
         overlay_ip: v.node.get("localhost.overlayIp").cloned(),
         pre_build: staged.pre_build.into_iter().collect(),
-        values: v.node,
+        // The values a secret's own placeholders take; not the trusted keys,
+        // which come from the secret store and stay out of the run's records.
+        values: v
+            .node
+            .into_iter()
+            .filter(|(k, _)| k != "nix-store.trusted-public-keys")
+            .collect(),
     })
 }
 
 /// A secret's value with its own placeholders filled from the node's
-/// values; an unknown one is refused, naming the secret and the key.
-pub fn fill_secret(
-    name: &str,
-    value: SecretSlice<u8>,
-    values: &BTreeMap<String, String>,
-) -> Result<SecretSlice<u8>, StepError> {
+/// values (the Dart layout: `values` is empty in nix-infra's own, and a
+/// value is then deployed as it is). As the Dart tool does, a key it has no
+/// value for stays as it is: an action's saved output may hold `[%%…%%]`
+/// text of its own.
+pub fn fill_secret(value: SecretSlice<u8>, values: &BTreeMap<String, String>) -> SecretSlice<u8> {
+    if values.is_empty() {
+        return value;
+    }
     let Ok(text) = std::str::from_utf8(value.expose_secret()) else {
-        return Ok(value);
+        return value;
     };
     if !text.contains("[%%") {
-        return Ok(value);
+        return value;
     }
-    let mut found = dart::Found::default();
-    let filled = dart::render(text, values, None, &mut found);
-    if !found.missing.is_empty() {
-        let keys: Vec<String> = found.missing.iter().map(|k| format!("[%%{k}%%]")).collect();
-        return Err(StepError::permanent(format!(
-            "secret `{name}` has unknown placeholders: {}",
-            keys.join(", ")
-        )));
-    }
-    Ok(SecretSlice::from(filled.into_bytes()))
+    let filled = dart::render(text, values, None, &mut dart::Found::default());
+    SecretSlice::from(filled.into_bytes())
 }
 
 /// Writes a pre-build secret, decrypted, to `/run/keys/<name>` (0400, the

@@ -110,9 +110,10 @@ pub(crate) fn plan_init(i: &NodesInput, mode: Mode, start: &Start, steps: &mut V
         let node = &n.name;
         steps.push(start.step::<Overlay>(node).after(Ctrl::KIND));
         let mut config = relabelled(start.step::<Config>(node).after(Ctrl::KIND), n);
-        // Every node of the run has its lease before any renders: a file may
-        // name another node's overlay address (`[%%worker2.overlayIp%%]`).
-        for m in &overlay_nodes {
+        // Its own lease, and the leases of the nodes of the run its file
+        // names (`[%%worker2.overlayIp%%]`, Dart layout): only those, so a
+        // node that fails elsewhere blocks no other.
+        for m in leases_named(i, node, &overlay_nodes) {
             config = config.after(step_name::<Overlay>(m));
         }
         if mode == Mode::Init {
@@ -138,6 +139,27 @@ pub(crate) fn plan_init(i: &NodesInput, mode: Mode, start: &Start, steps: &mut V
             );
         }
     }
+}
+
+/// The nodes of `nodes` whose overlay lease `node`'s configuration needs:
+/// itself, and in the Dart layout those its `nodes/<node>.nix` names.
+fn leases_named<'a>(
+    i: &NodesInput,
+    node: &'a NodeName,
+    nodes: &[&'a NodeName],
+) -> Vec<&'a NodeName> {
+    let mut out = vec![node];
+    if super::dart::is_dart_layout(&i.dir) {
+        let file = i.nodes_dir().join(format!("{node}.nix"));
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        out.extend(
+            nodes
+                .iter()
+                .copied()
+                .filter(|m| *m != node && text.contains(&format!("[%%{m}.overlayIp%%]"))),
+        );
+    }
+    out
 }
 
 /// Adds the control nodes' steps; returns the steps after which etcd answers.

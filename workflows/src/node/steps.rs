@@ -366,7 +366,7 @@ impl Step for Secrets {
                     "{e} (the configuration of {node} references /root/secrets/{name}; store it with `nix-infra secrets store --name {name}`)"
                 ))
             })?;
-            let value = super::dart_config::fill_secret(name, value, &configured.values)?;
+            let value = super::dart_config::fill_secret(value, &configured.values);
             tasks::deploy::deploy_secret(&r, name, &value)
                 .await
                 .map_err(StepError::retryable)?;

@@ -55,7 +55,7 @@ pub(super) fn stage(
     for (file, keys) in &staged.missing {
         for k in keys.iter().filter(|k| known_at_run_time(k)) {
             let node = k.rsplit_once('.').map_or("", |(n, _)| n);
-            if !c.dir.join("nodes").join(format!("{node}.nix")).exists() {
+            if !i.nodes_dir().join(format!("{node}.nix")).exists() {
                 warnings.push(format!(
                     "{file}: [%%{k}%%] names `{node}`, which is not in this run and has no \
                      nodes/{node}.nix: the run refuses it unless the cluster has that server"
