@@ -183,7 +183,9 @@ async fn check_values(dir: &Path, ip: &BTreeMap<String, String>) {
         async move { reg.overlay_ip(&ip).await.unwrap().expect("a lease") }
     };
     let (w1, w2) = (overlay("worker1").await, overlay("worker2").await);
-    let key = std::fs::read_to_string(dir.join("keys/id_ed25519.pub")).unwrap();
+    // SSH_KEY (env.example) names the key, in ssh/ as the Dart tool keeps it.
+    assert!(!dir.join("keys/id_ed25519").exists(), "no second key");
+    let key = std::fs::read_to_string(dir.join("ssh/nixinfra.pub")).unwrap();
     let members = format!(r#"{{ name = "ctrl1"; ip = "{}"; }}"#, ip["ctrl1"]);
     let cluster = common::cluster_name(dir);
     let cat = |node: &'static str, file: &'static str| {

@@ -238,7 +238,10 @@ impl Cluster {
     pub fn ssh_key(&self) -> ClusterKey {
         if let Some(name) = self.var("SSH_KEY") {
             let private = self.dir.join("ssh").join(&name);
-            if private.is_file() {
+            // The Dart tool's key: there, or to be made there (a Dart-layout
+            // repo, or a key named on the command line).
+            let named = self.settings.contains_key(Setting::SshKey.key());
+            if private.is_file() || named || crate::node::is_dart_layout(&self.dir) {
                 return ClusterKey {
                     public: private.with_file_name(format!("{name}.pub")),
                     private,

@@ -36,14 +36,16 @@ pub fn init(dir: &Path, cluster: &str) -> Result<InitReport, ClusterError> {
     }
     let repo = crate::cluster::Cluster::open(dir, None)?.named(cluster);
     let key = repo.ssh_key();
-    if !key.private.starts_with(repo.dir.join("keys")) {
-        report
+    let dart_key = !key.private.starts_with(repo.dir.join("keys"));
+    match (dart_key, make_key(&key.private, cluster)?) {
+        (true, false) => report
             .kept
-            .push("ssh/$SSH_KEY (the Dart nix-infra's SSH key: nix-infra logs in with it)");
-    } else if create_ssh_key(dir, cluster)? {
-        report.made.push("keys/id_ed25519");
-    } else {
-        report.kept.push("keys/id_ed25519");
+            .push("ssh/$SSH_KEY (the Dart nix-infra's SSH key: nix-infra logs in with it)"),
+        (true, true) => report
+            .made
+            .push("ssh/$SSH_KEY (SSH_KEY names it, as the Dart tool does)"),
+        (false, true) => report.made.push("keys/id_ed25519"),
+        (false, false) => report.kept.push("keys/id_ed25519"),
     }
     let ca_dir = dir.join("ca");
     if tasks::dart_ca::DartCa::find(&ca_dir).is_some() {
@@ -114,17 +116,22 @@ pub fn gitignore(dir: &Path) -> Result<bool, ClusterError> {
 
 /// Creates `keys/id_ed25519` (ed25519, no passphrase) unless it exists; whether it did.
 pub fn create_ssh_key(dir: &Path, cluster: &str) -> Result<bool, ClusterError> {
-    let ssh = dir.join("keys").join("id_ed25519");
+    make_key(&dir.join("keys").join("id_ed25519"), cluster)
+}
+
+/// Creates the SSH key `ssh` (ed25519, no passphrase) unless it exists;
+/// whether it did.
+pub fn make_key(ssh: &Path, cluster: &str) -> Result<bool, ClusterError> {
     if ssh.exists() {
         return Ok(false);
     }
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).map_err(|e| io(&keys, e))?;
+    let keys = ssh.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(keys).map_err(|e| io(keys, e))?;
     let status = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C"])
         .arg(format!("nix-infra@{cluster}"))
         .arg("-f")
-        .arg(&ssh)
+        .arg(ssh)
         .status()
         .map_err(|e| ClusterError::Unavailable(format!("ssh-keygen: {e}")))?;
     if !status.success() {

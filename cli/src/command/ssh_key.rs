@@ -41,16 +41,22 @@ pub async fn run(global: &Global, cmd: SshKeyCommand) -> Result<(), Failure> {
             println!("{text}");
         }
     };
-    let key_name = format!("nix-infra-{}", c.name);
+    // The cluster's key: the Dart tool's ssh/$SSH_KEY, or keys/id_ed25519.
+    let key = c.ssh_key();
+    let key_name = key.provider_name.clone();
     match cmd {
         SshKeyCommand::Create(_) => {
-            let made = workflows::init::create_ssh_key(&c.dir, &c.name)?;
+            let made = workflows::init::make_key(&key.private, &c.name)?;
             let what = if made { "created" } else { "kept (exists)" };
-            say(format!("{what} keys/id_ed25519"), json!({"created": made}));
+            let path = key.private.strip_prefix(&c.dir).unwrap_or(&key.private);
+            say(
+                format!("{what} {}", path.display()),
+                json!({"created": made}),
+            );
         }
         SshKeyCommand::Add(_) => {
             c.need_cloud("`ssh-key add`")?;
-            let public = c.dir.join("keys").join("id_ed25519.pub");
+            let public = key.public.clone();
             let text = std::fs::read_to_string(&public).map_err(|e| {
                 Failure::usage(format!(
                     "{}: {e} (run `nix-infra ssh-key create`)",
