@@ -23,6 +23,7 @@
 //! ```
 
 mod action;
+mod adopt;
 mod app;
 mod flags;
 mod node;
