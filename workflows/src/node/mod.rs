@@ -19,6 +19,7 @@ mod dart_config;
 mod day2;
 mod init;
 mod install;
+mod membership;
 mod overlay;
 mod provision;
 mod reach;
