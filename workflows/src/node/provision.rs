@@ -132,13 +132,7 @@ impl Step for Create {
             s.id,
             s.ipv4.clone().unwrap_or_default()
         ));
-        Ok(Server {
-            node: Some(node),
-            role: Some(role),
-            id: s.id,
-            ipv4: s.ipv4,
-            login: s.login,
-        })
+        Ok(Server::of(node, role, s))
     }
 }
 
@@ -355,13 +349,7 @@ impl Step for Adopt {
             "server {} ({}) is {node} ({role}) of {}",
             s.name, s.id, i.cluster
         ));
-        Ok(Server {
-            node: Some(node),
-            role: Some(role),
-            id: s.id,
-            ipv4: s.ipv4,
-            login: s.login,
-        })
+        Ok(Server::of(node, role, s))
     }
 }
 
@@ -384,12 +372,6 @@ impl Step for Relabel {
             .map_err(provider_error)?;
         ctx.log
             .info(format!("server {} ({}) is a {role} node", s.name, s.id));
-        Ok(Server {
-            node: Some(node),
-            role: Some(role),
-            id: s.id,
-            ipv4: s.ipv4,
-            login: s.login,
-        })
+        Ok(Server::of(node, role, s))
     }
 }

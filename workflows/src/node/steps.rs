@@ -50,6 +50,19 @@ pub struct Server {
     pub login: Option<tasks::provider::Login>,
 }
 
+impl Server {
+    /// Node `node`'s server `s`, as the provider reported it, with `role`.
+    pub fn of(node: NodeName, role: Role, s: tasks::provider::ServerInfo) -> Server {
+        Server {
+            node: Some(node),
+            role: Some(role),
+            id: s.id,
+            ipv4: s.ipv4,
+            login: s.login,
+        }
+    }
+}
+
 /// A role label as outputs store it: older ones wrote `""` for a missing label.
 fn role_label<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Role>, D::Error> {
     let label: Option<String> = Option::deserialize(d)?;
