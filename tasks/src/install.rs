@@ -14,7 +14,7 @@
 //! ```
 
 use crate::ssh::{
-    HostKeys, LineSink, Remote, SshConfig, SshError, pinned_fingerprint, shell_quote,
+    HostKeys, Knock, LineSink, Remote, SshConfig, SshError, pinned_fingerprint, shell_quote,
 };
 use std::time::{Duration, Instant};
 
@@ -321,6 +321,7 @@ pub async fn reboot_into_nixos(
         return Ok(Boot::AlreadyNixos(version.trim().to_string()));
     }
     reboot_asked(asked)?;
+    going_down(remote).await;
     if before.is_empty() {
         return Err(SshError::Io {
             node,
@@ -359,7 +360,7 @@ impl LineSink for Firsts<'_> {
 /// The fingerprint `known_hosts` pinned for `host`, which the node must still
 /// present after its reboot.
 fn pinned(cfg: &SshConfig, node: &str, host: &str) -> Result<String, SshError> {
-    pinned_fingerprint(&cfg.known_hosts, host).ok_or_else(|| SshError::HostKeyNotPinned {
+    pinned_fingerprint(&cfg.known_hosts, host, cfg.port).ok_or_else(|| SshError::HostKeyNotPinned {
         node: node.into(),
         host: host.into(),
         known_hosts: cfg.known_hosts.display().to_string(),
@@ -377,6 +378,7 @@ async fn reboot_from(
     let node = remote.node().to_string();
     let pinned = pinned(cfg, &node, host)?;
     request_reboot(remote, sink).await?;
+    going_down(remote).await;
     let (remote, boot_id) = wait_for_boot(cfg, &node, host, before, patience).await?;
     Ok(Rebooted {
         remote,
@@ -398,6 +400,21 @@ async fn request_reboot(remote: &Remote, sink: &dyn LineSink) -> Result<(), SshE
         .await;
     tracing::debug!("systemctl reboot: {asked:?}");
     reboot_asked(asked)
+}
+
+/// How long [`going_down`] waits for the old system to drop its connection.
+const GOING_DOWN: Duration = Duration::from_secs(5);
+
+/// Waits, up to [`GOING_DOWN`], until the connection the reboot was asked on
+/// has dropped: until then the old system's sshd still answers, and an SSH
+/// attempt would pay a whole key exchange only to find the old boot id.
+/// Past the limit, waiting for the new boot goes on as usual (the boot id
+/// still tells the two systems apart).
+async fn going_down(remote: &Remote) {
+    let started = Instant::now();
+    while remote.is_alive().await && started.elapsed() < GOING_DOWN {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Whether a command that asked for a reboot did: the connection dropping
@@ -424,7 +441,8 @@ async fn wait_for_boot(
     let mut wait = Duration::from_millis(50);
     loop {
         let left = patience.saturating_sub(started.elapsed());
-        let r = Remote::wait_for_with(cfg, node, host, left, HostKeys::Pinned).await?;
+        let r =
+            Remote::wait_for_with(cfg, node, host, left, HostKeys::Pinned, Knock::First).await?;
         match boot_id(&r).await {
             Ok(id) if id != before => return Ok((r, id)),
             // Still the old system (going down), or going down right now.

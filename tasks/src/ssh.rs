@@ -148,12 +148,17 @@ pub enum HostKeys {
     Pinned,
 }
 
-/// The SHA256 fingerprint of the key pinned for `host` in `known_hosts`, if any.
-pub fn pinned_fingerprint(known_hosts: &Path, host: &str) -> Option<String> {
+/// The SHA256 fingerprint of the key pinned for `host` (on SSH port `port`)
+/// in `known_hosts`, if any. Off port 22, ssh pins the key as `[host]:port`.
+pub fn pinned_fingerprint(known_hosts: &Path, host: &str, port: u16) -> Option<String> {
+    let entry = match port {
+        22 => host.to_string(),
+        _ => format!("[{host}]:{port}"),
+    };
     let out = LocalCommand::new("ssh-keygen")
         .arg("-l")
         .arg("-F")
-        .arg(host)
+        .arg(entry)
         .arg("-f")
         .arg(known_hosts)
         .output()
@@ -232,7 +237,7 @@ impl Remote {
                         .find(|w| w.starts_with("SHA256:"))
                         .map(|w| w.trim_end_matches('.').to_string())
                         .unwrap_or_else(|| "(unknown)".into());
-                    let Some(known) = pinned_fingerprint(&cfg.known_hosts, host) else {
+                    let Some(known) = pinned_fingerprint(&cfg.known_hosts, host, cfg.port) else {
                         return Err(SshError::HostKeyNotPinned {
                             node: node.into(),
                             host: host.into(),
@@ -254,37 +259,56 @@ impl Remote {
     }
 
     /// Connects, retrying with backoff while the node is unreachable, for up to `patience`.
+    ///
+    /// The node is expected up, so SSH is tried at once; knocking starts only
+    /// if that fails (see [`Knock`]).
     pub async fn wait_for(
         cfg: &SshConfig,
         node: &str,
         host: &str,
         patience: Duration,
     ) -> Result<Remote, SshError> {
-        Remote::wait_for_with(cfg, node, host, patience, HostKeys::AcceptNew).await
+        Remote::wait_for_with(
+            cfg,
+            node,
+            host,
+            patience,
+            HostKeys::AcceptNew,
+            Knock::AfterFailure,
+        )
+        .await
     }
 
-    /// [`Remote::wait_for`], checking the host key as `keys` says.
+    /// [`Remote::wait_for`], checking the host key as `keys` says and
+    /// knocking as `knock` says.
     pub async fn wait_for_with(
         cfg: &SshConfig,
         node: &str,
         host: &str,
         patience: Duration,
         keys: HostKeys,
+        knock: Knock,
     ) -> Result<Remote, SshError> {
         let started = Instant::now();
         // A closed port is cheap to see; an SSH attempt spawns ssh and costs a
-        // key exchange. So knock first, often (a booting node is noticed within
+        // key exchange. So knock, often (a booting node is noticed within
         // [`KNOCK_MAX`]), and back off further only between SSH attempts.
         let mut knock_wait = Duration::from_millis(25);
         let mut ssh_wait = Duration::from_millis(50);
+        let mut skip_knock = knock == Knock::AfterFailure;
         loop {
-            let knock = tokio::time::timeout(
-                cfg.connect_timeout,
-                tokio::net::TcpStream::connect((host, cfg.port)),
-            )
-            .await;
-            let (result, wait) = match knock {
-                Ok(Ok(_)) => {
+            let knocked = if std::mem::take(&mut skip_knock) {
+                Ok(Ok(()))
+            } else {
+                tokio::time::timeout(
+                    cfg.connect_timeout,
+                    tokio::net::TcpStream::connect((host, cfg.port)),
+                )
+                .await
+                .map(|r| r.map(drop))
+            };
+            let (result, wait) = match knocked {
+                Ok(Ok(())) => {
                     let wait = ssh_wait;
                     ssh_wait = ssh_wait.mul_f64(1.5).min(Duration::from_secs(2));
                     (Remote::connect_with(cfg, node, host, keys).await, wait)
@@ -488,6 +512,17 @@ async fn lines(r: impl AsyncRead + Unpin, stream: Stream, sink: &dyn LineSink) -
 /// Quotes a word for `sh`.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// When [`Remote::wait_for_with`] knocks on the node's SSH port before it
+/// tries SSH. A knock that finds the port open is a connection sshd forks
+/// for, so it is worth it only while the port is likely closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Knock {
+    /// Before every SSH attempt: the node is going down or booting (a reboot).
+    First,
+    /// Only after an SSH attempt failed: the node is expected up.
+    AfterFailure,
 }
 
 /// The longest pause between two knocks on a node's closed SSH port.

@@ -26,6 +26,15 @@ async fn fixture() -> Fixture {
 impl Fixture {
     /// A server from the stock image, connected (first contact pins its key); returns its address too.
     async fn node(&self, name: &str) -> (Remote, String) {
+        let ip = self.create(name).await;
+        let r = Remote::wait_for(&self.cfg, name, &ip, Duration::from_secs(20))
+            .await
+            .unwrap();
+        (r, ip)
+    }
+
+    /// Creates a server from the stock image; returns its address.
+    async fn create(&self, name: &str) -> String {
         let v: serde_json::Value = reqwest::Client::new()
             .post(format!("{}/servers", self.cloud.endpoint()))
             .bearer_auth(self.cloud.token())
@@ -36,14 +45,10 @@ impl Fixture {
             .json()
             .await
             .unwrap();
-        let ip = v["server"]["public_net"]["ipv4"]["ip"]
+        v["server"]["public_net"]["ipv4"]["ip"]
             .as_str()
             .unwrap()
-            .to_string();
-        let r = Remote::wait_for(&self.cfg, name, &ip, Duration::from_secs(20))
-            .await
-            .unwrap();
-        (r, ip)
+            .to_string()
     }
 
     fn installer(&self) -> Installer {
@@ -83,14 +88,14 @@ async fn the_installer_is_checked_run_and_booted_into_with_the_pinned_host_key()
     assert!(exists(&r, "/etc/nixos/hardware-configuration.nix").await);
 
     let before = tasks::install::boot_id(&r).await.unwrap();
-    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip).unwrap();
+    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22).unwrap();
     let back = tasks::install::reboot(&r, &f.cfg, &ip, Duration::from_secs(30), &Discard)
         .await
         .unwrap();
     assert_ne!(back.boot_id, before);
     assert_eq!(back.host_key, pinned);
     assert_eq!(
-        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip).as_deref(),
+        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22).as_deref(),
         Some(pinned.as_str()),
         "known_hosts still pins the one key"
     );
@@ -210,7 +215,7 @@ async fn a_node_back_from_its_reboot_with_another_host_key_fails_loudly() {
         .await
         .unwrap();
     assert!(f.cloud.change_host_key_on_reboot("n1").unwrap());
-    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip).unwrap();
+    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22).unwrap();
     let err = tasks::install::reboot(&r, &f.cfg, &ip, Duration::from_secs(30), &Discard)
         .await
         .err()
@@ -232,7 +237,7 @@ async fn a_node_back_from_its_reboot_with_another_host_key_fails_loudly() {
     }
     assert!(!err.is_retryable());
     assert_eq!(
-        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip).as_deref(),
+        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22).as_deref(),
         Some(pinned.as_str()),
         "the new key was not accepted"
     );
@@ -249,4 +254,49 @@ async fn a_reboot_needs_a_pinned_key_to_compare_with() {
         .expect("no pinned key, no reboot");
     assert!(matches!(err, SshError::HostKeyNotPinned { .. }), "{err}");
     assert!(err.to_string().contains("refusing to trust"), "{err}");
+}
+
+/// Once a node is asked to reboot, no key exchange is spent on the system
+/// going down: its sshd answers for a while (here 300 ms, as systemd stops
+/// units), and the reboot waits for the old connection to drop. The one
+/// handshake after the request is with the new boot. Three nodes reboot at
+/// once, each reached through a relay that counts the handshakes clients start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_spends_no_key_exchange_on_the_system_going_down() {
+    let f = common::fixture_with(testkit::CloudConfig {
+        shutdown_delay: Duration::from_millis(300),
+        ..testkit::CloudConfig::default()
+    })
+    .await;
+    let reboots = (1..=3).map(|i| {
+        let f = &f;
+        async move {
+            let name = format!("n{i}");
+            let ip = f.create(&name).await;
+            let relay = common::relay::Relay::start(format!("{ip}:22").parse().unwrap()).await;
+            let cfg = tasks::ssh::SshConfig {
+                port: relay.port,
+                ..f.cfg.clone()
+            };
+            let patience = Duration::from_secs(30);
+            let r = Remote::wait_for(&cfg, &name, "127.0.0.1", patience)
+                .await
+                .unwrap();
+            tasks::install::install(&r, &f.installer(), "nixos-24.11", &Discard)
+                .await
+                .unwrap();
+            let before = relay.key_exchanges();
+            let boot = tasks::install::reboot_into_nixos(&r, &cfg, "127.0.0.1", patience, &Discard)
+                .await
+                .unwrap();
+            assert!(matches!(boot, tasks::install::Boot::Rebooted(_)), "{name}");
+            (name, relay.key_exchanges() - before)
+        }
+    });
+    for (name, spent) in futures::future::join_all(reboots).await {
+        assert_eq!(
+            spent, 1,
+            "key exchanges after {name}'s reboot was asked for"
+        );
+    }
 }

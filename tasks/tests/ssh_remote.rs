@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
-use tasks::ssh::{LineSink, Remote, SshError, Stream};
+use tasks::ssh::{HostKeys, Knock, LineSink, Remote, SshConfig, SshError, Stream};
 use testkit::NodeInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -408,4 +408,41 @@ async fn secrets_reach_nodes_on_stdin_encrypted_and_are_pruned() {
         b"generated-token-42"
     );
     remote.close().await.unwrap();
+}
+
+/// A node expected up is reached with one connection: SSH first, and a knock
+/// on its port only after a failure. A knock that finds the port open is a
+/// connection sshd forks for, so a reboot's wait (knocking first) pays one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_up_is_reached_without_a_knock() {
+    let f = fixture(Duration::ZERO).await;
+    let (first, info) = f.node("n1").await;
+    first.close().await.unwrap();
+    let relay = common::relay::Relay::start((info.ip, 22).into()).await;
+    let cfg = SshConfig {
+        port: relay.port,
+        ..f.cfg.clone()
+    };
+    let patience = Duration::from_secs(20);
+    let r = Remote::wait_for(&cfg, "n1", "127.0.0.1", patience)
+        .await
+        .unwrap();
+    assert_eq!((relay.connections(), relay.key_exchanges()), (1, 1));
+    r.close().await.unwrap();
+    let r = Remote::wait_for_with(
+        &cfg,
+        "n1",
+        "127.0.0.1",
+        patience,
+        HostKeys::Pinned,
+        Knock::First,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (relay.connections(), relay.key_exchanges()),
+        (3, 2),
+        "a knock, then SSH (the key pinned on this port)"
+    );
+    r.close().await.unwrap();
 }

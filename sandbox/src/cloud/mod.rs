@@ -52,6 +52,9 @@ pub struct CloudConfig {
     pub nodes: bool,
     /// Extra time a node takes to boot before its sshd starts.
     pub boot_delay: Duration,
+    /// Time a rebooting node's old system still runs (its sshd answers, its
+    /// sessions stay open) before it goes down, as systemd stops units.
+    pub shutdown_delay: Duration,
     /// Whether to keep every JSON response (see [`TestCloud::recorded`]), for
     /// the contract check of tests. Off by default: a long-lived cloud would
     /// keep every body it ever sent.
@@ -65,6 +68,7 @@ impl Default for CloudConfig {
             action_delay: Duration::from_millis(200),
             nodes: false,
             boot_delay: Duration::from_millis(0),
+            shutdown_delay: Duration::ZERO,
             record: false,
         }
     }
@@ -80,6 +84,7 @@ impl CloudConfig {
             action_delay: Duration::from_millis(300),
             nodes: true,
             boot_delay: Duration::from_millis(200),
+            shutdown_delay: Duration::ZERO,
             record: false,
         }
     }
@@ -178,6 +183,7 @@ impl Shared {
             ip: server.ipv4,
             authorized_keys: keys,
             boot_delay: self.config.boot_delay,
+            shutdown_delay: self.config.shutdown_delay,
             user_data: server.user_data.clone(),
         };
         let shared = self.clone();

@@ -2,6 +2,8 @@
 //! an SSH key it knows, and the client settings that use it.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use serde_json::json;
 use std::time::Duration;
 use tasks::ssh::SshConfig;
@@ -16,11 +18,19 @@ pub struct Fixture {
 
 /// A cloud whose nodes boot after `boot_delay`.
 pub async fn fixture(boot_delay: Duration) -> Fixture {
+    fixture_with(CloudConfig {
+        boot_delay,
+        ..CloudConfig::default()
+    })
+    .await
+}
+
+/// A cloud with `config`'s delays, nodes on and actions taking 20 ms.
+pub async fn fixture_with(config: CloudConfig) -> Fixture {
     let cloud = TestCloud::start(CloudConfig {
         nodes: true,
         action_delay: Duration::from_millis(20),
-        boot_delay,
-        ..CloudConfig::default()
+        ..config
     })
     .await
     .unwrap();
