@@ -132,6 +132,7 @@ async fn check_files(dir: &Path, ip: &BTreeMap<String, String>) {
         "flake.nix",
         "modules/default.nix",
         "modules/options.nix",
+        "modules/etcd.nix",
         "modules/flannel.nix",
         "modules/confd.nix",
         "app_modules/default.nix",
@@ -215,9 +216,27 @@ async fn check_values(dir: &Path, ip: &BTreeMap<String, String>) {
         "{ctrl}"
     );
     assert!(
-        ctrl.contains(&format!(r#"initialClusterToken = "nix-infra-{cluster}";"#)),
+        ctrl.contains(&format!(r#"token = "nix-infra-{cluster}";"#)),
         "{ctrl}"
     );
+    // etcd runs with what the module system makes of modules/etcd.nix and
+    // the control node type's options (the stand-in records its arguments).
+    let args = on_node(
+        dir,
+        "ctrl1",
+        &ip["ctrl1"],
+        "cat /var/lib/nixos-standin/etcd.args",
+    )
+    .await;
+    for want in [
+        format!("--initial-cluster-token nix-infra-{cluster}"),
+        format!("--listen-client-urls https://{}:2379", ip["ctrl1"]),
+        format!("--initial-cluster ctrl1=https://{}:2380", ip["ctrl1"]),
+        "--cert-file /root/certs/ctrl1-client-tls.cert.pem".into(),
+        "--peer-trusted-ca-file /root/certs/ca-chain.cert.pem".into(),
+    ] {
+        assert!(args.contains(&want), "{want}: {args}");
+    }
     let ingress = cat("ingress1", "cluster_node.nix").await;
     assert!(
         ingress.contains("allowedTCPPorts = [ 80 443 ]"),

@@ -15,9 +15,13 @@ use std::sync::LazyLock;
 pub const PATH: &str = "/installer/nixos-infect";
 
 /// The NixOS tools the installer brings: (name, script).
-pub const NIXOS_STANDINS: [(&str, &str); 3] = [
+pub const NIXOS_STANDINS: [(&str, &str); 4] = [
     ("nixos-rebuild", include_str!("standins/nixos-rebuild")),
     ("nixos-version", include_str!("standins/nixos-version")),
+    (
+        "nixos-eval-config.nix",
+        include_str!("standins/nixos-eval-config.nix"),
+    ),
     (
         "nix-collect-garbage",
         include_str!("standins/nix-collect-garbage"),

@@ -2,5 +2,5 @@
 # the Dart tool does: the top level only (modules/extra/ stays local).
 { ... }:
 {
-  imports = [ ./options.nix ./flannel.nix ./confd.nix ];
+  imports = [ ./options.nix ./etcd.nix ./flannel.nix ./confd.nix ];
 }

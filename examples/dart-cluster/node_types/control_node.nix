@@ -1,12 +1,15 @@
-# A control node (uploaded as /etc/nixos/control_node.nix): it runs etcd.
-# [%%etcdCluster%%] lists the control nodes as { name; ip; } sets, and
-# [%%etcdClusterToken%%] names this etcd cluster.
+# A control node (uploaded as /etc/nixos/control_node.nix): it runs etcd
+# (modules/etcd.nix). [%%etcdCluster%%] lists the control nodes as
+# { name; ip; } sets, and [%%etcdClusterToken%%] names this etcd cluster.
 { config, pkgs, lib, ... }:
 let
   members = [ [%%etcdCluster%%] ];
 in
 {
-  services.etcd.initialClusterToken = "[%%etcdClusterToken%%]";
+  infrastructure.etcd = {
+    enable = true;
+    inherit members;
+    token = "[%%etcdClusterToken%%]";
+  };
   environment.etc."nix-infra/etcd-members.json".text = builtins.toJSON members;
-  networking.firewall.allowedTCPPorts = [ 2379 2380 ];
 }

@@ -1,25 +1,10 @@
-# ctrl1's own settings (uploaded as /etc/nixos/ctrl1.nix). etcd reads the
-# certificates under the Dart tool's names. The settings are literals here
-# because the sandbox starts etcd from literal services.etcd options.
+# ctrl1's own settings (uploaded as /etc/nixos/ctrl1.nix). modules/etcd.nix
+# makes etcd's settings from the control node type's options, as NixOS
+# modules do; this file only says where etcd keeps its data, and leaves a
+# note of who the node is.
 { config, pkgs, lib, ... }:
 {
-  services.etcd = {
-    enable = true;
-    name = "[%%localhost.hostname%%]";
-    dataDir = "/var/lib/etcd";
-    listenClientUrls = [ "https://[%%localhost.ipv4%%]:2379" ];
-    advertiseClientUrls = [ "https://[%%localhost.ipv4%%]:2379" ];
-    listenPeerUrls = [ "https://[%%localhost.ipv4%%]:2380" ];
-    initialAdvertisePeerUrls = [ "https://[%%localhost.ipv4%%]:2380" ];
-    initialCluster = [ "[%%localhost.hostname%%]=https://[%%ctrl1.ipv4%%]:2380" ];
-    initialClusterState = "new";
-    clientCertAuth = true;
-    peerClientCertAuth = true;
-    trustedCaFile = "/root/certs/ca-chain.cert.pem";
-    certFile = "/root/certs/[%%localhost.hostname%%]-client-tls.cert.pem";
-    keyFile = "/root/certs/[%%localhost.hostname%%]-client-tls.key.pem";
-    peerTrustedCaFile = "/root/certs/ca-chain.cert.pem";
-    peerCertFile = "/root/certs/[%%localhost.hostname%%]-peer-tls.cert.pem";
-    peerKeyFile = "/root/certs/[%%localhost.hostname%%]-peer-tls.key.pem";
-  };
+  services.etcd.dataDir = "/var/lib/etcd";
+  environment.etc."nix-infra/whoami".text =
+    "[%%localhost.hostname%%] [%%localhost.ipv4%%] ctrl1 is [%%ctrl1.ipv4%%]";
 }
