@@ -175,7 +175,24 @@ async fn a_cluster_made_the_dart_way_carries_over_without_new_servers_or_ca() {
         line.ends_with(r#"cluster adopt --target "ctrl1 worker1 worker2""#),
         "{line}"
     );
-    ok(cli(dir).args(["cluster", "adopt", "--target", "ctrl1 worker1 worker2"]));
+    // On a terminal the same command asks. No: nothing changes.
+    let up = ["cluster", "up", "--ingress", "0"];
+    let (code, shown) = common::on_terminal(dir, &up, "n\n");
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        shown.contains("adopt ctrl1, worker1, worker2 now? [y/N]"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("not adopted; nothing was changed"),
+        "{shown}"
+    );
+    for s in all_servers(dir).await {
+        assert!(s.3.get("nix-infra.node").is_none(), "{:?}", s.3);
+    }
+    // Yes: the servers are adopted, and the command goes on with them.
+    let (code, shown) = common::on_terminal(dir, &up, "y\n");
+    assert_eq!(code, Some(0), "{shown}");
 
     ok(cli(dir).args(["cluster", "up", "--ingress", "0"]));
     ok(cli(dir).args(["cluster", "update-node", "--target", "worker1 worker2"]));

@@ -301,6 +301,44 @@ pub fn dart_repo(dir: &Path) {
     }
 }
 
+/// `nix-infra -d DIR ARGS` on a terminal (util-linux `script` gives it a
+/// pty), typing `typed`; returns its exit code and what the terminal showed.
+pub fn on_terminal(dir: &Path, args: &[&str], typed: &str) -> (Option<i32>, String) {
+    let c = {
+        let mut c = cli(dir);
+        c.args(args);
+        c
+    };
+    let line: Vec<String> = std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect();
+    let mut t = Command::new("script");
+    t.args(["-qec", &line.join(" "), "/dev/null"]);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    let mut child = t
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 pub fn store(dir: &Path, name: &str, value: &str) {
     let mut c = cli(dir)
         .args(["secrets", "store", "--name", name])
