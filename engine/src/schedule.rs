@@ -4,6 +4,8 @@ use crate::model::{CatchUp, Millis, Schedule};
 use chrono::{TimeZone, Utc};
 use std::str::FromStr;
 
+mod weekdays;
+
 /// Why a schedule was rejected; nothing was written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScheduleError {
@@ -32,11 +34,25 @@ pub struct Cron {
 
 impl Cron {
     /// Parses 5 fields (minute first) or 6 (seconds first), read in time zone `tz`.
+    ///
+    /// The day of week is standard cron's: `0`-`7` (Sunday is `0` and `7`)
+    /// or `SUN`-`SAT`, in both forms.
     pub fn parse(expr: &str, tz: &str) -> Result<Cron, ScheduleError> {
-        let fields = expr.split_whitespace().count();
-        let full = match fields {
-            5 => format!("0 {expr}"),
-            6 => expr.to_string(),
+        let mut fields: Vec<String> = expr.split_whitespace().map(str::to_string).collect();
+        let full = match fields.len() {
+            5 | 6 => {
+                let dow = fields.len() - 1;
+                fields[dow] = weekdays::standard_to_crate(&fields[dow]).map_err(|reason| {
+                    ScheduleError::Cron {
+                        expr: expr.into(),
+                        reason,
+                    }
+                })?;
+                if fields.len() == 5 {
+                    fields.insert(0, "0".into());
+                }
+                fields.join(" ")
+            }
             n => {
                 return Err(ScheduleError::Cron {
                     expr: expr.into(),
@@ -187,6 +203,19 @@ mod tests {
             Cron::parse("0 * * * *", "Mars/Olympus"),
             Err(ScheduleError::TimeZone(_))
         ));
+        // 1970-01-01 was a Thursday: Sunday (0 or 7) is the 4th, Monday the 5th.
+        let day = 86_400_000;
+        for sunday in ["0 0 * * 0", "0 0 * * 7", "0 0 * * SUN", "0 0 0 * * 0"] {
+            assert_eq!(
+                Cron::parse(sunday, "UTC").unwrap().next_after(0),
+                Some(3 * day),
+                "{sunday}"
+            );
+        }
+        assert_eq!(
+            Cron::parse("0 0 * * 1", "UTC").unwrap().next_after(0),
+            Some(4 * day)
+        );
         // 02:00 in Berlin (UTC+1 in January) is 01:00 UTC.
         let berlin = Cron::parse("0 2 * * *", "Europe/Berlin").unwrap();
         assert_eq!(berlin.next_after(0), Some(3_600_000));

@@ -35,12 +35,14 @@ fn split_terms(s: &str) -> Vec<&str> {
     out
 }
 
-fn set(values: &str) -> Result<Vec<String>, String> {
+fn set(term: &str, values: &str) -> Result<Vec<String>, String> {
     let inner = values
         .trim()
         .strip_prefix('(')
         .and_then(|v| v.strip_suffix(')'))
-        .ok_or_else(|| format!("expected (a,b,…) but found `{values}`"))?;
+        .ok_or_else(|| {
+            format!("label selector term `{term}`: expected (a,b,…) after the operator")
+        })?;
     Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
 }
 
@@ -60,9 +62,9 @@ impl Selector {
             } else if let Some((k, v)) = t.split_once('=') {
                 Term::Eq(k.trim().into(), v.trim().into())
             } else if let Some((k, v)) = t.split_once(" notin ") {
-                Term::NotIn(k.trim().into(), set(v)?)
+                Term::NotIn(k.trim().into(), set(t, v)?)
             } else if let Some((k, v)) = t.split_once(" in ") {
-                Term::In(k.trim().into(), set(v)?)
+                Term::In(k.trim().into(), set(t, v)?)
             } else if let Some(k) = t.strip_prefix('!') {
                 Term::HasNot(k.trim().into())
             } else if t
@@ -73,6 +75,13 @@ impl Selector {
             } else {
                 return Err(format!("cannot parse label selector term `{t}`"));
             };
+            let key = match &term {
+                Term::Eq(k, _) | Term::Ne(k, _) | Term::In(k, _) | Term::NotIn(k, _) => k,
+                Term::Has(k) | Term::HasNot(k) => k,
+            };
+            if key.is_empty() {
+                return Err(format!("label selector term `{t}` has no key"));
+            }
             terms.push(term);
         }
         Ok(Selector(terms))
@@ -90,6 +99,9 @@ impl Selector {
         })
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {

@@ -319,6 +319,9 @@ pub fn staged_source(dir: &Path, staged: &str, node: &str, role: Role) -> String
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
