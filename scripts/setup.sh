@@ -15,6 +15,7 @@ packages=(
   systemd               # systemd-creds, used for real on test nodes
   podman                # `podman load` on test nodes (registry publish-image)
   chromium              # headless browser tests of the dashboard
+  chromium-driver       # ChromeDriver: the dashboard's login driven in that browser
 )
 
 missing=()

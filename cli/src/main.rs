@@ -14,6 +14,7 @@ mod example;
 mod health;
 mod progress;
 mod serve;
+mod serve_auth;
 mod signal;
 mod start;
 mod summary;

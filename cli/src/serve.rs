@@ -1,13 +1,15 @@
 //! `nix-infra serve`: the dashboard (runs, a run's DAG, schedules, the
 //! cluster) and the JSON API behind it, on axum.
 //!
-//! Reads are open to whoever can reach the address (127.0.0.1 by default).
-//! Starting, resuming and cancelling runs need `Authorization: Bearer TOKEN`,
+//! Reads are open to whoever can reach the address (127.0.0.1 by default),
+//! unless `--auth reads` (see `crate::serve_auth`, which also sets the
+//! security headers). Starting, resuming and cancelling runs need `Authorization: Bearer TOKEN`,
 //! compared in constant time; the token is `NIX_INFRA_API_TOKEN`, or one made
 //! at start and kept in `DIR/.nix-infra/api-token` (0600). Runs started here
 //! execute in this process; on Ctrl-C or SIGTERM they are handed back, and any
 //! worker or `runs resume` continues them.
 
+use crate::serve_auth::{self, Auth, Gate};
 use crate::{Context, Failure, views};
 use anyhow::anyhow;
 use axum::extract::{Path, Query, State};
@@ -309,8 +311,10 @@ fn token(dir: &std::path::Path) -> Result<(String, String), Failure> {
 }
 
 /// Serves until Ctrl-C or SIGTERM.
-pub async fn run(ctx: &Context, listen: SocketAddr) -> Result<(), Failure> {
+pub async fn run(ctx: &Context, listen: SocketAddr, auth: Auth) -> Result<(), Failure> {
     let (token, from) = token(&ctx.global.working_dir)?;
+    let token = Arc::new(token);
+    let gate = Gate::new(auth, token.clone());
     let cluster = Arc::new(RwLock::new(ClusterView::default()));
     let dir = ctx.global.origin().cluster().ok();
     let app = App {
@@ -320,7 +324,7 @@ pub async fn run(ctx: &Context, listen: SocketAddr) -> Result<(), Failure> {
             local_files: false,
             ..ctx.global.origin()
         }),
-        token: Arc::new(token),
+        token,
         cluster: cluster.clone(),
         suspend: CancellationToken::new(),
     };
@@ -347,7 +351,19 @@ pub async fn run(ctx: &Context, listen: SocketAddr) -> Result<(), Failure> {
         .route("/api/runs/{id}/cancel", post(api_cancel))
         .route("/api/schedules", get(api_schedules))
         .route("/api/cluster", get(api_cluster))
-        .with_state(app.clone());
+        .with_state(app.clone())
+        .merge(
+            axum::Router::new()
+                .route(
+                    "/login",
+                    get(serve_auth::login_page).post(serve_auth::login),
+                )
+                .with_state(gate.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            serve_auth::guard,
+        ));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::Usage(anyhow!("cannot listen on {listen}: {e}")))?;
@@ -357,7 +373,11 @@ pub async fn run(ctx: &Context, listen: SocketAddr) -> Result<(), Failure> {
     if !addr.ip().is_loopback() {
         eprintln!("warning: serving on {addr}, beyond this machine; put TLS in front of it");
     }
-    eprintln!("dashboard on http://{addr}/  (API token: {from})");
+    let reads = match auth {
+        Auth::Reads => "reads need it too",
+        Auth::Writes | Auth::None => "reads are open",
+    };
+    eprintln!("dashboard on http://{addr}/  (API token: {from}; {reads})");
     let suspend = app.suspend.clone();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {

@@ -24,15 +24,20 @@ fn when(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn page(title: &str, nav: &str, body: &str) -> String {
+/// A page; `refresh` reloads it every so many seconds (a `<meta>` refresh:
+/// the pages carry no script, so a strict CSP holds).
+fn page(title: &str, nav: &str, refresh: Option<u32>, body: &str) -> String {
     let link = |href: &str, name: &str| {
         let class = if name == nav { " class=current" } else { "" };
         format!("<a href=\"{href}\"{class}>{name}</a>")
     };
     format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{t} · nix-infra</title>\
-         <meta name=viewport content=\"width=device-width\"><style>{CSS}</style></head><body>\
+         <meta name=viewport content=\"width=device-width\">{}<style>{CSS}</style></head><body>\
          <header><b>nix-infra</b> {} {} {}</header><main><h1>{t}</h1>{body}</main></body></html>",
+        refresh
+            .map(|s| format!("<meta http-equiv=refresh content={s}>"))
+            .unwrap_or_default(),
         link("/", "Runs"),
         link("/schedules", "Schedules"),
         link("/cluster", "Cluster"),
@@ -97,19 +102,18 @@ pub fn runs_page(runs: &[RunRecord], filter: &RunsFilter, workflows: &[String]) 
         ));
     }
     let body = format!(
-        "<form>workflow <select name=workflow onchange=this.form.submit()>{}</select> \
-         status <select name=status onchange=this.form.submit()>{}</select></form>\
-         <table id=runs><thead><tr><th>run</th><th>workflow</th><th>status</th><th>created (UTC)</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>\
-         <script>setTimeout(()=>location.reload(),{})</script>",
+        "<form>workflow <select name=workflow>{}</select> \
+         status <select name=status>{}</select> <button>show</button></form>\
+         <table id=runs><thead><tr><th>run</th><th>workflow</th><th>status</th><th>created (UTC)</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>",
         options(workflows, &filter.workflow),
         options(&statuses, &filter.status),
-        if runs.iter().any(|r| !r.status.is_final()) {
-            2000
-        } else {
-            10000
-        }
     );
-    page("Runs", "Runs", &body)
+    let refresh = if runs.iter().any(|r| !r.status.is_final()) {
+        2
+    } else {
+        10
+    };
+    page("Runs", "Runs", Some(refresh), &body)
 }
 
 /// Steps by column: a step's column is the longest chain of dependencies before it.
@@ -230,15 +234,11 @@ pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str) -> String {
             )
         })
         .collect();
-    let refresh = if r.status.is_final() {
-        String::new()
-    } else {
-        "<script>setTimeout(()=>location.reload(),2000)</script>".into()
-    };
+    let refresh = (!r.status.is_final()).then_some(2);
     let body = format!(
         "<p>{} {} · created {} · trace <code>{}</code>{}</p>{}\
          <h2>Steps</h2><table id=steps><thead><tr><th>step</th><th>status</th><th>attempts</th></tr></thead><tbody>{steps}</tbody></table>\
-         <h2>Log</h2><pre id=log>{log}</pre>{refresh}",
+         <h2>Log</h2><pre id=log>{log}</pre>",
         esc(&r.workflow),
         badge(&r.status.to_string()),
         when(r.created_at),
@@ -249,7 +249,7 @@ pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str) -> String {
             .unwrap_or_default(),
         dag_svg(&views),
     );
-    page(&format!("Run {}", r.id), "Runs", &body)
+    page(&format!("Run {}", r.id), "Runs", refresh, &body)
 }
 
 /// The schedules page.
@@ -273,6 +273,7 @@ pub fn schedules_page(schedules: &[Schedule]) -> String {
     page(
         "Schedules",
         "Schedules",
+        None,
         &format!(
             "<table id=schedules><thead><tr><th>name</th><th>cron</th><th>workflow</th><th>state</th><th>last fire (UTC)</th></tr></thead><tbody>{rows}</tbody></table>"
         ),
@@ -364,9 +365,9 @@ pub fn cluster_page(view: &ClusterView) -> String {
     page(
         &format!("Cluster {}", view.cluster),
         "Cluster",
+        Some(5),
         &format!(
-            "{problems}<p>last health check: {checked} (UTC)</p><table id=nodes><thead><tr><th>node</th><th>role</th><th>address</th><th>server</th><th>registered</th><th>health</th><th>notes</th></tr></thead><tbody>{rows}</tbody></table>\
-             <script>setTimeout(()=>location.reload(),5000)</script>"
+            "{problems}<p>last health check: {checked} (UTC)</p><table id=nodes><thead><tr><th>node</th><th>role</th><th>address</th><th>server</th><th>registered</th><th>health</th><th>notes</th></tr></thead><tbody>{rows}</tbody></table>"
         ),
     )
 }

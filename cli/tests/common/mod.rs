@@ -249,6 +249,11 @@ impl Drop for Server {
 }
 
 pub fn serve(dir: &Path) -> Server {
+    serve_with(dir, &[])
+}
+
+/// `nix-infra serve` with more flags (token `test-token-1f2e`).
+pub fn serve_with(dir: &Path, flags: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -257,6 +262,7 @@ pub fn serve(dir: &Path) -> Server {
     let mut child = cli(dir)
         .env("NIX_INFRA_API_TOKEN", "test-token-1f2e")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(flags)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
