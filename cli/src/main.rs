@@ -69,6 +69,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // From the start: a stop asked for at any moment is heard (see `signal`).
+        signal::watch();
         let traces = match observability::traces::RunTraces::from_env() {
             Ok(t) => t,
             Err(e) => {

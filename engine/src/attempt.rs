@@ -22,14 +22,15 @@ pub(crate) enum Outcome {
     Cancelled,
 }
 
-/// Runs `handler` on `ctx` until it ends, `limit` passes, or `grace` after
-/// `cancel` fires.
+/// Runs `handler` on `ctx` until it ends, `limit` passes, `grace` after
+/// `cancel` fires, or `abort` fires (a hand-back whose grace is over).
 pub(crate) async fn run(
     handler: Handler,
     ctx: StepContext,
     limit: Option<Duration>,
     cancel: CancellationToken,
     grace: Duration,
+    abort: CancellationToken,
 ) -> Outcome {
     let body = AssertUnwindSafe(handler(ctx)).catch_unwind();
     let timed = async {
@@ -54,6 +55,7 @@ pub(crate) async fn run(
             ))),
         },
         _ = cancelled => Outcome::Cancelled,
+        _ = abort.cancelled() => Outcome::Cancelled,
     }
 }
 

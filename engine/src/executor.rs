@@ -78,6 +78,8 @@ pub(crate) struct Execution {
     suspending: bool,
     suspend: CancellationToken,
     token: CancellationToken,
+    /// Drops the steps still running when a hand-back's grace is over.
+    abort: CancellationToken,
     lost: Arc<AtomicBool>,
     logs: LogBuffer,
     observer: Observer,
@@ -119,6 +121,7 @@ impl Execution {
             suspending: false,
             suspend,
             token: cancel.child_token(),
+            abort: CancellationToken::new(),
             lost: Arc::new(AtomicBool::new(false)),
             logs: Arc::default(),
             observer,
@@ -199,11 +202,12 @@ impl Execution {
                         self.waiting -= 1;
                     }
                 }
-                // Steps still running after the grace period are told to stop.
-                let (token, grace) = (self.token.clone(), self.config.cancel_grace);
+                // Steps still running after the grace period are stopped
+                // then (one grace in all: not a second one after a cancel).
+                let (abort, grace) = (self.abort.clone(), self.config.cancel_grace);
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
-                    token.cancel();
+                    abort.cancel();
                 });
             }
             let started = if self.cancelling || self.suspending {
@@ -389,7 +393,7 @@ impl Execution {
             cancel: self.token.clone(),
             log: StepLogger::new(step.clone(), attempt, self.logs.clone()),
         };
-        let token = self.token.clone();
+        let (token, abort) = (self.token.clone(), self.abort.clone());
         let grace = self.config.cancel_grace;
         let tx = self.tx.clone();
         self.observer.emit(RunEvent::StepStarted {
@@ -402,7 +406,7 @@ impl Execution {
         tasks.spawn(
             async move {
                 let begin = Instant::now();
-                let outcome = attempt::run(handler, ctx, limit, token, grace).await;
+                let outcome = attempt::run(handler, ctx, limit, token, grace, abort).await;
                 let _ = tx.send(Msg::Ended {
                     step,
                     attempt,

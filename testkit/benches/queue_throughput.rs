@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p nix-infra-testkit --bench queue_throughput` (starts its own
 //! Postgres with default durability). `BENCH_RUNS` sets the run count (default 300).
+//! Last, the load of the reliability suite (`cli/tests/load.rs`): 1,000 runs of
+//! a 5-step chain enqueued while two workers run, as runs/s and the p50/p99 of
+//! enqueue to first step start.
 
 use async_trait::async_trait;
 use engine::{Engine, EngineConfig, RunFilter, RunStatus, now_millis};
@@ -160,6 +163,46 @@ async fn raw_apalis(url: &str, n: usize) -> f64 {
     rate
 }
 
+/// The reliability suite's load (`cli/tests/load.rs`) as figures: two
+/// workers busy while `n` runs of a 5-step chain are enqueued as fast as one
+/// producer can; returns runs/s (first enqueue to last finish) and the p50
+/// and p99 of enqueue to first step start.
+async fn load(url: &str, n: usize) -> (f64, i64, i64) {
+    let engine = engine(storage::connect(url).await.unwrap());
+    let queue = Queue::open(url, "load", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let w = workers(&engine, &queue, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the workers settle
+    let t0 = Instant::now();
+    let mut enqueued = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("load-{i}");
+        engine
+            .create("diag.chain", json!({"steps": 5}), Some(id.clone()))
+            .await
+            .unwrap();
+        enqueued.push((id.clone(), now_millis()));
+        queue.enqueue(&id).await.unwrap();
+    }
+    let mut lat = Vec::with_capacity(n);
+    for (id, at) in &enqueued {
+        loop {
+            let s = engine.load(id).await.unwrap();
+            if s.run.status == RunStatus::Succeeded {
+                let first = s.attempts.iter().map(|a| a.started_at).min().unwrap();
+                lat.push(first - at);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    stop(w).await;
+    lat.sort();
+    (rate, lat[lat.len() / 2], lat[lat.len() * 99 / 100])
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_RUNS")
         .ok()
@@ -185,5 +228,8 @@ fn main() {
             two / raw
         );
         println!("  raw apalis jobs/s:        {raw:8.1}");
+        let (rate, p50, p99) = load(&url, 1_000).await;
+        println!("1,000 five-step runs enqueued while 2 workers run:");
+        println!("  {rate:.1} runs/s; enqueue -> first step start: p50 {p50} ms, p99 {p99} ms");
     }));
 }

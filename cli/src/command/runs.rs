@@ -262,13 +262,24 @@ async fn resume_failed(
         return Ok(());
     }
     let mut failures = 0;
+    // A stop between two runs ends the loop here, not the process mid-line.
+    let _stop = crate::signal::listening();
+    let mut resumed = 0;
     for r in &runs {
+        if crate::signal::stop_was_requested() {
+            eprintln!("stopping: {} run(s) not resumed", runs.len() - resumed);
+            break;
+        }
         eprintln!("resuming run {} ({}, {})", r.id, r.workflow, r.status);
+        resumed += 1;
         if execute(ctx, &r.id, exec).await.is_err() {
             failures += 1;
         }
     }
-    eprintln!("{} resumed, {failures} still not succeeded", runs.len());
+    eprintln!("{resumed} resumed, {failures} still not succeeded");
+    if resumed < runs.len() {
+        return Err(Failure::RunNotSucceeded);
+    }
     if failures == 0 {
         Ok(())
     } else {
