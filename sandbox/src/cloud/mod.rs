@@ -111,7 +111,31 @@ pub struct Faults {
     pub latency: Duration,
     /// Create this many servers but break off the response.
     pub dropped_creates: u32,
+    /// The share of requests (0 to 1) that exhaust the rate limit: each gets
+    /// 429 with `RateLimit-Reset` at the next whole second after
+    /// `rate_limit_reset`, and so does every request until then, as Hetzner's
+    /// bucket answers once empty. See [`TestCloud::early_calls`].
+    pub rate_limited_share: f64,
+    /// The share of requests (0 to 1) answered 503.
+    pub server_error_share: f64,
 }
+
+/// The rate limit as the shares of [`Faults`] leave it.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    /// When the last 429 that opened a window was sent, and its reset (Unix seconds).
+    pub(crate) window: Option<(std::time::SystemTime, u64)>,
+    /// Requests that arrived in a window more than [`EARLY`] after it opened.
+    pub(crate) early: u32,
+    /// Requests answered 429, and 503, so far.
+    pub(crate) served: (u32, u32),
+    /// Seeded: a test's faults fall the same way every run.
+    pub(crate) rng: rand::rngs::StdRng,
+}
+
+/// How long after a 429 a request may still arrive without having seen it
+/// (it was in flight); later, before the reset, it is early.
+pub(crate) const EARLY: Duration = Duration::from_millis(100);
 
 /// One response the fake sent, kept when [`CloudConfig::record`] is on.
 #[derive(Clone, Debug)]
@@ -131,6 +155,7 @@ pub(crate) struct Shared {
     config: CloudConfig,
     state: Mutex<state::State>,
     faults: Mutex<Faults>,
+    limiter: Mutex<Limiter>,
     /// `Some` only when recording is on.
     recorded: Option<Mutex<Vec<Recorded>>>,
     nodes: Option<Mutex<BTreeMap<i64, Node>>>,
@@ -249,6 +274,12 @@ impl TestCloud {
             config,
             state: Default::default(),
             faults: Default::default(),
+            limiter: Mutex::new(Limiter {
+                window: None,
+                early: 0,
+                served: (0, 0),
+                rng: rand::SeedableRng::seed_from_u64(17),
+            }),
             ip_block: Mutex::new((block, 1, 0)),
         });
         let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -314,6 +345,26 @@ impl TestCloud {
     /// Changes the injected faults.
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+    }
+
+    /// Requests that came while the rate limit was exhausted, more than
+    /// 100 ms after the 429 that exhausted it and before its reset: calls a
+    /// client made without waiting as `RateLimit-Reset` said.
+    pub fn early_calls(&self) -> u32 {
+        self.shared
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .early
+    }
+
+    /// How many requests were answered 429, and how many 503, so far.
+    pub fn faults_served(&self) -> (u32, u32) {
+        self.shared
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .served
     }
 
     /// Whether this cloud keeps its responses ([`CloudConfig::record`]).

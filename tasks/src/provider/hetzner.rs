@@ -91,7 +91,16 @@ impl Hetzner {
         self
     }
 
+    /// This client's project: the rate limit is Hetzner's per token.
+    fn project(&self) -> String {
+        format!("{}\0{}", self.endpoint, self.token)
+    }
+
     /// One request; retries 429 (as the headers say) and 5xx/network errors (backing off).
+    ///
+    /// A 429 holds every call of this process to the same project until the
+    /// reset, not only the one refused: the limit is the project's, so other
+    /// calls sent before the reset would only be refused too.
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -101,6 +110,13 @@ impl Hetzner {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(200);
         loop {
+            if let Some(wait) = limit::held(&self.project()) {
+                if started.elapsed() + wait > self.patience {
+                    return Err(ProviderError::RateLimited(wait));
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             let mut req = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.endpoint))
@@ -142,10 +158,9 @@ impl Hetzner {
                             (None, None) => backoff,
                         };
                         // Resets are whole seconds: never retry before the second turns.
-                        (
-                            wait.max(Duration::from_millis(250)),
-                            ProviderError::RateLimited(wait),
-                        )
+                        let wait = wait.max(Duration::from_millis(250));
+                        limit::hold(&self.project(), wait);
+                        (wait, ProviderError::RateLimited(wait))
                     } else if status.is_server_error() {
                         (
                             backoff,
@@ -520,5 +535,34 @@ impl Provider for Hetzner {
             Ok(_) | Err(ProviderError::Api { status: 404, .. }) => Ok(true),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// When each project's rate limit resets, as its last 429 said, shared by
+/// every client of this process.
+mod limit {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    use std::time::{Duration, Instant};
+
+    static UNTIL: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Default::default);
+
+    /// How long calls to `project` must still wait, if they must.
+    pub(super) fn held(project: &str) -> Option<Duration> {
+        let until = *UNTIL
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(project)?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Holds calls to `project` for `wait` from now (never shortening a hold).
+    pub(super) fn hold(project: &str, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut map = UNTIL.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(project.to_string()).or_insert(until);
+        *entry = (*entry).max(until);
     }
 }
