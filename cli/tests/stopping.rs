@@ -247,3 +247,88 @@ fn sigterm_to_resume_failed_stops_at_the_run_it_is_in() {
     assert_eq!(show(d.path(), "r1")["status"], "cancelled", "{err}");
     assert_eq!(show(d.path(), "r2")["abandoned"], true, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_a_worker_waiting_for_a_lock_hands_both_runs_back() {
+    let cloud = cloud(true).await;
+    let pg = testkit::Postgres::start().unwrap();
+    let url = pg.fresh_database().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    cluster_at(d.path(), &cloud);
+    let with_db = |args: &[&str]| {
+        let mut c = cli(d.path());
+        c.args(["--database-url", &url]).args(args);
+        c
+    };
+    ok(&mut with_db(&["cluster", "provision", "--target", "n1"]));
+    // Two commands on one node: the second waits for the first's lock.
+    for id in ["c1", "c2"] {
+        ok(&mut with_db(&[
+            "cluster",
+            "cmd",
+            "--target",
+            "n1",
+            "--run-id",
+            id,
+            "--detach",
+            "sleep 600",
+        ]));
+    }
+    let (took, err) = term_at(
+        &mut with_db(&["-v", "worker", "--concurrency", "4"]),
+        "waiting for a resource lock",
+    );
+    assert!(took <= LIMIT, "{took:?}: {err}");
+    for id in ["c1", "c2"] {
+        let out = with_db(&["runs", "show", id, "--output", "json"])
+            .output()
+            .unwrap();
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            run["status"] == "pending" || run["status"] == "running" && run["abandoned"] == true,
+            "{id} handed back: {run}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_waiting_for_etcd_stops_within_the_grace() {
+    let cloud = cloud(true).await;
+    let d = tempfile::tempdir().unwrap();
+    ok(cli(d.path()).args(["init", "--example"]));
+    let env = std::fs::read_to_string(d.path().join(".env")).unwrap_or_default();
+    std::fs::write(d.path().join(".env"), format!("{env}{}", cloud.env_lines())).unwrap();
+    // etcd turned off by mistake: the control node never answers.
+    let ctrl = d.path().join("node_types/control_node.nix");
+    let text = std::fs::read_to_string(&ctrl).unwrap();
+    assert!(text.contains("    enable = true;"));
+    std::fs::write(
+        &ctrl,
+        text.replacen("    enable = true;", "    enable = false;", 1),
+    )
+    .unwrap();
+    let (took, err) = term_at(
+        cli(d.path()).args([
+            "cluster",
+            "up",
+            "--workers",
+            "0",
+            "--ingress",
+            "0",
+            "--run-id",
+            "e1",
+        ]),
+        "✓ rebuild/ctrl1",
+    );
+    assert!(took <= LIMIT, "{took:?}: {err}");
+    let run = show(d.path(), "e1");
+    assert_eq!(run["status"], "cancelled", "{err}");
+    // It was in the wait: its attempt was cut off.
+    let etcd = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "etcd/ctrl1")
+        .unwrap();
+    assert_eq!(etcd["attempts"][0]["status"], "cancelled", "{etcd}");
+}
