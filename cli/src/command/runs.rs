@@ -45,6 +45,14 @@ pub enum RunsCommand {
         /// With --failed: only runs of this workflow.
         #[arg(long, requires = "failed")]
         workflow: Option<String>,
+        /// Run again the steps that may have run already (a `cmd` or
+        /// `action` whose connection was lost mid-way). Without it, a
+        /// terminal is asked, and a script (or --batch) is refused.
+        #[arg(long)]
+        rerun_uncertain: bool,
+        /// Never ask: steps that may have run are refused unless --rerun-uncertain.
+        #[arg(long)]
+        batch: bool,
         #[command(flatten)]
         exec: ExecArgs,
     },
@@ -121,17 +129,24 @@ pub async fn run(global: Global, cmd: RunsCommand) -> Result<(), Failure> {
             id,
             failed,
             workflow,
+            rerun_uncertain,
+            batch,
             exec,
         } => {
+            let rerun = Rerun {
+                uncertain: rerun_uncertain,
+                batch,
+            };
             if exec.detach {
                 return Err(Failure::usage(
                     "`runs resume` executes here; --detach is for commands that start a run",
                 ));
             }
             let Some(id) = id.filter(|_| !failed) else {
-                return resume_failed(ctx, workflow, &exec).await;
+                return resume_failed(ctx, workflow, &exec, rerun).await;
             };
             let state = ctx.engine.load(&id).await?;
+            rerun.confirm(&state)?;
             if state.run.status == RunStatus::Succeeded {
                 eprintln!("run {id} already succeeded; nothing to resume");
             } else {
@@ -240,10 +255,50 @@ pub async fn run(global: Global, cmd: RunsCommand) -> Result<(), Failure> {
 }
 
 /// Resumes every failed run and every abandoned one (running, lease lapsed), oldest first.
+/// What `runs resume` may run again of what may have run already.
+#[derive(Clone, Copy)]
+struct Rerun {
+    uncertain: bool,
+    batch: bool,
+}
+
+impl Rerun {
+    /// Asks (on a terminal) or refuses (elsewhere) before a resume would run
+    /// again a step that may have run.
+    fn confirm(self, state: &engine::RunState) -> Result<(), Failure> {
+        use std::io::IsTerminal;
+        let steps = workflows::request::uncertain_steps(state);
+        if steps.is_empty() || self.uncertain {
+            return Ok(());
+        }
+        let what = format!(
+            "run {}: {} may have run already (the connection was lost while the command ran)",
+            state.run.id,
+            steps.join(", ")
+        );
+        if self.batch || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            return Err(Failure::usage(format!(
+                "{what}; resume with --rerun-uncertain to run it again"
+            )));
+        }
+        eprint!("{what}. Run again? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| Failure::Other(e.into()))?;
+        if matches!(answer.trim(), "y" | "Y" | "yes") {
+            Ok(())
+        } else {
+            Err(Failure::usage("not resumed; nothing was run again"))
+        }
+    }
+}
+
 async fn resume_failed(
     ctx: &Context,
     workflow: Option<String>,
     exec: &ExecArgs,
+    rerun: Rerun,
 ) -> Result<(), Failure> {
     let now = engine::now_millis();
     let mut runs = ctx
@@ -270,8 +325,13 @@ async fn resume_failed(
             eprintln!("stopping: {} run(s) not resumed", runs.len() - resumed);
             break;
         }
-        eprintln!("resuming run {} ({}, {})", r.id, r.workflow, r.status);
         resumed += 1;
+        if let Err(Failure::Usage(refused)) = rerun.confirm(&ctx.engine.load(&r.id).await?) {
+            eprintln!("{refused}");
+            failures += 1;
+            continue;
+        }
+        eprintln!("resuming run {} ({}, {})", r.id, r.workflow, r.status);
         if execute(ctx, &r.id, exec).await.is_err() {
             failures += 1;
         }

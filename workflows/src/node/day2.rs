@@ -95,8 +95,26 @@ impl LineSink for Redacting<'_> {
 }
 
 /// A failed remote command as a step error: its exit ends the step, the rest may be retried.
+/// What an error says of a command whose connection was lost while it ran:
+/// it may have run. A step failing so is not retried, and `runs resume`
+/// asks before running it again ([`crate::request::uncertain_steps`]).
+pub const MAY_HAVE_RUN: &str = "it may have run";
+
 pub(super) fn command_error(e: SshError, values: &[String]) -> StepError {
     match e {
+        // The command was sent; the connection went before its exit status
+        // came back. Running it again is the user's call, not a retry's.
+        SshError::Io { node, reason }
+        | SshError::Exit {
+            code: -1,
+            node,
+            stderr_tail: reason,
+            ..
+        } => StepError::permanent(format!(
+            "the connection to node {node} was lost while the command ran ({}): {MAY_HAVE_RUN}; \
+                 `runs resume` asks before running it again",
+            redact(reason.trim(), values)
+        )),
         SshError::Exit {
             code, stderr_tail, ..
         } => {
@@ -454,4 +472,49 @@ pub fn upgrade() -> Workflow {
         })
         .with::<Locate>()
         .with::<Upgrade>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::ErrorClass;
+
+    #[test]
+    fn a_command_cut_off_may_have_run_and_is_never_retried() {
+        let node = || "w1".to_string();
+        let cut = command_error(
+            SshError::Io {
+                node: node(),
+                reason: "the remote process has terminated".into(),
+            },
+            &[],
+        );
+        assert_eq!(cut.class, ErrorClass::Permanent);
+        assert!(cut.message.contains(MAY_HAVE_RUN), "{}", cut.message);
+        let killed = SshError::Exit {
+            node: node(),
+            command: "sh -s".into(),
+            code: -1,
+            stderr_tail: "secret-value here".into(),
+        };
+        let killed = command_error(killed, &["secret-value".into()]);
+        assert!(killed.message.contains(MAY_HAVE_RUN) && !killed.message.contains("secret-value"));
+        // Never sent: trying again is safe.
+        let unreachable = SshError::Unreachable {
+            node: node(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(command_error(unreachable, &[]).class, ErrorClass::Retryable);
+        let exit = SshError::Exit {
+            node: node(),
+            command: "sh -s".into(),
+            code: 3,
+            stderr_tail: "no".into(),
+        };
+        let exit = command_error(exit, &[]);
+        assert_eq!(
+            (exit.class, exit.message.as_str()),
+            (ErrorClass::Permanent, "exit 3: no")
+        );
+    }
 }

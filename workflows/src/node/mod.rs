@@ -34,7 +34,7 @@ pub(crate) use action::{may_name, placeholders, var_names};
 pub use cluster::up;
 pub use dart::{DartValues, is_dart_layout, staged_source as dart_staged_source};
 pub(crate) use dart_config::{base_node_values, cluster_token};
-pub use day2::{cmd, gc, publish_image, rollback, upgrade, upload};
+pub use day2::{MAY_HAVE_RUN, cmd, gc, publish_image, rollback, upgrade, upload};
 pub use init::{init, unregister, update};
 pub use overlay::overlay_network;
 pub use provision::{adopt, destroy, provision};

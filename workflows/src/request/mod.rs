@@ -27,6 +27,7 @@ mod adopt;
 mod app;
 mod flags;
 mod node;
+mod resume;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -34,6 +35,7 @@ mod tests_flags;
 
 pub use flags::node_module;
 pub use node::{env_vars_text, targets, up_nodes};
+pub use resume::uncertain_steps;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::domain::Role;
