@@ -274,6 +274,24 @@ impl Browser {
             .to_string()
     }
 
+    /// The page's source once it contains `text`: a click's navigation
+    /// ends after the click does, so the source is read until it has come.
+    async fn source_with(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let source = self.call(reqwest::Method::GET, "/source", json!({})).await;
+            let source = source.as_str().unwrap_or_default().to_string();
+            if source.contains(text) {
+                return source;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never showed {text:?}: {source}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     async fn log_in(&self, token: &str) {
         let field = self.element("#token").await;
         self.call(
@@ -312,20 +330,12 @@ async fn a_browser_logs_in_with_the_token_and_cannot_read_the_cookie() {
         b.url().await
     );
     b.log_in("not-the-token").await;
-    let source = b.call(reqwest::Method::GET, "/source", json!({})).await;
-    assert!(
-        source
-            .as_str()
-            .unwrap()
-            .contains("That is not the API token"),
-        "{source}"
-    );
+    b.source_with("That is not the API token").await;
     b.go(&format!("{}/login?next=/runs/good", server.base))
         .await;
     b.log_in(TOKEN).await;
+    b.source_with("Run good").await;
     assert!(b.url().await.ends_with("/runs/good"), "{}", b.url().await);
-    let source = b.call(reqwest::Method::GET, "/source", json!({})).await;
-    assert!(source.as_str().unwrap().contains("Run good"), "{source}");
     // The page's own scripts cannot see the session: it is HttpOnly.
     let seen = b
         .call(

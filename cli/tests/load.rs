@@ -54,16 +54,19 @@ impl Drop for Worker {
     }
 }
 
+/// Queued runs (not the schedule's) with `status`.
 async fn count(engine: &Engine, status: RunStatus) -> usize {
     let filter = RunFilter {
         statuses: vec![status],
         limit: Some(100_000),
+        id_prefix: Some("load-".into()),
         ..RunFilter::default()
     };
     engine.list(&filter).await.unwrap().len()
 }
 
-/// Polls the store until `done` holds for the succeeded count, failing after `limit`.
+/// Polls the store until `done` holds for the count of queued runs that
+/// succeeded, failing after `limit`.
 async fn until(engine: &Engine, limit: Duration, what: &str, done: impl Fn(usize) -> bool) {
     let deadline = Instant::now() + limit;
     loop {

@@ -117,4 +117,33 @@ fn a_dropped_connection_is_retried_by_idempotent_steps_and_never_by_commands() {
     assert_eq!(out.status.code(), Some(1));
     ok(cli(dir).args(["runs", "resume", "c2", "--batch", "--rerun-uncertain"]));
     assert_eq!(show(dir, "c2")["status"], "succeeded");
+
+    // An app's action is a command too (the repo's action.sh, uploaded as it runs).
+    let script = dir.join("app_modules/hello/action.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let blip_case = format!("  blip) {} ;;\n  *)", blip("once3"));
+    std::fs::write(&script, text.replacen("  *)", &blip_case, 1)).unwrap();
+    let out = cli(dir)
+        .args([
+            "cluster", "action", "--target", "worker1", "--app", "hello", "--run-id", "a1", "blip",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("it may have run"));
+    assert_eq!(attempts(dir, "a1", "action/worker1"), ["failed"]);
+    let out = cli(dir)
+        .args(["runs", "resume", "a1", "--batch"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refused without --rerun-uncertain"
+    );
+    ok(cli(dir).args(["runs", "resume", "a1", "--batch", "--rerun-uncertain"]));
+    assert_eq!(
+        attempts(dir, "a1", "action/worker1"),
+        ["failed", "succeeded"]
+    );
 }
