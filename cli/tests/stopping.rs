@@ -332,3 +332,24 @@ async fn sigterm_while_waiting_for_etcd_stops_within_the_grace() {
         .unwrap();
     assert_eq!(etcd["attempts"][0]["status"], "cancelled", "{etcd}");
 }
+
+#[test]
+fn sigterm_to_runs_start_cancels_the_run_and_it_resumes_later() {
+    let d = tempfile::tempdir().unwrap();
+    let (took, err) = term_at(
+        cli(d.path()).args([
+            "runs",
+            "start",
+            "diag.chain",
+            "--run-id",
+            "s1",
+            "--input",
+            r#"{"steps":2,"sleep_ms":1500}"#,
+        ]),
+        "steps",
+    );
+    assert!(took <= LIMIT, "{took:?}: {err}");
+    assert_eq!(show(d.path(), "s1")["status"], "cancelled", "{err}");
+    ok(cli(d.path()).args(["runs", "resume", "s1"]));
+    assert_eq!(show(d.path(), "s1")["status"], "succeeded");
+}

@@ -28,6 +28,7 @@
 //! | `server_types[].locations[]` | `recommended` (boolean) | `true` for the default location (`fsn1`), else `false` | Hetzner sends it; current clients require it |
 
 mod api;
+mod faults;
 mod json;
 mod labels;
 mod state;
