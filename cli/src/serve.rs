@@ -234,13 +234,37 @@ async fn api_start(
     Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))).into_response())
 }
 
-async fn api_resume(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+/// `POST /api/runs/{id}/resume?rerun_uncertain=true`.
+#[derive(Deserialize, Default)]
+struct ResumeQuery {
+    #[serde(default)]
+    rerun_uncertain: bool,
+}
+
+async fn api_resume(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ResumeQuery>,
+) -> Reply {
     authorize(&app, &headers)?;
     let state = app.engine.load(&id).await.map_err(engine_error)?;
     if state.run.status == RunStatus::Succeeded {
         return Err(problem(
             StatusCode::CONFLICT,
             format!("run {id} already succeeded"),
+        ));
+    }
+    // As `runs resume`: what may have run is run again only when asked for.
+    let uncertain = workflows::request::uncertain_steps(&state);
+    if !uncertain.is_empty() && !q.rerun_uncertain {
+        return Err(problem(
+            StatusCode::CONFLICT,
+            format!(
+                "run {id}: {} may have run already (the connection was lost while the command ran); \
+                 resume with ?rerun_uncertain=true to run it again",
+                uncertain.join(", ")
+            ),
         ));
     }
     spawn(&app, id.clone(), None);

@@ -178,7 +178,15 @@ pub async fn login(State(gate): State<Gate>, Form(f): Form<Login>) -> Response {
 /// A local path to return to: anything else (another site, `//host`) is `/`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        // Browsers drop tabs and newlines (`/\t/evil` becomes `//evil`): only
+        // plain printable ASCII is a path back.
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.into()
+        }
         _ => "/".into(),
     }
 }
@@ -224,7 +232,14 @@ mod tests {
     #[test]
     fn only_local_paths_are_returned_to() {
         assert_eq!(safe_next(Some("/runs/x?y=1")), "/runs/x?y=1");
-        for other in ["//evil.example", "https://evil.example", "/\\evil", "runs"] {
+        for other in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "runs",
+            "/\t/evil.example",
+            "/ /x",
+        ] {
             assert_eq!(safe_next(Some(other)), "/", "{other}");
         }
         assert_eq!(safe_next(None), "/");

@@ -45,21 +45,27 @@ pub fn watch() {
         let term = signal(SignalKind::terminate()).ok();
         let int = signal(SignalKind::interrupt()).ok();
         tokio::spawn(async move {
-            let next = |s: Option<tokio::signal::unix::Signal>| async move {
+            async fn next(s: Option<&mut tokio::signal::unix::Signal>) {
                 match s {
-                    Some(mut s) => {
+                    Some(s) => {
                         s.recv().await;
                     }
                     None => std::future::pending::<()>().await,
                 }
-            };
-            let code = tokio::select! {
-                _ = next(term) => 143,
-                _ = next(int) => 130,
-            };
-            STOP.cancel();
-            if LISTENERS.load(Ordering::SeqCst) == 0 {
-                std::process::exit(code);
+            }
+            let (mut term, mut int) = (term, int);
+            let mut asked = false;
+            loop {
+                let code = tokio::select! {
+                    _ = next(term.as_mut()) => 143,
+                    _ = next(int.as_mut()) => 130,
+                };
+                STOP.cancel();
+                // A second stop, or one nobody acts on, ends the process now.
+                if asked || LISTENERS.load(Ordering::SeqCst) == 0 {
+                    std::process::exit(code);
+                }
+                asked = true;
             }
         });
     });

@@ -202,11 +202,15 @@ impl Execution {
                         self.waiting -= 1;
                     }
                 }
-                // Steps still running after the grace period are stopped
-                // then (one grace in all: not a second one after a cancel).
-                let (abort, grace) = (self.abort.clone(), self.config.cancel_grace);
+                // Steps still running after the grace period are told to
+                // stop, and dropped a second later if they do not (not a
+                // whole second grace after the cancel).
+                let (token, abort) = (self.token.clone(), self.abort.clone());
+                let grace = self.config.cancel_grace;
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
+                    token.cancel();
+                    tokio::time::sleep(Duration::from_secs(1).min(grace)).await;
                     abort.cancel();
                 });
             }

@@ -326,10 +326,14 @@ async fn resume_failed(
             break;
         }
         resumed += 1;
-        if let Err(Failure::Usage(refused)) = rerun.confirm(&ctx.engine.load(&r.id).await?) {
-            eprintln!("{refused}");
-            failures += 1;
-            continue;
+        match rerun.confirm(&ctx.engine.load(&r.id).await?) {
+            Ok(()) => {}
+            Err(Failure::Usage(refused)) => {
+                eprintln!("{refused}");
+                failures += 1;
+                continue;
+            }
+            Err(other) => return Err(other),
         }
         eprintln!("resuming run {} ({}, {})", r.id, r.workflow, r.status);
         if execute(ctx, &r.id, exec).await.is_err() {

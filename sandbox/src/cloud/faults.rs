@@ -8,11 +8,16 @@ use axum::extract::{Request, State as Ext};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the fault settings make of one request: its latency, a 429 with
 /// its reset (Unix seconds), or a 503.
-fn roll(app: &Shared) -> (std::time::Duration, Option<u64>, bool) {
+///
+/// `from` is the client's connection: a connection that was told a reset
+/// and asks again before it is early (requests on one connection follow one
+/// another, so that client had read the 429).
+fn roll(app: &Shared, from: Option<SocketAddr>) -> (std::time::Duration, Option<u64>, bool) {
     let mut f = app.faults.lock().unwrap_or_else(|p| p.into_inner());
     let mut l = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
     let now = SystemTime::now();
@@ -21,11 +26,18 @@ fn roll(app: &Shared) -> (std::time::Duration, Option<u64>, bool) {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     };
+    let now_s = secs(now);
+    l.told.retain(|_, reset| *reset > now_s);
+    if let Some(c) = from
+        && l.told.contains_key(&c)
+    {
+        l.early += 1;
+    }
     // An exhausted limit answers 429 until its reset, whoever asks.
-    if let Some((opened, reset)) = l.window {
-        if secs(now) < reset {
-            if now.duration_since(opened).unwrap_or_default() > super::EARLY {
-                l.early += 1;
+    if let Some(reset) = l.window {
+        if now_s < reset {
+            if let Some(c) = from {
+                l.told.insert(c, reset);
             }
             return (f.latency, Some(reset), false);
         }
@@ -39,7 +51,10 @@ fn roll(app: &Shared) -> (std::time::Duration, Option<u64>, bool) {
     use rand::Rng;
     if f.rate_limited_share > 0.0 && l.rng.random::<f64>() < f.rate_limited_share {
         let reset = secs(now + f.rate_limit_reset) + 1;
-        l.window = Some((now, reset));
+        l.window = Some(reset);
+        if let Some(c) = from {
+            l.told.insert(c, reset);
+        }
         return (f.latency, Some(reset), false);
     }
     let failing = f.server_errors > 0
@@ -49,7 +64,11 @@ fn roll(app: &Shared) -> (std::time::Duration, Option<u64>, bool) {
 }
 
 pub(super) async fn faults(Ext(app): App, req: Request, next: Next) -> Response {
-    let (latency, limited, failing) = roll(&app);
+    let from = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (latency, limited, failing) = roll(&app, from);
     {
         let mut l = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
         l.served.0 += u32::from(limited.is_some());

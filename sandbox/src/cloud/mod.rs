@@ -124,19 +124,17 @@ pub struct Faults {
 /// The rate limit as the shares of [`Faults`] leave it.
 #[derive(Debug)]
 pub(crate) struct Limiter {
-    /// When the last 429 that opened a window was sent, and its reset (Unix seconds).
-    pub(crate) window: Option<(std::time::SystemTime, u64)>,
-    /// Requests that arrived in a window more than [`EARLY`] after it opened.
+    /// The reset (Unix seconds) of the exhausted limit, while it lasts.
+    pub(crate) window: Option<u64>,
+    /// The connections told of a reset, with it.
+    pub(crate) told: std::collections::HashMap<std::net::SocketAddr, u64>,
+    /// Requests on a connection that had been told of a reset not yet reached.
     pub(crate) early: u32,
     /// Requests answered 429, and 503, so far.
     pub(crate) served: (u32, u32),
     /// Seeded: a test's faults fall the same way every run.
     pub(crate) rng: rand::rngs::StdRng,
 }
-
-/// How long after a 429 a request may still arrive without having seen it
-/// (it was in flight); later, before the reset, it is early.
-pub(crate) const EARLY: Duration = Duration::from_millis(100);
 
 /// One response the fake sent, kept when [`CloudConfig::record`] is on.
 #[derive(Clone, Debug)]
@@ -277,6 +275,7 @@ impl TestCloud {
             faults: Default::default(),
             limiter: Mutex::new(Limiter {
                 window: None,
+                told: Default::default(),
                 early: 0,
                 served: (0, 0),
                 rng: rand::SeedableRng::seed_from_u64(17),
@@ -287,7 +286,11 @@ impl TestCloud {
         let addr = listener.local_addr()?;
         let app = api::router(shared.clone());
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
         });
         Ok(TestCloud {
             shared,
@@ -346,11 +349,17 @@ impl TestCloud {
     /// Changes the injected faults.
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+        // New settings, a full bucket: a window a past client opened is gone.
+        self.shared
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .window = None;
     }
 
-    /// Requests that came while the rate limit was exhausted, more than
-    /// 100 ms after the 429 that exhausted it and before its reset: calls a
-    /// client made without waiting as `RateLimit-Reset` said.
+    /// Requests a client sent on a connection that had been answered 429,
+    /// before the reset that answer gave: calls made without waiting as
+    /// `RateLimit-Reset` said.
     pub fn early_calls(&self) -> u32 {
         self.shared
             .limiter

@@ -158,7 +158,7 @@ impl Hetzner {
                             (None, None) => backoff,
                         };
                         // Resets are whole seconds: never retry before the second turns.
-                        let wait = wait.max(Duration::from_millis(250));
+                        let wait = wait.max(Duration::from_millis(250)).min(self.patience);
                         limit::hold(&self.project(), wait);
                         (wait, ProviderError::RateLimited(wait))
                     } else if status.is_server_error() {

@@ -12,7 +12,7 @@
 //! request can tell).
 
 use super::access::{ctrl_endpoints, ctrl_servers, open_registry, secret_store};
-use super::day2::{Exit, Redacting, command_error, simple};
+use super::day2::{Exit, Redacting, simple, user_command_error};
 use super::stage::{Peers, node_vars};
 use super::steps::LogSink;
 use super::{NodeInput, NodeParams, NodesInput, address, remote, ssh_error};
@@ -254,7 +254,7 @@ impl Step for Action {
             };
             run(&r, &bytes, &env, &a.args, &sink)
                 .await
-                .map_err(|e| command_error(e, &values))?;
+                .map_err(|e| user_command_error(e, &values))?;
             return Ok(Exit::OK);
         };
         r.upload(&bytes, NODE_SCRIPT, 0o600)
@@ -266,7 +266,7 @@ impl Step for Action {
             tasks::deploy::save_output_as_secret(&r, "sh -s", Some(stdin.as_bytes()), &store, name)
                 .await
                 .map_err(|e| match e {
-                    tasks::deploy::DeployError::Ssh(s) => command_error(s, &values),
+                    tasks::deploy::DeployError::Ssh(s) => user_command_error(s, &values),
                     other => StepError::permanent(other),
                 })?;
         ctx.log

@@ -100,21 +100,10 @@ impl LineSink for Redacting<'_> {
 /// asks before running it again ([`crate::request::uncertain_steps`]).
 pub const MAY_HAVE_RUN: &str = "it may have run";
 
+/// A command's error: a non-zero exit is permanent, the tail of stderr
+/// (redacted) saying why; trouble reaching the node is retried.
 pub(super) fn command_error(e: SshError, values: &[String]) -> StepError {
     match e {
-        // The command was sent; the connection went before its exit status
-        // came back. Running it again is the user's call, not a retry's.
-        SshError::Io { node, reason }
-        | SshError::Exit {
-            code: -1,
-            node,
-            stderr_tail: reason,
-            ..
-        } => StepError::permanent(format!(
-            "the connection to node {node} was lost while the command ran ({}): {MAY_HAVE_RUN}; \
-                 `runs resume` asks before running it again",
-            redact(reason.trim(), values)
-        )),
         SshError::Exit {
             code, stderr_tail, ..
         } => {
@@ -126,6 +115,28 @@ pub(super) fn command_error(e: SshError, values: &[String]) -> StepError {
             }
         }
         other => super::ssh_error(other),
+    }
+}
+
+/// [`command_error`] for a user's command (`cmd`, `action`), which is not
+/// safe to repeat: a connection lost while it ran means it may have run,
+/// so the step fails for good, saying so.
+pub(super) fn user_command_error(e: SshError, values: &[String]) -> StepError {
+    match e {
+        // The command was sent; the connection went before its exit status
+        // came back. Running it again is the user's call, not a retry's.
+        SshError::Io { node, reason }
+        | SshError::Exit {
+            code: -1,
+            node,
+            stderr_tail: reason,
+            ..
+        } => StepError::permanent(format!(
+            "the connection to node {node} was lost while the command ran ({}): {MAY_HAVE_RUN}; \
+             `runs resume` asks before running it again",
+            redact(reason.trim(), values)
+        )),
+        other => command_error(other, values),
     }
 }
 
@@ -219,7 +230,7 @@ impl Step for Cmd {
             None,
         )
         .await
-        .map_err(|e| command_error(e, &values))?;
+        .map_err(|e| user_command_error(e, &values))?;
         Ok(Exit::OK)
     }
 }
@@ -482,7 +493,7 @@ mod tests {
     #[test]
     fn a_command_cut_off_may_have_run_and_is_never_retried() {
         let node = || "w1".to_string();
-        let cut = command_error(
+        let cut = user_command_error(
             SshError::Io {
                 node: node(),
                 reason: "the remote process has terminated".into(),
@@ -497,21 +508,24 @@ mod tests {
             code: -1,
             stderr_tail: "secret-value here".into(),
         };
-        let killed = command_error(killed, &["secret-value".into()]);
+        let killed = user_command_error(killed, &["secret-value".into()]);
         assert!(killed.message.contains(MAY_HAVE_RUN) && !killed.message.contains("secret-value"));
         // Never sent: trying again is safe.
         let unreachable = SshError::Unreachable {
             node: node(),
             reason: "connection refused".into(),
         };
-        assert_eq!(command_error(unreachable, &[]).class, ErrorClass::Retryable);
+        assert_eq!(
+            user_command_error(unreachable, &[]).class,
+            ErrorClass::Retryable
+        );
         let exit = SshError::Exit {
             node: node(),
             command: "sh -s".into(),
             code: 3,
             stderr_tail: "no".into(),
         };
-        let exit = command_error(exit, &[]);
+        let exit = user_command_error(exit, &[]);
         assert_eq!(
             (exit.class, exit.message.as_str()),
             (ErrorClass::Permanent, "exit 3: no")
