@@ -61,10 +61,14 @@ proptest! {
         now in 0i64..4_000_000_000_000,
     ) {
         let cron = Cron::parse(&expr, &tz).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        // Days 1-28 exist in every month: there is always a next fire time.
+        // Days 1-28 exist in every month: with the day of week open there is
+        // always a next fire time. (With both restricted, the cron crate
+        // wants both, as in "Sunday the 16th of April", which may not come
+        // again within its range.)
         let next = cron.next_after(now);
-        prop_assert!(next.is_some(), "{} in {}: no fire time after {}", expr, tz, now);
-        let next = next.unwrap_or_default();
+        let dow_open = expr.ends_with(" *");
+        prop_assert!(next.is_some() || !dow_open, "{} in {}: no fire time after {}", expr, tz, now);
+        let Some(next) = next else { return Ok(()) };
         prop_assert!(next > now, "{} in {}: {} after {}", expr, tz, next, now);
         prop_assert_eq!(cron.latest_between(now, next), Some(next));
     }

@@ -158,8 +158,10 @@ impl Hetzner {
                             (None, None) => backoff,
                         };
                         // Resets are whole seconds: never retry before the second turns.
-                        let wait = wait.max(Duration::from_millis(250)).min(self.patience);
-                        limit::hold(&self.project(), wait);
+                        let wait = wait.max(Duration::from_millis(250));
+                        // Held no longer than this client would wait (a huge
+                        // Retry-After must not overflow the clock).
+                        limit::hold(&self.project(), wait.min(self.patience));
                         (wait, ProviderError::RateLimited(wait))
                     } else if status.is_server_error() {
                         (
