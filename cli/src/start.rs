@@ -154,6 +154,9 @@ pub async fn start(mut global: Global, checked: Checked, exec: &ExecArgs) -> Res
         s.store()?;
     }
     forget(&[SecretPlan::Leftover]);
+    // From here a stop cancels the run (rather than leaving it pending):
+    // `execute_outcome` sees it even if it came before it began.
+    let _stop = crate::signal::listening();
     let created = ctx
         .engine
         .create(

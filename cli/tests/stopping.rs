@@ -151,7 +151,7 @@ async fn sigterm_during_a_remote_command_stops_within_the_grace() {
             "c1",
             "echo started >&2; sleep 600",
         ]),
-        "run c1",
+        "run c1: ",
     );
     assert!(took <= LIMIT, "{took:?}: {err}");
     let status = show(d.path(), "c1")["status"].clone();
