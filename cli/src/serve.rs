@@ -261,9 +261,8 @@ async fn api_resume(
         return Err(problem(
             StatusCode::CONFLICT,
             format!(
-                "run {id}: {} may have run already (the connection was lost while the command ran); \
-                 resume with ?rerun_uncertain=true to run it again",
-                uncertain.join(", ")
+                "{}; resume with ?rerun_uncertain=true to run it again",
+                workflows::request::may_have_run(&id, &uncertain)
             ),
         ));
     }

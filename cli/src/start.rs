@@ -17,6 +17,16 @@ pub async fn check(global: &Global, request: Request) -> Result<Checked, Failure
         .await?)
 }
 
+/// Asks `question` on the terminal; whether the answer was yes.
+pub fn ask_yes(question: &str) -> Result<bool, Failure> {
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::Other(e.into()))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 /// Asks the request's question (destroy) on a terminal, unless `batch`.
 pub fn confirm(checked: &Checked, batch: bool) -> Result<(), Failure> {
     let Some(question) = &checked.confirm else {
@@ -25,12 +35,7 @@ pub fn confirm(checked: &Checked, batch: bool) -> Result<(), Failure> {
     if batch || !std::io::stdin().is_terminal() {
         return Ok(());
     }
-    eprint!("{question} [y/N] ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(|e| Failure::Other(e.into()))?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
+    if ask_yes(question)? {
         Ok(())
     } else {
         Err(Failure::usage("not confirmed; nothing was changed"))
@@ -83,12 +88,7 @@ async fn adopt_then(
     exec: &ExecArgs,
 ) -> Result<(), Failure> {
     eprintln!("{message}");
-    eprint!("adopt {} now? [y/N] ", nodes.join(", "));
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(|e| Failure::Other(e.into()))?;
-    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+    if !ask_yes(&format!("adopt {} now?", nodes.join(", ")))? {
         return Err(Failure::usage("not adopted; nothing was changed"));
     }
     let adopt = Request::Adopt {

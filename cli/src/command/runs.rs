@@ -271,22 +271,13 @@ impl Rerun {
         if steps.is_empty() || self.uncertain {
             return Ok(());
         }
-        let what = format!(
-            "run {}: {} may have run already (the connection was lost while the command ran)",
-            state.run.id,
-            steps.join(", ")
-        );
+        let what = workflows::request::may_have_run(&state.run.id, &steps);
         if self.batch || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
             return Err(Failure::usage(format!(
                 "{what}; resume with --rerun-uncertain to run it again"
             )));
         }
-        eprint!("{what}. Run again? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(|e| Failure::Other(e.into()))?;
-        if matches!(answer.trim(), "y" | "Y" | "yes") {
+        if crate::start::ask_yes(&format!("{what}. Run again?"))? {
             Ok(())
         } else {
             Err(Failure::usage("not resumed; nothing was run again"))

@@ -161,6 +161,8 @@ let
   self = let a = ((((config.networking or { }).interfaces or { }).eth0 or { }).ipv4 or { }).addresses or null;
     in if configuration != null && isList a && a != [ ] then (head a).address else null;
 
+  hostName = if configuration != null then ((config.networking or { }).hostName or null) else null;
+
   etcdArgs = e:
     let
       get = name: if e ? ${name} then e.${name} else null;
@@ -169,7 +171,8 @@ let
       bool = flag: name: if get name == true then [ flag ] else [ ];
     in
     if get "enable" == true then concatStringsSep " " (
-      opt "--name" "name" ++ [ "--data-dir" (if get "dataDir" != null then toString e.dataDir else "/var/lib/etcd") ]
+      # As NixOS's etcd module: the member's name defaults to the host's.
+      (if get "name" != null then opt "--name" "name" else if hostName != null then [ "--name" hostName ] else [ ]) ++ [ "--data-dir" (if get "dataDir" != null then toString e.dataDir else "/var/lib/etcd") ]
       ++ list "--listen-client-urls" "listenClientUrls" ++ list "--advertise-client-urls" "advertiseClientUrls"
       ++ list "--listen-peer-urls" "listenPeerUrls" ++ list "--initial-advertise-peer-urls" "initialAdvertisePeerUrls"
       ++ list "--initial-cluster" "initialCluster" ++ opt "--initial-cluster-state" "initialClusterState"

@@ -27,3 +27,11 @@ pub fn uncertain_steps(state: &RunState) -> Vec<String> {
         .map(|spec| spec.name.clone())
         .collect()
 }
+
+/// What to say of `steps` of run `run_id` that may have run already.
+pub fn may_have_run(run_id: &str, steps: &[String]) -> String {
+    format!(
+        "run {run_id}: {} may have run already (the connection was lost while the command ran)",
+        steps.join(", ")
+    )
+}
