@@ -3,11 +3,10 @@
 
 use crate::args::{ExecArgs, Global};
 use crate::{Context, Failure, progress, summary};
-use engine::{Created, Observer, RunOutcome, RunStatus, Step};
+use engine::{Created, Observer, RunOutcome, RunStatus};
 use serde_json::json;
 use std::io::IsTerminal;
 use workflows::cluster::ClusterError;
-use workflows::node::kinds::{Action, Cmd};
 use workflows::request::{Checked, Request};
 
 /// Checks `request` against the cluster repo; nothing is written.
@@ -194,7 +193,7 @@ pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(),
 /// output (cmd, action) and a per-node summary.
 async fn report(ctx: &Context, outcome: &RunOutcome) -> Result<(), Failure> {
     let state = ctx.engine.load(&outcome.run_id).await?;
-    let nodes = summary::nodes(&state);
+    let nodes = workflows::report::nodes(&state);
     if nodes.is_empty() {
         return finish(ctx, outcome, None);
     }
@@ -293,19 +292,9 @@ pub async fn detach(ctx: &Context, run_id: &str, queue: &str) -> Result<(), Fail
 
 /// Each node's output of a command run, `node | line`, from the run's logs.
 async fn print_output(ctx: &Context, state: &engine::RunState) -> Result<(), Failure> {
-    let commands = state
-        .run
-        .plan
-        .steps
-        .iter()
-        .filter(|s| s.kind == Cmd::KIND || s.kind == Action::KIND);
-    for step in commands {
-        let node = step.subject().unwrap_or(&step.name);
-        let lines = ctx.engine.logs(&state.run.id, Some(&step.name)).await?;
-        // Only the last attempt's lines: a resumed command shows what it last printed.
-        let last = lines.iter().map(|l| l.attempt).max();
-        for l in lines.iter().filter(|l| Some(l.attempt) == last) {
-            println!("{node:<14}| {}", l.line);
+    for out in workflows::report::command_output(&ctx.engine, state).await? {
+        for line in &out.lines {
+            println!("{:<14}| {line}", out.node);
         }
     }
     Ok(())

@@ -42,6 +42,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod cluster;
 pub mod diag;
 pub mod domain;
@@ -49,6 +50,7 @@ pub mod envfile;
 pub mod init;
 pub mod node;
 pub mod preflight;
+pub mod report;
 pub mod request;
 
 /// Every workflow this build knows, ready for [`engine::Engine::new`].

@@ -9,6 +9,7 @@ use serde_json::json;
 use tasks::provider::ServerInfo;
 use tasks::registry::AppKind;
 use tasks::ssh::{LineSink, Remote, Stream};
+use workflows::agent::remote;
 use workflows::cluster::Cluster;
 use workflows::request::targets;
 
@@ -18,13 +19,7 @@ async fn server(c: &Cluster, target: &str) -> Result<(String, ServerInfo), Failu
     let [node] = nodes.as_slice() else {
         return Err(Failure::usage("--target names one node here"));
     };
-    let s = c
-        .servers()
-        .await?
-        .into_iter()
-        .find(|s| s.node() == Some(node.as_str()) && s.ipv4.is_some())
-        .ok_or_else(|| Failure::usage(format!("no server named {node} in cluster {}", c.name)))?;
-    Ok((node.to_string(), s))
+    Ok((node.to_string(), remote::server(c, node.as_str()).await?))
 }
 
 /// The node's name and public address, from the provider.
@@ -36,13 +31,7 @@ async fn address(c: &Cluster, target: &str) -> Result<(String, String), Failure>
 /// An SSH connection to the node, with its own login if servers.yaml gives one.
 async fn connect(c: &Cluster, target: &str) -> Result<(String, ServerInfo, Remote), Failure> {
     let (node, s) = server(c, target).await?;
-    let mut cfg = workflows::node::ssh_config_for(c);
-    if let Some(l) = &s.login {
-        cfg.key = Some(l.key.clone());
-        cfg.user = l.user.clone();
-    }
-    let ip = s.ipv4.clone().unwrap_or_default();
-    let r = Remote::connect(&cfg, &node, &ip)
+    let r = remote::connect(c, &node, &s)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
     Ok((node, s, r))

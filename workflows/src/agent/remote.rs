@@ -1,0 +1,160 @@
+//! Reading from nodes without a run: find a node's server, connect with its
+//! login, run a checked read-only command on several nodes at once, and
+//! keep each node's output, exit code or error apart.
+
+use super::readonly::ReadOnly;
+use crate::cluster::{Cluster, ClusterError};
+use crate::request::targets;
+use serde::Serialize;
+use std::sync::Mutex;
+use std::time::Duration;
+use tasks::provider::ServerInfo;
+use tasks::ssh::{LineSink, Remote, SshError, Stream};
+
+/// How long a read may take on a node before it is stopped.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The server behind node `node`, from the provider.
+pub async fn server(c: &Cluster, node: &str) -> Result<ServerInfo, ClusterError> {
+    let servers = c.servers().await?;
+    servers
+        .into_iter()
+        .find(|s| s.node() == Some(node) && s.ipv4.is_some())
+        .ok_or_else(|| {
+            ClusterError::Refused(format!("no server named {node} in cluster {}", c.name))
+        })
+}
+
+/// An SSH connection to `server` as node `node`, with the server's own
+/// login where servers.yaml gives one, else the cluster's key as root.
+pub async fn connect(c: &Cluster, node: &str, server: &ServerInfo) -> Result<Remote, SshError> {
+    let mut cfg = crate::node::ssh_config_for(c);
+    if let Some(l) = &server.login {
+        cfg.key = Some(l.key.clone());
+        cfg.user = l.user.clone();
+    }
+    let ip = server.ipv4.clone().unwrap_or_default();
+    Remote::connect(&cfg, node, &ip).await
+}
+
+/// What one node answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeRead {
+    /// The node.
+    pub node: String,
+    /// Its public address.
+    pub ipv4: String,
+    /// The command's exit code (none: it did not run to its end).
+    pub exit: Option<i32>,
+    /// Its standard output and standard error, as the lines came.
+    pub output: String,
+    /// Why the command did not run to its end (unreachable, timed out).
+    pub error: Option<String>,
+}
+
+/// Collects a command's lines, both streams, in arrival order.
+#[derive(Default)]
+struct Collect(Mutex<String>);
+
+impl LineSink for Collect {
+    fn line(&self, _: Stream, line: &str) {
+        let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
+/// The nodes `target` names (spaces or commas between names), each with its
+/// server; a name the provider does not have is refused, naming it.
+pub async fn nodes_of(
+    c: &Cluster,
+    target: &str,
+) -> Result<Vec<(String, ServerInfo)>, ClusterError> {
+    let names = targets(&target.replace(',', " "))?;
+    let servers = c.servers().await?;
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for n in names {
+        match servers
+            .iter()
+            .find(|s| s.node() == Some(n.as_str()) && s.ipv4.is_some())
+        {
+            Some(s) => out.push((n.to_string(), s.clone())),
+            None => missing.push(n.to_string()),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let mut known: Vec<&str> = servers.iter().filter_map(ServerInfo::node).collect();
+    known.sort_unstable();
+    Err(ClusterError::Refused(format!(
+        "no node named {} in cluster {} (its nodes: {})",
+        missing.join(", "),
+        c.name,
+        if known.is_empty() {
+            "none yet".into()
+        } else {
+            known.join(", ")
+        }
+    )))
+}
+
+/// Runs `script` (text made from checked words, or a fixed read) on each of
+/// `nodes` at once; each node's result on its own, in the order given.
+pub async fn read_script(
+    c: &Cluster,
+    nodes: &[(String, ServerInfo)],
+    script: &str,
+    timeout: Duration,
+) -> Vec<NodeRead> {
+    let reads = nodes
+        .iter()
+        .map(|(node, s)| read_one(c, node, s, script, timeout));
+    futures::future::join_all(reads).await
+}
+
+/// [`read_script`] with a checked read-only command.
+pub async fn read(
+    c: &Cluster,
+    nodes: &[(String, ServerInfo)],
+    cmd: &ReadOnly,
+    timeout: Duration,
+) -> Vec<NodeRead> {
+    read_script(c, nodes, &cmd.script(), timeout).await
+}
+
+async fn read_one(
+    c: &Cluster,
+    node: &str,
+    s: &ServerInfo,
+    script: &str,
+    timeout: Duration,
+) -> NodeRead {
+    let mut read = NodeRead {
+        node: node.to_string(),
+        ipv4: s.ipv4.clone().unwrap_or_default(),
+        exit: None,
+        output: String::new(),
+        error: None,
+    };
+    let remote = match connect(c, node, s).await {
+        Ok(r) => r,
+        Err(e) => {
+            read.error = Some(e.to_string());
+            return read;
+        }
+    };
+    let sink = Collect::default();
+    let result = remote
+        .run("sh -s", Some(script.as_bytes()), &sink, Some(timeout))
+        .await;
+    let _ = remote.close().await;
+    read.output = sink.0.into_inner().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(_) => read.exit = Some(0),
+        Err(SshError::Exit { code, .. }) => read.exit = Some(code),
+        Err(e) => read.error = Some(e.to_string()),
+    }
+    read
+}
