@@ -18,10 +18,12 @@ in the SQLite file .nix-infra/state.db under the working directory.";
 /// Options every command accepts.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// The cluster directory (holds .env, nodes/, and .nix-infra/state.db).
+    /// The cluster directory (holds .env, nodes/, and .nix-infra/state.db;
+    /// also --project-dir, as the Dart tool's MCP servers take it).
     #[arg(
         short = 'd',
         long,
+        alias = "project-dir",
         global = true,
         default_value = ".",
         value_name = "DIR"

@@ -315,7 +315,7 @@ async fn api_cluster(State(app): State<App>) -> Reply {
 }
 
 /// The API token: `NIX_INFRA_API_TOKEN`, else the one kept in the working directory (made if missing).
-fn token(dir: &std::path::Path) -> Result<(String, String), Failure> {
+pub(crate) fn token(dir: &std::path::Path) -> Result<(String, String), Failure> {
     if let Some(t) = std::env::var("NIX_INFRA_API_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())

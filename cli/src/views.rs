@@ -2,33 +2,9 @@
 
 use crate::progress::human;
 use engine::inspect::StepView;
-use engine::{AttemptRecord, LogLine, Millis, RunRecord, RunState};
-use serde_json::{Value, json};
+use engine::{LogLine, RunRecord, RunState};
 use std::time::Duration;
-
-/// An RFC 3339 timestamp with milliseconds, in UTC.
-pub fn timestamp(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
-fn duration_ms(a: &AttemptRecord) -> Option<i64> {
-    a.finished_at.map(|f| f - a.started_at)
-}
-
-/// `{"id","workflow","status","created_at",…}` for `runs list`.
-pub fn run_summary(r: &RunRecord) -> Value {
-    json!({
-        "id": r.id,
-        "workflow": r.workflow,
-        "status": r.status,
-        "created_at": timestamp(r.created_at),
-        "finished_at": r.finished_at.map(timestamp),
-        "error": r.error,
-        "abandoned": r.is_abandoned(engine::now_millis()),
-    })
-}
+pub use workflows::report::{duration_ms, log_json, run_detail, run_summary, timestamp};
 
 /// The status as people read it: a `running` run whose executor is gone is `abandoned`.
 fn status_text(r: &RunRecord) -> &'static str {
@@ -37,41 +13,6 @@ fn status_text(r: &RunRecord) -> &'static str {
     } else {
         r.status.as_str()
     }
-}
-
-/// The full `runs show` object.
-pub fn run_detail(state: &RunState, steps: &[StepView]) -> Value {
-    let r = &state.run;
-    json!({
-        "id": r.id,
-        "workflow": r.workflow,
-        "version": r.version,
-        "status": r.status,
-        "abandoned": r.is_abandoned(engine::now_millis()),
-        "error": r.error,
-        "created_at": timestamp(r.created_at),
-        "finished_at": r.finished_at.map(timestamp),
-        "forked_from": r.forked_from.as_ref().map(|(run, step)| json!({"run": run, "step": step})),
-        "lease": r.lease_owner.as_ref().map(|o| json!({
-            "owner": o,
-            "epoch": r.lease_epoch,
-            "expires_at": r.lease_expires_at.map(timestamp),
-        })),
-        "steps": steps.iter().map(|s| json!({
-            "name": s.name,
-            "status": s.status,
-            "depends_on": s.deps,
-            "attempts": s.attempts.iter().map(|a| json!({
-                "number": a.number,
-                "status": a.status,
-                "started_at": timestamp(a.started_at),
-                "finished_at": a.finished_at.map(timestamp),
-                "duration_ms": duration_ms(a),
-                "error": a.error,
-                "copied_from": a.copied_from,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
 }
 
 /// `runs show` as text: a header and one line per step.
@@ -154,17 +95,6 @@ pub fn list_text(runs: &[RunRecord]) -> String {
         ));
     }
     out
-}
-
-/// One log line as JSON.
-pub fn log_json(l: &LogLine) -> Value {
-    json!({
-        "at": timestamp(l.at),
-        "step": l.step,
-        "attempt": l.attempt,
-        "level": l.level,
-        "line": l.line,
-    })
 }
 
 /// One log line as text.

@@ -19,7 +19,7 @@ pub mod queue;
 use crate::queue::{JobHandler, Queue};
 use async_trait::async_trait;
 use engine::schedule::{self, Cron};
-use engine::{Engine, EngineError, Observer, RunFilter, RunStatus, now_millis};
+use engine::{Engine, EngineError, Observer, RunFilter, RunOutcome, RunStatus, now_millis};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -48,32 +48,20 @@ impl JobHandler for Runner {
         if state.run.status.is_final() {
             return Ok(());
         }
-        let grace = self.engine.config().lease_ttl.as_millis() as i64;
-        let store = self.engine.store();
-        let mut wait = Duration::from_millis(20);
-        // Wait in the queue for the resources; never fail for them.
-        while let Some(holder) = store
-            .try_lock(&run_id, &state.run.resources, now_millis(), grace)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            tracing::info!(run = %run_id, %holder, "waiting for a resource lock");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.shutdown.cancelled() => return Err("worker shutting down".into()),
-            }
-            wait = (wait * 2).min(Duration::from_millis(500));
-        }
-        let result = self
-            .engine
-            .execute_with(
-                &run_id,
-                CancellationToken::new(),
-                self.shutdown.clone(),
-                Observer::none(),
-            )
-            .await;
-        let _ = store.unlock(&run_id).await;
+        let result = execute_locked(
+            &self.engine,
+            &run_id,
+            &state.run.resources,
+            CancellationToken::new(),
+            self.shutdown.clone(),
+            Observer::none(),
+        )
+        .await;
+        let result = match result {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => return Err("worker shutting down".into()),
+            Err(e) => Err(e),
+        };
         match result {
             // Handed back at shutdown: fail the job so another worker takes it.
             Ok(o) if o.status == RunStatus::Pending => Err("handed back at shutdown".into()),
@@ -83,6 +71,39 @@ impl JobHandler for Runner {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// Executes a run once it holds every lock in `resources`: waits for them
+/// (backing off to 500 ms between tries; a run never fails for a lock),
+/// executes, unlocks. `None`: `stop` fired while it waited, and the run was
+/// not touched. `stop` also hands an executing run back (as
+/// [`Engine::execute_with`]'s suspend); `cancel` cancels it.
+pub async fn execute_locked(
+    engine: &Engine,
+    run_id: &str,
+    resources: &[String],
+    cancel: CancellationToken,
+    stop: CancellationToken,
+    observer: Observer,
+) -> Result<Option<RunOutcome>, EngineError> {
+    let grace = engine.config().lease_ttl.as_millis() as i64;
+    let store = engine.store();
+    let mut wait = Duration::from_millis(20);
+    while let Some(holder) = store
+        .try_lock(run_id, resources, now_millis(), grace)
+        .await
+        .map_err(EngineError::Store)?
+    {
+        tracing::info!(run = %run_id, %holder, "waiting for a resource lock");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return Ok(None),
+        }
+        wait = (wait * 2).min(Duration::from_millis(500));
+    }
+    let result = engine.execute_with(run_id, cancel, stop, observer).await;
+    let _ = store.unlock(run_id).await;
+    result.map(Some)
 }
 
 /// Fires every schedule due at `now` once: creates the fire time's run and enqueues it.

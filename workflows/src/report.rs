@@ -6,9 +6,10 @@
 //! first step that failed (or is blocked, pending, running) with its error.
 
 use engine::inspect::{StepView, step_views};
+use engine::{AttemptRecord, LogLine, Millis, RunRecord};
 use engine::{RunState, StepStatus};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// How a node came out of a run.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -154,4 +155,75 @@ pub async fn command_output(
         out.push(NodeOutput { node, lines });
     }
     Ok(out)
+}
+
+/// An RFC 3339 timestamp with milliseconds, in UTC.
+pub fn timestamp(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// How long an attempt took, once it finished.
+pub fn duration_ms(a: &AttemptRecord) -> Option<i64> {
+    a.finished_at.map(|f| f - a.started_at)
+}
+
+/// `{"id","workflow","status","created_at",…}` for `runs list`.
+pub fn run_summary(r: &RunRecord) -> Value {
+    json!({
+        "id": r.id,
+        "workflow": r.workflow,
+        "status": r.status,
+        "created_at": timestamp(r.created_at),
+        "finished_at": r.finished_at.map(timestamp),
+        "error": r.error,
+        "abandoned": r.is_abandoned(engine::now_millis()),
+    })
+}
+
+/// The full `runs show` object.
+pub fn run_detail(state: &RunState, steps: &[StepView]) -> Value {
+    let r = &state.run;
+    json!({
+        "id": r.id,
+        "workflow": r.workflow,
+        "version": r.version,
+        "status": r.status,
+        "abandoned": r.is_abandoned(engine::now_millis()),
+        "error": r.error,
+        "created_at": timestamp(r.created_at),
+        "finished_at": r.finished_at.map(timestamp),
+        "forked_from": r.forked_from.as_ref().map(|(run, step)| json!({"run": run, "step": step})),
+        "lease": r.lease_owner.as_ref().map(|o| json!({
+            "owner": o,
+            "epoch": r.lease_epoch,
+            "expires_at": r.lease_expires_at.map(timestamp),
+        })),
+        "steps": steps.iter().map(|s| json!({
+            "name": s.name,
+            "status": s.status,
+            "depends_on": s.deps,
+            "attempts": s.attempts.iter().map(|a| json!({
+                "number": a.number,
+                "status": a.status,
+                "started_at": timestamp(a.started_at),
+                "finished_at": a.finished_at.map(timestamp),
+                "duration_ms": duration_ms(a),
+                "error": a.error,
+                "copied_from": a.copied_from,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One log line as JSON.
+pub fn log_json(l: &LogLine) -> Value {
+    json!({
+        "at": timestamp(l.at),
+        "step": l.step,
+        "attempt": l.attempt,
+        "level": l.level,
+        "line": l.line,
+    })
 }

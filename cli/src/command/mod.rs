@@ -10,6 +10,7 @@ mod dart_cli_tests;
 pub mod demo;
 pub mod etcd;
 pub mod init;
+pub mod mcp;
 mod node_access;
 pub mod plan;
 pub mod registry;
@@ -93,6 +94,10 @@ pub enum Command {
     Registry(registry::RegistryArgs),
     /// Read the registry (etcd), or run etcdctl on a control node (the same as `cluster etcd`).
     Etcd(etcd::EtcdArgs),
+    /// An MCP server for AI agents (stdio, or HTTP with --listen): the Dart
+    /// nix-infra MCP servers' tools and nix-infra's runs; read-only unless
+    /// --allow-changes, and then every change is a durable run.
+    Mcp(mcp::McpArgs),
     /// Try it: on the local sandbox, bring up a cluster (1 ctrl, 2 workers,
     /// 1 ingress) from the example repo, show it, destroy it.
     ///
@@ -119,6 +124,7 @@ pub async fn run(global: Global, command: Command) -> Result<(), Failure> {
         Command::App(cmd) => app::run(global, cmd).await,
         Command::Registry(cmd) => registry::run(global, cmd).await,
         Command::Etcd(args) => etcd::run(global, args).await,
+        Command::Mcp(args) => mcp::run(global, args).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }
 }

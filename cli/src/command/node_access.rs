@@ -159,14 +159,8 @@ impl LineSink for Print {
 /// Dart tool runs them).
 async fn etcdctl(c: &Cluster, target: &str, words: &[String]) -> Result<(), Failure> {
     let (node, s, r) = connect(c, target).await?;
-    let certs = workflows::node::NODE_CERTS;
     let ip = s.ipv4.unwrap_or_default();
-    let script = format!(
-        "export ETCDCTL_API=3 ETCDCTL_DIAL_TIMEOUT=3s ETCDCTL_CACERT={certs}/ca.pem \
-         ETCDCTL_CERT={certs}/client.pem ETCDCTL_KEY={certs}/client-key.pem \
-         ETCDCTL_ENDPOINTS=https://{ip}:2379\netcdctl {}\n",
-        words.join(" ")
-    );
+    let script = remote::etcdctl_script(&ip, &words.join(" "));
     let result = r.run("sh -s", Some(script.as_bytes()), &Print, None).await;
     let _ = r.close().await;
     match result {

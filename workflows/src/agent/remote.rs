@@ -158,3 +158,19 @@ async fn read_one(
     }
     read
 }
+
+/// The script that runs etcdctl with `args` (shell text) on a control node
+/// at `ip`, against its own etcd, with the node's client certificate.
+pub fn etcdctl_script(ip: &str, args: &str) -> String {
+    let certs = crate::node::NODE_CERTS;
+    format!(
+        "export ETCDCTL_API=3 ETCDCTL_DIAL_TIMEOUT=3s ETCDCTL_CACERT={certs}/ca.pem \
+         ETCDCTL_CERT={certs}/client.pem ETCDCTL_KEY={certs}/client-key.pem \
+         ETCDCTL_ENDPOINTS=https://{ip}:2379\netcdctl {args}\n"
+    )
+}
+
+/// A server's role, from its labels.
+pub fn role_of(s: &ServerInfo) -> Option<crate::domain::Role> {
+    s.labels.get(tasks::provider::LABEL_ROLE)?.parse().ok()
+}

@@ -1,0 +1,306 @@
+//! The tools that change nodes, offered only with `--allow-changes`:
+//! `file-upload` (the Dart tool's), `update-node`, `deploy-apps` and
+//! `action`; and how every change runs: a [`Request`] checked as the CLI
+//! checks it, created as a run, executed here once it holds its nodes'
+//! locks, and answered with the run id, each node's result and output.
+
+use crate::Mcp;
+use crate::reply::{cluster_error, failed, ok, refused, unavailable};
+use engine::{Observer, RunStatus};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{schemars, tool, tool_router};
+use serde::Deserialize;
+use serde_json::json;
+use std::path::{Component, Path, PathBuf};
+use tokio_util::sync::CancellationToken;
+use workflows::request::{Request, RunSecret};
+
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct UploadArgs {
+    /// A node, or several separated by commas.
+    target: String,
+    /// Files or folders in the cluster repo (relative to it), comma-separated.
+    local_path: String,
+    /// The folder on the node to upload into (default /root/uploads).
+    #[serde(default)]
+    remote_path: Option<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct UpdateArgs {
+    /// A node, or several separated by commas.
+    target: String,
+    /// The NixOS release the configuration renders with (`24.11`).
+    #[serde(default)]
+    nixos_version: Option<String>,
+    /// Rebuild after the upload (default true).
+    #[serde(default)]
+    rebuild: Option<bool>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct DeployArgs {
+    /// A node, or several separated by commas.
+    target: String,
+    /// Rebuild after the upload (default true).
+    #[serde(default)]
+    rebuild: Option<bool>,
+    /// Take nodes/<node>.nix from this folder's nodes/ (the Dart tool's --test-dir).
+    #[serde(default)]
+    test_dir: Option<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct ActionArgs {
+    /// A node, or several separated by commas.
+    target: String,
+    /// The app whose app_modules/<app>/action.sh runs.
+    app: String,
+    /// The action's command line (split into words as a shell does).
+    #[serde(default)]
+    cmd: Option<String>,
+    /// More arguments, after cmd's words.
+    #[serde(default)]
+    args: Vec<String>,
+    /// Variables for the action, `KEY=VALUE,…`; `[%%key%%]` in a value is the
+    /// node's. They travel encrypted, never in the run's input or logs.
+    #[serde(default)]
+    env_vars: Option<String>,
+    /// Store the action's output as this secret (never shown) instead of returning it.
+    #[serde(default)]
+    save_as_secret: Option<String>,
+}
+
+/// Folders and files of a repo that hold keys, secrets or state, never uploaded.
+const PRIVATE: [&str; 6] = ["secrets", "ssh", "keys", "ca", "certs", "servers.yaml"];
+
+/// A local path to upload: inside the repo, nothing hidden or private.
+fn upload_path(repo: &Path, p: &str) -> Result<PathBuf, String> {
+    let rel = Path::new(p.trim());
+    let ok_parts = rel.components().all(|c| match c {
+        Component::Normal(s) => !s.to_string_lossy().starts_with('.'),
+        Component::CurDir => true,
+        _ => false,
+    });
+    let first = rel.components().find_map(|c| match c {
+        Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+        _ => None,
+    });
+    if !ok_parts || first.is_none() {
+        return Err(format!(
+            "{p}: give a path inside the cluster repo, without `..` or hidden parts"
+        ));
+    }
+    if first.as_deref().is_some_and(|f| PRIVATE.contains(&f)) {
+        return Err(format!(
+            "{p}: {} holds keys or secrets and is never uploaded",
+            first.unwrap_or_default()
+        ));
+    }
+    let full = repo.join(rel);
+    let real = full.canonicalize().map_err(|e| format!("{p}: {e}"))?;
+    let root = repo
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", repo.display()))?;
+    if !real.starts_with(&root) {
+        return Err(format!("{p}: leads outside the cluster repo"));
+    }
+    Ok(full)
+}
+
+#[tool_router(router = change_tools, vis = "pub(crate)")]
+impl Mcp {
+    #[tool(
+        name = "file-upload",
+        description = "Upload files or folders of the cluster repo to nodes (into remote_path, default \
+            /root/uploads), as a durable nix-infra run (cluster upload). Hidden files and the repo's \
+            keys, certificates and secrets are never uploaded.",
+        annotations(destructive_hint = false)
+    )]
+    async fn file_upload(
+        &self,
+        Parameters(a): Parameters<UploadArgs>,
+        ct: CancellationToken,
+    ) -> CallToolResult {
+        let repo = &self.opts().origin.dir;
+        let mut files = Vec::new();
+        for p in a.local_path.split(',').filter(|p| !p.trim().is_empty()) {
+            match upload_path(repo, p) {
+                Ok(f) => files.push(f),
+                Err(e) => return refused(e),
+            }
+        }
+        if files.is_empty() {
+            return refused("local_path names no file");
+        }
+        let request = Request::Upload {
+            target: a.target.replace(',', " "),
+            fleet: self.fleet(),
+            src: None,
+            dst: None,
+            files,
+            remote_path: a.remote_path,
+        };
+        self.run_request(request, ct).await
+    }
+
+    #[tool(
+        name = "update-node",
+        description = "Re-render the nodes' configuration from the repo, upload it and rebuild \
+            (cluster update-node), as a durable run locked per node. Use plan first to see the steps.",
+        annotations(destructive_hint = true)
+    )]
+    async fn update_node(
+        &self,
+        Parameters(a): Parameters<UpdateArgs>,
+        ct: CancellationToken,
+    ) -> CallToolResult {
+        let request = Request::UpdateNode {
+            target: a.target.replace(',', " "),
+            fleet: self.fleet(),
+            ctrl_nodes: None,
+            node_type: None,
+            nixos_version: a.nixos_version,
+            rebuild: a.rebuild.unwrap_or(true),
+        };
+        self.run_request(request, ct).await
+    }
+
+    #[tool(
+        name = "deploy-apps",
+        description = "Deploy the apps the nodes' configuration names (cluster deploy-apps), as a \
+            durable run locked per node.",
+        annotations(destructive_hint = true)
+    )]
+    async fn deploy_apps(
+        &self,
+        Parameters(a): Parameters<DeployArgs>,
+        ct: CancellationToken,
+    ) -> CallToolResult {
+        let request = Request::DeployApps {
+            target: a.target.replace(',', " "),
+            fleet: self.fleet(),
+            rebuild: a.rebuild.unwrap_or(true),
+            test_dir: a.test_dir.map(PathBuf::from),
+        };
+        self.run_request(request, ct).await
+    }
+
+    #[tool(
+        name = "action",
+        description = "Run an app's action (app_modules/<app>/action.sh) on nodes (cluster action), \
+            as a durable run; with save_as_secret its output is stored as a secret and never shown.",
+        annotations(destructive_hint = true)
+    )]
+    async fn action(
+        &self,
+        Parameters(a): Parameters<ActionArgs>,
+        ct: CancellationToken,
+    ) -> CallToolResult {
+        let request = Request::Action {
+            target: a.target.replace(',', " "),
+            fleet: self.fleet(),
+            app: a.app,
+            cmd: a.cmd,
+            args: a.args,
+            env_vars: a.env_vars,
+            save_as_secret: a.save_as_secret,
+        };
+        self.run_request(request, ct).await
+    }
+}
+
+impl Mcp {
+    /// Checks `request` as the CLI does, creates its run and executes it here.
+    pub(crate) async fn run_request(
+        &self,
+        request: Request,
+        ct: CancellationToken,
+    ) -> CallToolResult {
+        let checked = match request.check(&self.opts().origin, None).await {
+            Ok(c) => c,
+            Err(e) => return cluster_error(e),
+        };
+        if let Some(s) = &checked.run_secret
+            && let Err(e) = s.store()
+        {
+            return cluster_error(e);
+        }
+        let engine = &self.shared.engine;
+        let created = match engine
+            .create(&checked.workflow, checked.input, checked.run_id)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(s) = &checked.run_secret {
+                    s.forget();
+                }
+                return unavailable(e);
+            }
+        };
+        let id = created.record().id.clone();
+        tracing::info!(run = %id, workflow = %checked.workflow, "started run");
+        self.execute_run(id, checked.run_secret, ct).await
+    }
+
+    /// Executes run `id` here once it holds its locks (waiting for them),
+    /// and answers with how it ended. `ct` (the client cancelling the call)
+    /// cancels the run; the server stopping hands it back, resumable. The
+    /// run's own secret is removed once it succeeded.
+    pub(crate) async fn execute_run(
+        &self,
+        id: String,
+        secret: Option<RunSecret>,
+        ct: CancellationToken,
+    ) -> CallToolResult {
+        let shared = self.shared.clone();
+        let run = id.clone();
+        let job = self.shared.runs.spawn(async move {
+            let engine = &shared.engine;
+            let resources = engine.load(&run).await?.run.resources;
+            let stop = shared.stop.clone();
+            worker::execute_locked(engine, &run, &resources, ct, stop, Observer::none()).await
+        });
+        match job.await {
+            Ok(Ok(Some(outcome))) if outcome.status == RunStatus::Succeeded => {
+                if let Some(s) = secret {
+                    s.forget();
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return unavailable(format!("run {id}: {e}")),
+            Err(e) => return unavailable(format!("run {id}: {e}")),
+        }
+        self.run_report(&id).await
+    }
+
+    /// A run's result: its id, status, each node's result and output.
+    pub(crate) async fn run_report(&self, id: &str) -> CallToolResult {
+        let engine = &self.shared.engine;
+        let state = match engine.load(id).await {
+            Ok(s) => s,
+            Err(e) => return unavailable(e),
+        };
+        let output = workflows::report::command_output(engine, &state)
+            .await
+            .unwrap_or_default();
+        let r = &state.run;
+        let value = json!({
+            "run_id": r.id,
+            "workflow": r.workflow,
+            "status": r.status,
+            "error": r.error,
+            "nodes": workflows::report::nodes(&state),
+            "output": output,
+            "trace_id": observability::traces::trace_id(&r.id).to_string(),
+            "inspect": format!("nix-infra runs show {}", r.id),
+        });
+        if r.status == RunStatus::Succeeded {
+            ok(value)
+        } else {
+            failed(value)
+        }
+    }
+}
