@@ -48,3 +48,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+# The MCP tests' client: the official MCP Python SDK, pinned (cli/tests/mcp/client.py).
+MCP_SDK=2.3.0
+if ! python3 -c "import mcp, importlib.metadata as m; assert m.version('mcp') == '$MCP_SDK'" 2>/dev/null; then
+  echo "setup: installing the mcp Python SDK $MCP_SDK"
+  python3 -m pip install --quiet --disable-pip-version-check "mcp==$MCP_SDK"
+fi

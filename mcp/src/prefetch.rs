@@ -340,3 +340,48 @@ mod tests {
         );
     }
 }
+
+/// Nix's own test vectors (its tests/hash.sh).
+#[cfg(test)]
+mod vectors {
+    use super::*;
+
+    #[test]
+    fn sha256_of_abc_in_nix32_and_sri() {
+        let abc = all_formats(&Sha256::digest(b"abc"));
+        assert_eq!(
+            abc["nix32"],
+            "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
+        );
+        assert_eq!(
+            abc["sri"],
+            "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
+    }
+
+    fn nar_md5(p: &Path) -> String {
+        use md5::Digest as _;
+        let mut out = Vec::new();
+        nar(p, &mut out).unwrap();
+        md5::Md5::digest(&out)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn nar_of_a_file_its_execute_bit_and_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        // `nix-hash --type md5 DIR`.
+        let d = tempfile::tempdir().unwrap();
+        let hello = d.path().join("hello");
+        std::fs::write(&hello, "Hello World\n").unwrap();
+        std::fs::set_permissions(&hello, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(nar_md5(d.path()), "ea9b55537dd4c7e104515b2ccfaf4100");
+        std::fs::set_permissions(&hello, std::fs::Permissions::from_mode(0o744)).unwrap();
+        assert_eq!(nar_md5(d.path()), "20f3ffe011d4cfa7d72bfabef7882836");
+        std::fs::remove_file(&hello).unwrap();
+        std::os::unix::fs::symlink("x", &hello).unwrap();
+        assert_eq!(nar_md5(d.path()), "f78b733a68f5edbdf9413899339eaa4a");
+    }
+}

@@ -256,5 +256,5 @@ pub(crate) async fn registry_view(c: &Cluster, query: &str) -> Option<CallToolRe
         }),
         _ => return None,
     };
-    Some(value.map_or_else(|e| unavailable(e), ok))
+    Some(value.map_or_else(unavailable, ok))
 }

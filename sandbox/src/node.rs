@@ -6,7 +6,7 @@
 //! folders in the node's temp directory), and its own boot id.
 //!
 //! A node starts as Hetzner's stock image does: bash, curl, tar, systemd's
-//! `systemctl`/`reboot` ([`IMAGE_STANDINS`], first on root's PATH), and no
+//! `systemctl`/`journalctl`/`reboot` ([`IMAGE_STANDINS`], first on root's PATH), and no
 //! `nixos-*` command. NixOS's tools arrive only through the installer the
 //! cloud serves ([`crate::installer`]), and only after the reboot that
 //! follows it. `systemd-creds` is the real one.
@@ -79,9 +79,11 @@ pub struct Node {
 }
 
 /// What the image brings in `/usr/local/sbin`: stand-ins for systemd's
-/// `systemctl` (records unit actions) and `reboot`: (name, script).
-pub const IMAGE_STANDINS: [(&str, &str); 2] = [
+/// `systemctl` (records unit actions and journals them), `journalctl`
+/// (reads that journal) and `reboot`: (name, script).
+pub const IMAGE_STANDINS: [(&str, &str); 3] = [
     ("systemctl", include_str!("standins/systemctl")),
+    ("journalctl", include_str!("standins/journalctl")),
     ("reboot", include_str!("standins/reboot")),
 ];
 
