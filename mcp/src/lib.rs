@@ -222,10 +222,11 @@ fn instructions(o: &Options) -> String {
         "Read-only: commands must pass the read-only grammar; tools that change nodes are not \
          offered (the user starts the server with --allow-changes to offer them)."
     };
+    let dir = std::fs::canonicalize(&o.origin.dir).unwrap_or_else(|_| o.origin.dir.clone());
     format!(
         "nix-infra cluster repo {} ({} profile). {changes} Node names are the cluster's \
          (list-available-nodes); several nodes are given as a comma-separated list.",
-        o.origin.dir.display(),
+        dir.display(),
         o.profile.as_str()
     )
 }
