@@ -87,6 +87,10 @@ async fn read_only_session(
         call("configuration-files", json!({"operation": "read-file", "path": ".env"})),
         call("remote-command", json!({"target": "nope1", "command": "uname"})),
         call("update-node", json!({"target": "worker1"})),
+        // Reads run as nobody: the node's keys stay unreadable.
+        call("remote-command", json!({"target": "worker1", "command": "id -u"})),
+        call("remote-command", json!({"target": "ctrl1", "command": "cat /root/certs/client-key.pem"})),
+        call("remote-command", json!({"target": "worker1", "command": "sort --outp /root/x"})),
     ]);
     let (a, _) = session(stdio(dir, &[]), calls);
     let mut expected: Vec<String> = READ_TOOLS.iter().map(|s| s.to_string()).collect();
@@ -246,7 +250,7 @@ async fn read_only_session(
 
     for (k, why) in [
         (18, "`systemctl restart` changes the system"),
-        (19, "`find -delete` changes something"),
+        (19, "`find -delete` deletes files"),
         (20, "several commands"),
         (21, "never ends"),
         (22, "`etcdctl put` changes etcd"),
@@ -262,6 +266,17 @@ async fn read_only_session(
     assert!(refusal(&a[18]).contains("--allow-changes"));
     // Without --allow-changes the tool does not exist at all.
     assert_eq!(a[25]["protocol_error"], "tool not found");
+    assert_eq!(outputs(&a[26]), [("worker1".into(), "65534\n".into())]);
+    let key = &done(&a[27])["nodes"][0];
+    assert_ne!(key["exit"], 0, "{key}");
+    assert!(
+        key["output"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{key}"
+    );
+    assert!(refusal(&a[28]).contains("not an option the read-only check allows"));
 }
 
 /// `app_modules/mcp/action.sh`: prints its variable (redacted) and a value to store.
@@ -332,7 +347,7 @@ async fn changes_session(
         on_node(dir, "worker1", ip, "cat /root/up/worker1.nix").await,
         worker_nix
     );
-    assert!(refusal(&a[4]).contains("without `..` or hidden parts"));
+    assert!(refusal(&a[4]).contains(".env is hidden and never uploaded"));
     assert!(refusal(&a[5]).contains("keys holds keys or secrets"));
 
     let shown = done(&a[6]);
@@ -410,11 +425,16 @@ async fn a_change_waits_for_the_run_that_holds_its_node() {
     let _worker = common::Worker::start(dir, &url);
     let hold = "touch /root/holder-started; while [ ! -f /root/go ]; do sleep 0.05; done";
     ok(cli(dir).args(["fleet", "cmd", "--detach", "--target", "f1", hold]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while on_node(dir, "f1", &ip, "ls /root")
         .await
         .lines()
         .all(|l| l != "holder-started")
     {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never started the holding run"
+        );
         tokio::task::yield_now().await;
     }
 
@@ -467,4 +487,29 @@ async fn a_change_waits_for_the_run_that_holds_its_node() {
         (Some("node.cmd"), Some("succeeded"))
     );
     assert!(on_node(dir, "f1", &ip, "ls /root").await.contains("second"));
+
+    // A read that outlasts --read-timeout is stopped on the node, all of it.
+    let calls = json!([call(
+        "remote-command",
+        json!({"target": "f1", "command": "vmstat 1"})
+    )]);
+    let (a, _) = session(
+        stdio(dir, &["--profile", "fleet", "--read-timeout", "1"]),
+        calls,
+    );
+    assert_eq!(a[0]["is_error"], true, "{}", a[0]);
+    let node = &a[0]["structured"]["nodes"][0];
+    assert_eq!(node["exit"], 124, "{node}");
+    assert!(
+        node["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped after 1 s"),
+        "{node}"
+    );
+    assert!(node["output"].as_str().unwrap().contains("procs"), "{node}");
+    assert_eq!(
+        on_node(dir, "f1", &ip, "pgrep -x vmstat || echo none").await,
+        "none\n"
+    );
 }

@@ -75,36 +75,71 @@ pub(crate) struct ActionArgs {
 /// Folders and files of a repo that hold keys, secrets or state, never uploaded.
 const PRIVATE: [&str; 6] = ["secrets", "ssh", "keys", "ca", "certs", "servers.yaml"];
 
-/// A local path to upload: inside the repo, nothing hidden or private.
+/// Why a path relative to the repo may not leave it: a hidden part, or a
+/// private folder or file first (compared without case, as macOS does).
+fn private_part(rel: &Path) -> Option<String> {
+    let mut parts = rel.components();
+    let first = parts.clone().next();
+    if let Some(Component::Normal(f)) = first {
+        let f = f.to_string_lossy().to_lowercase();
+        if PRIVATE.contains(&f.as_str()) {
+            return Some(format!("{f} holds keys or secrets and is never uploaded"));
+        }
+    }
+    parts.find_map(|c| match c {
+        Component::Normal(s) if s.to_string_lossy().starts_with('.') => Some(format!(
+            "{} is hidden and never uploaded",
+            s.to_string_lossy()
+        )),
+        Component::Normal(_) | Component::CurDir => None,
+        _ => Some("give a path inside the cluster repo, without `..`".into()),
+    })
+}
+
+/// A local path to upload: inside the repo as given and once links are
+/// followed, nothing hidden or private in it, nor anywhere under a folder.
 fn upload_path(repo: &Path, p: &str) -> Result<PathBuf, String> {
     let rel = Path::new(p.trim());
-    let ok_parts = rel.components().all(|c| match c {
-        Component::Normal(s) => !s.to_string_lossy().starts_with('.'),
-        Component::CurDir => true,
-        _ => false,
-    });
-    let first = rel.components().find_map(|c| match c {
-        Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-        _ => None,
-    });
-    if !ok_parts || first.is_none() {
+    if rel.is_absolute() || rel.as_os_str().is_empty() {
         return Err(format!(
-            "{p}: give a path inside the cluster repo, without `..` or hidden parts"
+            "{p}: give a path inside the cluster repo, relative to it"
         ));
     }
-    if first.as_deref().is_some_and(|f| PRIVATE.contains(&f)) {
-        return Err(format!(
-            "{p}: {} holds keys or secrets and is never uploaded",
-            first.unwrap_or_default()
-        ));
+    if let Some(why) = private_part(rel) {
+        return Err(format!("{p}: {why}"));
     }
-    let full = repo.join(rel);
-    let real = full.canonicalize().map_err(|e| format!("{p}: {e}"))?;
     let root = repo
         .canonicalize()
         .map_err(|e| format!("{}: {e}", repo.display()))?;
-    if !real.starts_with(&root) {
-        return Err(format!("{p}: leads outside the cluster repo"));
+    let full = repo.join(rel);
+    let real = full.canonicalize().map_err(|e| format!("{p}: {e}"))?;
+    let inside = real
+        .strip_prefix(&root)
+        .map_err(|_| format!("{p}: leads outside the cluster repo"))?;
+    if let Some(why) = private_part(inside) {
+        return Err(format!("{p}: leads to {}, and {why}", inside.display()));
+    }
+    if real.is_dir() {
+        let mut stack = vec![real];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+                let e = e.map_err(|e| e.to_string())?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let lower = name.to_lowercase();
+                if name.starts_with('.')
+                    || PRIVATE.contains(&lower.as_str())
+                    || e.path().is_symlink()
+                {
+                    return Err(format!(
+                        "{p}: holds {}, which is hidden, private or a link; upload its files instead",
+                        e.path().strip_prefix(&root).unwrap_or(&e.path()).display()
+                    ));
+                }
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
     }
     Ok(full)
 }
@@ -182,7 +217,15 @@ impl Mcp {
             target: a.target.replace(',', " "),
             fleet: self.fleet(),
             rebuild: a.rebuild.unwrap_or(true),
-            test_dir: a.test_dir.map(PathBuf::from),
+            test_dir: match a
+                .test_dir
+                .as_deref()
+                .map(|d| upload_path(&self.opts().origin.dir, d))
+                .transpose()
+            {
+                Ok(d) => d,
+                Err(e) => return refused(format!("test_dir: {e}")),
+            },
         };
         self.run_request(request, ct).await
     }
@@ -301,6 +344,40 @@ impl Mcp {
             ok(value)
         } else {
             failed(value)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upload_path;
+
+    #[test]
+    fn only_the_repos_own_files_are_uploaded() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str| {
+            let f = d.path().join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, "x").unwrap();
+        };
+        w("app_modules/hello/default.nix");
+        w("app_modules/bad/.env");
+        w("app_modules/worse/secrets/db");
+        w("ca/ca-key.pem");
+        std::os::unix::fs::symlink("../ca/ca-key.pem", d.path().join("app_modules/ca.pem"))
+            .unwrap();
+        assert!(upload_path(d.path(), "app_modules/hello").is_ok());
+        for (p, why) in [
+            ("app_modules/ca.pem", "leads to ca/ca-key.pem"),
+            ("CA/ca-key.pem", "never uploaded"),
+            ("app_modules/bad", "holds app_modules/bad/.env"),
+            ("app_modules/worse", "holds app_modules/worse/secrets"),
+            ("app_modules", "hidden, private or a link"),
+            ("/etc/passwd", "relative"),
+            ("app_modules/../ca/ca-key.pem", "`..`"),
+        ] {
+            let e = upload_path(d.path(), p).unwrap_err();
+            assert!(e.contains(why), "{p}: {e}");
         }
     }
 }

@@ -12,13 +12,10 @@ use rmcp::{schemars, tool, tool_router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use workflows::agent::remote::{self, NodeRead};
+use workflows::agent::remote::{self, NodeRead, RunAs};
 use workflows::agent::{ReadOnly, Stats, units, words};
 use workflows::domain::Role;
 use workflows::request::Request;
-
-/// The most output kept per node (the end of it).
-const OUTPUT_LIMIT: usize = 200_000;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct RemoteCommandArgs {
@@ -27,6 +24,11 @@ pub(crate) struct RemoteCommandArgs {
     /// The command, as a shell line: one command or a `|` pipeline of
     /// read-only commands (see the tool's description).
     command: String,
+    /// With --allow-changes, for a command that runs as a run: variables
+    /// for it, `KEY=VALUE,…`; they travel encrypted and show `[redacted]`
+    /// in its output (never put a secret in `command` itself).
+    #[serde(default)]
+    env_vars: Option<String>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -117,19 +119,22 @@ impl Mcp {
         Parameters(a): Parameters<RemoteCommandArgs>,
         ct: CancellationToken,
     ) -> CallToolResult {
-        match ReadOnly::parse(&a.command) {
-            Ok(cmd) => self.read_nodes(&a.target, &cmd.script()).await,
-            Err(why) if self.opts().allow_changes => {
+        let read_only = ReadOnly::parse(&a.command);
+        match (read_only, self.opts().allow_changes) {
+            (Ok(cmd), _) if a.env_vars.is_none() => self.read_nodes(&a.target, &cmd.script()).await,
+            (_, true) => {
                 let request = Request::Cmd {
                     target: a.target.replace(',', " "),
                     fleet: self.fleet(),
                     command: a.command,
-                    env_vars: None,
+                    env_vars: a.env_vars,
                 };
-                tracing::info!("remote-command is not read-only ({why}): running it as a run");
                 self.run_request(request, ct).await
             }
-            Err(why) => refused(format!(
+            (Ok(_), false) => {
+                refused("env_vars are for commands that run as runs, with --allow-changes")
+            }
+            (Err(why), false) => refused(format!(
                 "`{}` is not read-only: {why}. Changes run only when the user starts `nix-infra mcp --allow-changes`.",
                 a.command
             )),
@@ -282,7 +287,8 @@ impl Mcp {
         };
         let ip = server.ipv4.clone().unwrap_or_default();
         let script = remote::etcdctl_script(&ip, &quoted.join(" "));
-        let reads = remote::read_script(&c, &nodes[..1], &script, self.opts().read_timeout).await;
+        let t = self.opts().read_timeout;
+        let reads = remote::read_script(&c, &nodes[..1], &script, RunAs::Root, t).await;
         node_reads(reads)
     }
 }
@@ -302,16 +308,7 @@ async fn first_ctrl(c: &workflows::cluster::Cluster) -> Result<String, CallToolR
 }
 
 /// The nodes' answers as a result: an error result when a node could not be read.
-pub(crate) fn node_reads(mut reads: Vec<NodeRead>) -> CallToolResult {
-    for r in &mut reads {
-        if r.output.len() > OUTPUT_LIMIT {
-            let mut cut = r.output.len() - OUTPUT_LIMIT;
-            while !r.output.is_char_boundary(cut) {
-                cut += 1;
-            }
-            r.output = format!("[… {cut} bytes left out …]\n{}", &r.output[cut..]);
-        }
-    }
+pub(crate) fn node_reads(reads: Vec<NodeRead>) -> CallToolResult {
     let any_failed = reads.iter().any(|r| r.error.is_some());
     let value = wrap("nodes", &reads);
     if any_failed { failed(value) } else { ok(value) }
@@ -328,6 +325,7 @@ impl Mcp {
             Ok(n) => n,
             Err(e) => return cluster_error(e),
         };
-        node_reads(remote::read_script(&c, &nodes, script, self.opts().read_timeout).await)
+        let t = self.opts().read_timeout;
+        node_reads(remote::read_script(&c, &nodes, script, RunAs::Nobody, t).await)
     }
 }

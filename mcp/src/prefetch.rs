@@ -19,8 +19,8 @@ use std::path::Path;
 
 /// Nix's base-32 alphabet (no e, o, u, t).
 const NIX32: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
-/// The most a download may be.
-const DOWNLOAD_LIMIT: u64 = 1 << 30;
+/// The most a download may be, and the most an archive may unpack to.
+const DOWNLOAD_LIMIT: u64 = 512 << 20;
 
 #[derive(Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -233,14 +233,23 @@ async fn download(url: &str) -> Result<Vec<u8>, String> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("{url}: only http and https URLs are fetched"));
     }
-    let resp = reqwest::get(parsed).await.map_err(|e| e.to_string())?;
+    let mut resp = reqwest::get(parsed).await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("{url}: HTTP {}", resp.status()));
     }
+    let too_big = || format!("{url}: larger than {} MiB", DOWNLOAD_LIMIT >> 20);
     if resp.content_length().is_some_and(|n| n > DOWNLOAD_LIMIT) {
-        return Err(format!("{url}: larger than 1 GiB"));
+        return Err(too_big());
     }
-    Ok(resp.bytes().await.map_err(|e| e.to_string())?.to_vec())
+    // Counted as it comes: a server may send no length, or another one.
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > DOWNLOAD_LIMIT {
+            return Err(too_big());
+        }
+    }
+    Ok(body)
 }
 
 async fn url_hash(url: &str, unpack: bool) -> Result<Vec<u8>, String> {

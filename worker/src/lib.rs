@@ -77,7 +77,7 @@ impl JobHandler for Runner {
 /// (backing off to 500 ms between tries; a run never fails for a lock),
 /// executes, unlocks. `None`: `stop` fired while it waited, and the run was
 /// not touched. `stop` also hands an executing run back (as
-/// [`Engine::execute_with`]'s suspend); `cancel` cancels it.
+/// [`Engine::execute_with`]'s suspend); `cancel` cancels it, waiting or executing.
 pub async fn execute_locked(
     engine: &Engine,
     run_id: &str,
@@ -98,6 +98,12 @@ pub async fn execute_locked(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return Ok(None),
+            // Cancelled while it waited: it never started, so it ends cancelled.
+            _ = cancel.cancelled() => {
+                engine.cancel(run_id).await?;
+                let run = engine.load(run_id).await?.run;
+                return Ok(Some(RunOutcome::from_record(&run)));
+            }
         }
         wait = (wait * 2).min(Duration::from_millis(500));
     }

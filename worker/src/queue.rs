@@ -117,9 +117,21 @@ impl Queue {
                 .connect_with(opts)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            SqliteStorage::<()>::setup(&pool)
-                .await
-                .map_err(|e| fail(format!("cannot set up the queue: {e}")))?;
+            // SQLite's migrations take no lock of their own: two processes
+            // opening a new queue at once (a worker and a `--detach`) would
+            // both apply them. A lock file next to it makes them take turns.
+            let lock_path = path.with_extension("db-setup.lock");
+            let lock = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::create(&lock_path)?;
+                f.lock()?;
+                Ok::<_, std::io::Error>(f)
+            })
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(format!("cannot lock the queue for its setup: {e}")))?;
+            let setup = SqliteStorage::<()>::setup(&pool).await;
+            drop(lock);
+            setup.map_err(|e| fail(format!("cannot set up the queue: {e}")))?;
             let config = apalis_sqlite::Config::default()
                 .queue(name)
                 .heartbeat_interval(heartbeat)

@@ -19,6 +19,8 @@
 //! assert!(no.to_string().contains("changes the system"));
 //! ```
 
+mod net;
+mod opts;
 pub mod readonly;
 pub mod remote;
 pub mod repo_files;

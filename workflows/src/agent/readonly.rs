@@ -5,17 +5,22 @@
 //! A command is read-only when it parses ([`super::words`]) into one command
 //! or a `|` pipeline, and every command in it is on the list below with
 //! arguments its rule accepts. The list is the Dart nix-infra's binary
-//! allow-list for `remote-command`, minus what can run another program
-//! (`strace`, `ltrace`, `perf`), what only works on a terminal (`htop`,
-//! `iftop`, `nethogs`) and what it denies itself (`tcpdump`), plus `grep`,
-//! `head` and `wc` for pipelines. Where a listed binary can also change
-//! things or never end, its rule refuses those arguments (`find -delete`,
-//! `ip addr add`, `iptables -F`, `tail -f`, `systemctl restart`, …).
+//! allow-list for `remote-command`, minus what can run another program or
+//! evaluate code (`env`, `strace`, `ltrace`, `perf`, `nix-prefetch-url`),
+//! what writes files or devices it is pointed at (`fdisk`, `lshw`, `sar`),
+//! what only works on a terminal (`htop`, `iftop`, `nethogs`, `iotop`) and
+//! what it denies itself (`tcpdump`), plus `grep`, `head`, `wc` and `sort`
+//! for pipelines. A binary that can also change things is given an exact
+//! allow-list of options ([`super::opts`]): anything else, an abbreviation
+//! included, is refused.
 //!
 //! What runs is what was checked: [`ReadOnly::script`] quotes every word,
-//! so the node's shell expands nothing.
+//! so the node's shell expands nothing. The grammar is the first fence; the
+//! second is where it runs ([`super::remote::unprivileged`]): as `nobody`,
+//! without new privileges, under a time limit.
 
 use super::NotReadOnly;
+use super::opts::{Opts, parse};
 use super::words::pipeline;
 use tasks::ssh::shell_quote;
 
@@ -39,6 +44,9 @@ impl ReadOnly {
     pub fn command(words: Vec<String>) -> Result<ReadOnly, NotReadOnly> {
         if words.is_empty() {
             return Err(NotReadOnly::new("the command is empty"));
+        }
+        for w in &words {
+            super::words::no_controls(w)?;
         }
         check(&words)?;
         Ok(ReadOnly {
@@ -71,53 +79,167 @@ impl ReadOnly {
 /// How a listed binary's arguments are checked.
 #[derive(Clone, Copy)]
 enum Rule {
-    /// Any arguments: the binary only reads.
+    /// Any arguments: the binary has no option that writes, runs or changes anything.
     Any,
-    /// These options change something, or never end.
-    Deny(&'static [Opt]),
+    /// Only these options; any operands.
+    Opts(Opts),
     /// A grammar of its own.
     Custom(fn(&[String]) -> Result<(), NotReadOnly>),
 }
 
-/// An option: its short letter (if any) and its long name (if any).
-type Opt = (Option<char>, Option<&'static str>);
-
-const FIND_DENY: &[Opt] = &[
-    (None, Some("-delete")),
-    (None, Some("-exec")),
-    (None, Some("-execdir")),
-    (None, Some("-ok")),
-    (None, Some("-okdir")),
-    (None, Some("-fprint")),
-    (None, Some("-fprint0")),
-    (None, Some("-fprintf")),
-    (None, Some("-fls")),
-];
-const TAIL_DENY: &[Opt] = &[(Some('f'), Some("--follow")), (Some('F'), None)];
-const DMESG_DENY: &[Opt] = &[
-    (Some('c'), Some("--read-clear")),
-    (Some('C'), Some("--clear")),
-    (Some('D'), Some("--console-off")),
-    (Some('E'), Some("--console-on")),
-    (Some('n'), Some("--console-level")),
-    (Some('w'), Some("--follow")),
-    (Some('W'), Some("--follow-new")),
-];
-const SS_DENY: &[Opt] = &[(Some('K'), Some("--kill"))];
-const ARP_DENY: &[Opt] = &[
-    (Some('d'), Some("--delete")),
-    (Some('s'), Some("--set")),
-    (Some('f'), Some("--file")),
-];
-const FUSER_DENY: &[Opt] = &[(Some('k'), Some("--kill"))];
-const SORT_DENY: &[Opt] = &[(Some('o'), Some("--output"))];
-const SAR_DENY: &[Opt] = &[(Some('o'), None)];
-const SENSORS_DENY: &[Opt] = &[(Some('s'), Some("--set"))];
-const DMIDECODE_DENY: &[Opt] = &[(None, Some("--dump-bin"))];
+const TAIL: Opts = Opts {
+    flags: "qvz",
+    valued: "nc",
+    long: &["--quiet", "--silent", "--verbose", "--zero-terminated"],
+    long_valued: &["--lines", "--bytes"],
+    why: &[
+        ("-f", "follows the file and never ends"),
+        ("-F", "follows the file and never ends"),
+    ],
+};
+const SORT: Opts = Opts {
+    flags: "bdfghiMnRrsuVcCz",
+    valued: "kt",
+    long: &[
+        "--ignore-leading-blanks",
+        "--dictionary-order",
+        "--ignore-case",
+        "--general-numeric-sort",
+        "--human-numeric-sort",
+        "--ignore-nonprinting",
+        "--month-sort",
+        "--numeric-sort",
+        "--random-sort",
+        "--reverse",
+        "--version-sort",
+        "--stable",
+        "--unique",
+        "--check",
+        "--zero-terminated",
+    ],
+    long_valued: &["--key", "--field-separator"],
+    why: &[("-o", "writes a file"), ("--output", "writes a file")],
+};
+const DMESG: Opts = Opts {
+    flags: "HTtxkuLdrSPe",
+    valued: "lf",
+    long: &[
+        "--human",
+        "--ctime",
+        "--notime",
+        "--decode",
+        "--kernel",
+        "--userspace",
+        "--color",
+        "--show-delta",
+        "--raw",
+        "--syslog",
+        "--nopager",
+        "--reltime",
+    ],
+    long_valued: &["--level", "--facility", "--time-format"],
+    why: &[
+        ("-C", "clears the kernel's ring buffer"),
+        ("-c", "clears the kernel's ring buffer"),
+    ],
+};
+const SS: Opts = Opts {
+    flags: "alntuxwpemois46rHO0",
+    valued: "fA",
+    long: &[
+        "--all",
+        "--listening",
+        "--numeric",
+        "--tcp",
+        "--udp",
+        "--unix",
+        "--raw",
+        "--processes",
+        "--extended",
+        "--memory",
+        "--options",
+        "--info",
+        "--summary",
+        "--resolve",
+        "--no-header",
+        "--oneline",
+        "--ipv4",
+        "--ipv6",
+    ],
+    long_valued: &["--family", "--query"],
+    why: &[("-K", "kills sockets"), ("-D", "writes a file")],
+};
+const FILE: Opts = Opts {
+    flags: "bcdEhiklLNnprsSvz0",
+    valued: "efFmP",
+    long: &[
+        "--brief",
+        "--mime",
+        "--mime-type",
+        "--mime-encoding",
+        "--keep-going",
+        "--dereference",
+        "--no-dereference",
+        "--no-pad",
+        "--no-buffer",
+        "--raw",
+        "--special-files",
+        "--uncompress",
+        "--print0",
+        "--extension",
+    ],
+    long_valued: &[
+        "--exclude",
+        "--separator",
+        "--magic-file",
+        "--parameter",
+        "--files-from",
+    ],
+    why: &[("-C", "compiles a magic file, which it writes")],
+};
+const ARP: Opts = Opts {
+    flags: "anve",
+    valued: "iH",
+    long: &["--all", "--numeric", "--verbose"],
+    long_valued: &["--device", "--hw-type"],
+    why: &[
+        ("-d", "deletes an entry"),
+        ("-s", "sets an entry"),
+        ("-f", "loads entries"),
+    ],
+};
+const FUSER: Opts = Opts {
+    flags: "amuvw46",
+    valued: "n",
+    long: &[
+        "--all",
+        "--mount",
+        "--user",
+        "--verbose",
+        "--writeonly",
+        "--ipv4",
+        "--ipv6",
+    ],
+    long_valued: &["--namespace"],
+    why: &[("-k", "kills processes")],
+};
+const SENSORS: Opts = Opts {
+    flags: "Aufj",
+    valued: "",
+    long: &["--no-adapter", "--fahrenheit"],
+    long_valued: &[],
+    why: &[("-s", "sets limits")],
+};
+const DMIDECODE: Opts = Opts {
+    flags: "qu",
+    valued: "stH",
+    long: &["--quiet", "--dump", "--no-sysfs"],
+    long_valued: &["--string", "--type", "--handle", "--oem-string"],
+    why: &[("--dump-bin", "writes a file")],
+};
 
 /// The binaries a read-only command may run, with their rules.
 const BINARIES: &[(&str, Rule)] = &[
-    ("nix-prefetch-url", Rule::Any),
     ("uname", Rule::Any),
     ("hostnamectl", Rule::Custom(hostnamectl)),
     ("uptime", Rule::Any),
@@ -127,66 +249,79 @@ const BINARIES: &[(&str, Rule)] = &[
     ("id", Rule::Any),
     ("whoami", Rule::Any),
     ("ps", Rule::Any),
-    ("top", Rule::Custom(top)),
+    ("top", Rule::Custom(super::net::top)),
     ("pgrep", Rule::Any),
     ("pstree", Rule::Any),
     ("free", Rule::Any),
     ("vmstat", Rule::Any),
     ("iostat", Rule::Any),
-    ("sar", Rule::Deny(SAR_DENY)),
     ("mpstat", Rule::Any),
     ("nproc", Rule::Any),
     ("df", Rule::Any),
     ("du", Rule::Any),
     ("lsblk", Rule::Any),
-    ("fdisk", Rule::Custom(fdisk)),
     ("mount", Rule::Custom(mount)),
     ("findmnt", Rule::Any),
-    ("lsof", Rule::Any),
-    ("fuser", Rule::Deny(FUSER_DENY)),
-    ("ip", Rule::Custom(ip)),
-    ("ss", Rule::Deny(SS_DENY)),
+    ("lsof", Rule::Custom(lsof)),
+    ("fuser", Rule::Opts(FUSER)),
+    ("ip", Rule::Custom(super::net::ip)),
+    ("ss", Rule::Opts(SS)),
     ("netstat", Rule::Any),
-    ("ping", Rule::Custom(ping)),
+    ("ping", Rule::Custom(super::net::ping)),
     ("traceroute", Rule::Any),
     ("nslookup", Rule::Any),
-    ("dig", Rule::Any),
-    ("arp", Rule::Deny(ARP_DENY)),
-    ("iptables", Rule::Custom(iptables)),
+    ("dig", Rule::Custom(super::net::dig)),
+    ("arp", Rule::Opts(ARP)),
+    ("iptables", Rule::Custom(super::net::iptables)),
     ("systemctl", Rule::Custom(super::units::systemctl_words)),
     ("journalctl", Rule::Custom(super::units::journalctl_words)),
-    ("dmesg", Rule::Deny(DMESG_DENY)),
-    ("tail", Rule::Deny(TAIL_DENY)),
+    ("dmesg", Rule::Opts(DMESG)),
+    ("tail", Rule::Opts(TAIL)),
     ("ls", Rule::Any),
-    ("find", Rule::Deny(FIND_DENY)),
+    ("find", Rule::Custom(find)),
     ("locate", Rule::Any),
     ("which", Rule::Any),
     ("whereis", Rule::Any),
-    ("file", Rule::Any),
+    ("file", Rule::Opts(FILE)),
     ("stat", Rule::Any),
     ("lsattr", Rule::Any),
     ("lscpu", Rule::Any),
     ("lsmem", Rule::Any),
     ("lspci", Rule::Any),
     ("lsusb", Rule::Any),
-    ("lshw", Rule::Any),
-    ("dmidecode", Rule::Deny(DMIDECODE_DENY)),
-    ("sensors", Rule::Deny(SENSORS_DENY)),
-    ("env", Rule::Custom(env)),
+    ("dmidecode", Rule::Opts(DMIDECODE)),
+    ("sensors", Rule::Opts(SENSORS)),
     ("printenv", Rule::Any),
     ("echo", Rule::Any),
     ("cat", Rule::Any),
     ("grep", Rule::Any),
     ("head", Rule::Any),
     ("wc", Rule::Any),
-    ("sort", Rule::Deny(SORT_DENY)),
+    ("sort", Rule::Opts(SORT)),
 ];
 
-/// Binaries left out on purpose, with why.
+/// Binaries of the Dart tool's list left out on purpose, with why.
 const LEFT_OUT: &[(&str, &str)] = &[
+    (
+        "env",
+        "runs a command (-S, or any operand); `printenv` lists the environment",
+    ),
     ("strace", "runs or attaches to another program"),
     ("ltrace", "runs or attaches to another program"),
     ("perf", "runs another program"),
+    (
+        "nix-prefetch-url",
+        "evaluates Nix code and writes to the store; the dev profile's nix-prefetch-url tool hashes a URL here",
+    ),
+    ("fdisk", "writes partition tables; `lsblk` lists them"),
+    (
+        "lshw",
+        "writes a database file (-dump); `lscpu`, `lsblk` and `lspci` read the hardware",
+    ),
+    (
+        "sar",
+        "writes data files (-o); `vmstat`, `iostat` and `mpstat` read the counters",
+    ),
     ("htop", "needs a terminal"),
     ("iftop", "needs a terminal"),
     ("nethogs", "needs a terminal"),
@@ -201,7 +336,7 @@ fn check(words: &[String]) -> Result<(), NotReadOnly> {
     if let Some((_, rule)) = BINARIES.iter().find(|(b, _)| *b == binary) {
         return match rule {
             Rule::Any => Ok(()),
-            Rule::Deny(opts) => deny(binary, args, opts),
+            Rule::Opts(o) => parse(binary, o, args).map(drop),
             Rule::Custom(f) => f(args),
         };
     }
@@ -234,151 +369,181 @@ pub fn read_only_binaries() -> Vec<&'static str> {
     b
 }
 
-/// Whether `args` hold option `opt`: `--long`, `--long=…`, or its letter
-/// in a group of short options (`-fn` holds `f`). A letter inside an
-/// option's attached value counts too, which refuses on the safe side.
-pub(super) fn has(args: &[String], (short, long): Opt) -> bool {
-    args.iter().any(|a| {
-        if let Some(l) = long
-            && (a == l || a.strip_prefix(l).is_some_and(|r| r.starts_with('=')))
-        {
-            return true;
-        }
-        match short {
-            Some(c) => a.starts_with('-') && !a.starts_with("--") && a[1..].contains(c),
-            None => false,
-        }
-    })
-}
-
-fn show(opt: Opt) -> String {
-    match opt {
-        (Some(c), Some(l)) => format!("-{c}/{l}"),
-        (Some(c), None) => format!("-{c}"),
-        (None, Some(l)) => l.to_string(),
-        (None, None) => String::new(),
-    }
-}
-
-fn deny(binary: &str, args: &[String], opts: &[Opt]) -> Result<(), NotReadOnly> {
-    match opts.iter().find(|o| has(args, **o)) {
-        Some(o) => Err(NotReadOnly::new(format!(
-            "`{binary} {}` changes something or never ends",
-            show(*o)
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// The arguments that are not options.
-pub(super) fn operands(args: &[String]) -> Vec<&str> {
-    args.iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with('-'))
-        .collect()
-}
+const HOSTNAMECTL: Opts = Opts {
+    flags: "",
+    valued: "",
+    long: &["--static", "--transient", "--pretty", "--no-ask-password"],
+    long_valued: &["--json"],
+    why: &[
+        ("-H", "reaches another host"),
+        ("--host", "reaches another host"),
+    ],
+};
 
 fn hostnamectl(args: &[String]) -> Result<(), NotReadOnly> {
-    match operands(args).first() {
-        None | Some(&"status") => Ok(()),
-        Some(verb) => Err(NotReadOnly::new(format!(
+    match parse("hostnamectl", &HOSTNAMECTL, args)?
+        .operands
+        .as_slice()
+    {
+        [] | ["status"] => Ok(()),
+        [verb, ..] => Err(NotReadOnly::new(format!(
             "`hostnamectl {verb}` is not read-only (only `hostnamectl [status]`)"
         ))),
     }
 }
 
-fn top(args: &[String]) -> Result<(), NotReadOnly> {
-    if has(args, (Some('b'), None)) && has(args, (Some('n'), None)) {
-        Ok(())
-    } else {
-        Err(NotReadOnly::new(
-            "`top` needs -b and -n N (without them it never ends)",
-        ))
-    }
-}
-
-fn fdisk(args: &[String]) -> Result<(), NotReadOnly> {
-    if has(args, (Some('l'), Some("--list"))) {
-        Ok(())
-    } else {
-        Err(NotReadOnly::new("`fdisk` is read-only only with -l"))
-    }
-}
+const MOUNT: Opts = Opts {
+    flags: "l",
+    valued: "t",
+    long: &["--show-labels"],
+    long_valued: &["--types"],
+    why: &[],
+};
 
 fn mount(args: &[String]) -> Result<(), NotReadOnly> {
-    let typed = args.iter().position(|a| a == "-t").map(|k| k + 1);
-    let named = args
+    let p = parse("mount", &MOUNT, args).map_err(|_| {
+        NotReadOnly::new(
+            "`mount` with options mounts something (only `mount [-l] [-t TYPE]` lists)",
+        )
+    })?;
+    if p.operands.is_empty() {
+        Ok(())
+    } else {
+        Err(NotReadOnly::new(
+            "`mount` with a device or a directory mounts it (only `mount [-l] [-t TYPE]` lists)",
+        ))
+    }
+}
+
+fn lsof(args: &[String]) -> Result<(), NotReadOnly> {
+    match args
         .iter()
-        .enumerate()
-        .any(|(k, a)| !a.starts_with('-') && Some(k) != typed);
-    if named
-        || args
-            .iter()
-            .any(|a| !matches!(a.as_str(), "-l" | "--show-labels" | "-t") && a.starts_with('-'))
+        .find(|a| a.starts_with("-D") || a.starts_with("+D") && a.len() > 2)
     {
-        return Err(NotReadOnly::new(
-            "`mount` with a device, a directory or options mounts something (only `mount [-l] [-t TYPE]` lists)",
-        ));
+        Some(a) => Err(NotReadOnly::new(format!(
+            "`lsof {a}` writes or reads its device cache file"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// find's tests and options that only read, and the ones of them that take a value.
+const FIND_READS: &[&str] = &[
+    "-name",
+    "-iname",
+    "-path",
+    "-ipath",
+    "-wholename",
+    "-iwholename",
+    "-regex",
+    "-iregex",
+    "-type",
+    "-xtype",
+    "-maxdepth",
+    "-mindepth",
+    "-mtime",
+    "-mmin",
+    "-atime",
+    "-amin",
+    "-ctime",
+    "-cmin",
+    "-newer",
+    "-size",
+    "-user",
+    "-group",
+    "-uid",
+    "-gid",
+    "-perm",
+    "-links",
+    "-inum",
+    "-samefile",
+    "-empty",
+    "-readable",
+    "-writable",
+    "-executable",
+    "-nouser",
+    "-nogroup",
+    "-xdev",
+    "-mount",
+    "-depth",
+    "-follow",
+    "-noleaf",
+    "-daystart",
+    "-print",
+    "-print0",
+    "-ls",
+    "-printf",
+    "-prune",
+    "-quit",
+    "-true",
+    "-false",
+    "-not",
+    "-a",
+    "-o",
+    "-and",
+    "-or",
+    "-regextype",
+    "-L",
+    "-H",
+    "-P",
+    "-O1",
+    "-O2",
+    "-O3",
+];
+const FIND_VALUED: &[&str] = &[
+    "-name",
+    "-iname",
+    "-path",
+    "-ipath",
+    "-wholename",
+    "-iwholename",
+    "-regex",
+    "-iregex",
+    "-type",
+    "-xtype",
+    "-maxdepth",
+    "-mindepth",
+    "-mtime",
+    "-mmin",
+    "-atime",
+    "-amin",
+    "-ctime",
+    "-cmin",
+    "-newer",
+    "-size",
+    "-user",
+    "-group",
+    "-uid",
+    "-gid",
+    "-perm",
+    "-links",
+    "-inum",
+    "-samefile",
+    "-printf",
+    "-regextype",
+];
+
+/// `find PATH… EXPRESSION`: only tests and actions that read (no
+/// `-delete`, `-exec`, `-ok`, `-fprint…`, `-fls`).
+fn find(args: &[String]) -> Result<(), NotReadOnly> {
+    let mut words = args.iter();
+    while let Some(w) = words.next() {
+        if w.starts_with('-') {
+            if !FIND_READS.contains(&w.as_str()) {
+                let why = match w.as_str() {
+                    "-delete" => "deletes files",
+                    "-exec" | "-execdir" | "-ok" | "-okdir" => "runs a command",
+                    "-fprint" | "-fprint0" | "-fprintf" | "-fls" => "writes a file",
+                    _ => "is not a test the read-only check allows",
+                };
+                return Err(NotReadOnly::new(format!("`find {w}` {why}")));
+            }
+            if FIND_VALUED.contains(&w.as_str()) && words.next().is_none() {
+                return Err(NotReadOnly::new(format!("`find {w}` needs a value")));
+            }
+        }
     }
     Ok(())
-}
-
-fn ip(args: &[String]) -> Result<(), NotReadOnly> {
-    let rest = operands(args);
-    match rest.get(1) {
-        None | Some(&("show" | "list" | "ls" | "lst" | "get" | "help")) => Ok(()),
-        Some(verb) => Err(NotReadOnly::new(format!(
-            "`ip {} {verb}` is not read-only (only show, list and get)",
-            rest[0]
-        ))),
-    }
-}
-
-fn ping(args: &[String]) -> Result<(), NotReadOnly> {
-    if has(args, (Some('f'), None)) {
-        return Err(NotReadOnly::new("`ping -f` floods the network"));
-    }
-    if has(args, (Some('c'), None)) {
-        Ok(())
-    } else {
-        Err(NotReadOnly::new(
-            "`ping` needs -c N (without it it never ends)",
-        ))
-    }
-}
-
-fn iptables(args: &[String]) -> Result<(), NotReadOnly> {
-    let listing =
-        has(args, (Some('L'), Some("--list"))) || has(args, (Some('S'), Some("--list-rules")));
-    let allowed = |a: &str| match a.strip_prefix("--") {
-        Some(long) => matches!(
-            long,
-            "list" | "list-rules" | "numeric" | "verbose" | "exact" | "line-numbers" | "table"
-        ),
-        None => match a.strip_prefix('-') {
-            Some(short) => short.chars().all(|c| "LSnvxt".contains(c)),
-            None => true,
-        },
-    };
-    match args.iter().find(|a| !allowed(a)) {
-        Some(a) => Err(NotReadOnly::new(format!(
-            "`iptables {a}` changes the firewall (only -L/-S with -n, -v, -x, -t, --line-numbers)"
-        ))),
-        None if listing => Ok(()),
-        None => Err(NotReadOnly::new(
-            "`iptables` is read-only only with -L or -S",
-        )),
-    }
-}
-
-fn env(args: &[String]) -> Result<(), NotReadOnly> {
-    if operands(args).is_empty() && !has(args, (Some('S'), Some("--split-string"))) {
-        Ok(())
-    } else {
-        Err(NotReadOnly::new(
-            "`env` with a command runs that command (only `env` alone lists)",
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -402,8 +567,11 @@ mod tests {
             "top -b -n 1",
             "ping -c 1 127.0.0.1",
             "mount",
-            "env",
+            "printenv",
             "cat /proc/meminfo",
+            "ss -tlnp",
+            "sort -rn -k 2",
+            "find /etc -maxdepth 2 -name '*.nix' -type f",
         ] {
             ReadOnly::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
@@ -418,9 +586,11 @@ mod tests {
             ("rm -rf /", "not on the read-only list"),
             ("/bin/ls", "without its path"),
             ("X=1 ls", "sets a variable"),
-            ("find / -delete", "-delete"),
+            ("find / -delete", "deletes files"),
             ("find / -exec rm {} ;", "groups commands"),
-            ("tail -f /var/log/x", "-f/--follow"),
+            ("find / -fprintf /etc/x y", "writes a file"),
+            ("tail -f /var/log/x", "never ends"),
+            ("tail --fol /var/log/x", "not an option"),
             (
                 "ip addr add 10.0.0.1/24 dev eth0",
                 "`ip addr add` is not read-only",
@@ -429,14 +599,25 @@ mod tests {
             ("iptables -LZ", "changes the firewall"),
             ("systemctl restart etcd", "changes the system"),
             ("journalctl -f", "never ends"),
-            ("mount /dev/sda1 /mnt", "mounts something"),
-            ("env rm x", "runs that command"),
+            ("mount /dev/sda1 /mnt", "mounts it"),
+            ("env rm x", "runs a command"),
+            ("env '--s=touch /tmp/x'", "runs a command"),
+            ("sort -S 1K --compress-program=sh", "not an option"),
+            ("sort --outp /root/.ssh/authorized_keys", "not an option"),
+            ("ss -D /etc/passwd", "writes a file"),
+            ("ss --ki dst 10.0.0.1", "not an option"),
+            ("dmesg --cl", "not an option"),
+            ("fdisk -l", "writes partition tables"),
+            ("nix-prefetch-url --option x y", "evaluates Nix code"),
+            ("file -C -m /etc/magic", "compiles"),
+            ("lsof -Db", "device cache"),
+            ("echo 'netns exec x id' | ip -b -", "-batch"),
             ("strace ls", "runs or attaches"),
             ("ps aux | sh", "not on the read-only list"),
             ("ping 10.0.0.1", "-c N"),
             ("hostnamectl set-hostname x", "not read-only"),
-            ("dmesg -C", "--clear"),
-            ("sort -o /etc/passwd x", "--output"),
+            ("dmesg -C", "clears"),
+            ("sort -o /etc/passwd x", "writes a file"),
         ] {
             let e = ReadOnly::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -14,6 +14,44 @@ use tasks::ssh::{LineSink, Remote, SshError, Stream};
 /// How long a read may take on a node before it is stopped.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most output a read keeps per node (both streams together).
+pub const OUTPUT_LIMIT: usize = 256 * 1024;
+
+/// Who a read runs as on the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunAs {
+    /// `nobody`: what any local user may see, and no more.
+    Nobody,
+    /// root: only for the etcd tool's checked etcdctl, which needs the
+    /// node's client key.
+    Root,
+}
+
+/// The script that runs `script` on a node the way every read runs: from
+/// `/`, with stdin empty, as [`RunAs`] says (`nobody`: uid and gid 65534,
+/// no supplementary group but `systemd-journal` where there is one, no new
+/// privileges, so the root-only keys, `/run/keys`, other users' processes
+/// and any change a capability guards stay out of reach), killed with its
+/// whole process group after `timeout`, both streams together and cut at
+/// [`OUTPUT_LIMIT`] bytes, then `marker` and its exit code on a line of
+/// their own.
+pub fn bounded(script: &str, run_as: RunAs, timeout: Duration, marker: &str) -> String {
+    let secs = timeout.as_secs().max(1);
+    let q = tasks::ssh::shell_quote(script);
+    let (setup, prefix) = match run_as {
+        RunAs::Nobody => (
+            "g=$(getent group systemd-journal | cut -d: -f3)\n\
+             if [ -n \"$g\" ]; then set -- \"--groups=$g\"; else set -- --clear-groups; fi\n",
+            "setpriv --reuid=65534 --regid=65534 \"$@\" --no-new-privs -- ",
+        ),
+        RunAs::Root => ("", ""),
+    };
+    format!(
+        "cd / || exit 1\n{setup}( timeout -k 5 {secs} {prefix}sh -c {q} </dev/null 2>&1; \
+         echo \"{marker}$?\" ) | head -c {OUTPUT_LIMIT}\n"
+    )
+}
+
 /// The server behind node `node`, from the provider.
 pub async fn server(c: &Cluster, node: &str) -> Result<ServerInfo, ClusterError> {
     let servers = c.servers().await?;
@@ -101,27 +139,28 @@ pub async fn nodes_of(
 }
 
 /// Runs `script` (text made from checked words, or a fixed read) on each of
-/// `nodes` at once; each node's result on its own, in the order given.
+/// `nodes` at once, [`bounded`]; each node's result on its own, in the order given.
 pub async fn read_script(
     c: &Cluster,
     nodes: &[(String, ServerInfo)],
     script: &str,
+    run_as: RunAs,
     timeout: Duration,
 ) -> Vec<NodeRead> {
     let reads = nodes
         .iter()
-        .map(|(node, s)| read_one(c, node, s, script, timeout));
+        .map(|(node, s)| read_one(c, node, s, script, run_as, timeout));
     futures::future::join_all(reads).await
 }
 
-/// [`read_script`] with a checked read-only command.
+/// [`read_script`] with a checked read-only command, as `nobody`.
 pub async fn read(
     c: &Cluster,
     nodes: &[(String, ServerInfo)],
     cmd: &ReadOnly,
     timeout: Duration,
 ) -> Vec<NodeRead> {
-    read_script(c, nodes, &cmd.script(), timeout).await
+    read_script(c, nodes, &cmd.script(), RunAs::Nobody, timeout).await
 }
 
 async fn read_one(
@@ -129,6 +168,7 @@ async fn read_one(
     node: &str,
     s: &ServerInfo,
     script: &str,
+    run_as: RunAs,
     timeout: Duration,
 ) -> NodeRead {
     let mut read = NodeRead {
@@ -145,16 +185,36 @@ async fn read_one(
             return read;
         }
     };
+    let marker = format!("nix-infra-exit-{:016x}:", rand::random::<u64>());
+    let wrapped = bounded(script, run_as, timeout, &marker);
     let sink = Collect::default();
+    // The node stops the command itself; this only guards against a node that hangs.
+    let guard = timeout + Duration::from_secs(15);
     let result = remote
-        .run("sh -s", Some(script.as_bytes()), &sink, Some(timeout))
+        .run("sh -s", Some(wrapped.as_bytes()), &sink, Some(guard))
         .await;
     let _ = remote.close().await;
-    read.output = sink.0.into_inner().unwrap_or_else(|p| p.into_inner());
-    match result {
-        Ok(_) => read.exit = Some(0),
-        Err(SshError::Exit { code, .. }) => read.exit = Some(code),
-        Err(e) => read.error = Some(e.to_string()),
+    let text = sink.0.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = result {
+        read.error = Some(e.to_string());
+    }
+    match text.rfind(&marker) {
+        Some(at) => {
+            read.output = text[..at].to_string();
+            read.exit = text[at + marker.len()..].trim().parse().ok();
+            if read.exit == Some(124) {
+                read.error = Some(format!(
+                    "stopped after {} s (--read-timeout)",
+                    timeout.as_secs()
+                ));
+            }
+        }
+        None => {
+            read.output = text;
+            if read.error.is_none() {
+                read.error = Some(format!("output cut at {} KiB", OUTPUT_LIMIT / 1024));
+            }
+        }
     }
     read
 }

@@ -1,38 +1,52 @@
-//! The read-only grammars of `systemctl`, `journalctl` and `etcdctl`: the
-//! verb (or option) that decides whether a call reads or changes is found
-//! by parsing the words as the binary itself would, skipping the values of
-//! the options that take one.
+//! The read-only grammars of `systemctl`, `journalctl` and `etcdctl`: their
+//! options against exact allow-lists ([`super::opts`]), and the verb that
+//! decides whether a call reads or changes, compared exactly (all three are
+//! case-sensitive).
 
 use super::NotReadOnly;
-use super::readonly::has;
+use super::opts::{Opts, parse};
 
-/// systemctl's options that take a value (the next word, unless `=` joins it).
-const SYSTEMCTL_VALUED: &[&str] = &[
-    "-t",
-    "--type",
-    "-n",
-    "--lines",
-    "-o",
-    "--output",
-    "-H",
-    "--host",
-    "-M",
-    "--machine",
-    "-p",
-    "--property",
-    "--state",
-    "--signal",
-    "--kill-who",
-    "--job-mode",
-    "--timestamp",
-];
+const SYSTEMCTL: Opts = Opts {
+    flags: "alqr",
+    valued: "tpPno",
+    long: &[
+        "--all",
+        "--full",
+        "--quiet",
+        "--recursive",
+        "--no-pager",
+        "--no-legend",
+        "--plain",
+        "--failed",
+        "--value",
+        "--reverse",
+        "--after",
+        "--before",
+        "--show-types",
+        "--system",
+    ],
+    long_valued: &[
+        "--type",
+        "--property",
+        "--state",
+        "--lines",
+        "--output",
+        "--timestamp",
+    ],
+    why: &[
+        ("--root", "works on another root directory"),
+        ("-H", "reaches another host"),
+        ("--host", "reaches another host"),
+        ("-M", "reaches another machine"),
+        ("--machine", "reaches another machine"),
+    ],
+};
 
 /// The systemctl verbs that only read.
 pub const SYSTEMCTL_READS: &[&str] = &[
     "status",
     "show",
     "cat",
-    "help",
     "list-units",
     "list-sockets",
     "list-timers",
@@ -48,45 +62,89 @@ pub const SYSTEMCTL_READS: &[&str] = &[
     "show-environment",
 ];
 
-/// journalctl's options that change the journal, or never end.
-const JOURNALCTL_DENY: &[(Option<char>, Option<&str>)] = &[
-    (Some('f'), Some("--follow")),
-    (None, Some("--flush")),
-    (None, Some("--relinquish-var")),
-    (None, Some("--smart-relinquish-var")),
-    (None, Some("--rotate")),
-    (None, Some("--vacuum-size")),
-    (None, Some("--vacuum-time")),
-    (None, Some("--vacuum-files")),
-    (None, Some("--sync")),
-    (None, Some("--setup-keys")),
-    (None, Some("--update-catalog")),
-    (None, Some("--force")),
-    (None, Some("--interval")),
-];
+const JOURNAL_FOLLOWS: &str =
+    "follows the journal and never ends; ask for the last lines with -n N";
+const JOURNAL_CHANGES: &str = "changes the journal";
 
-/// etcdctl's global and command options that take a value.
-const ETCDCTL_VALUED: &[&str] = &[
-    "-w",
-    "--write-out",
-    "--endpoints",
-    "--dial-timeout",
-    "--command-timeout",
-    "--keepalive-time",
-    "--keepalive-timeout",
-    "--cacert",
-    "--cert",
-    "--key",
-    "--user",
-    "--password",
-    "--limit",
-    "--rev",
-    "--discovery-srv",
-    "--discovery-srv-name",
-    "--consistency",
-    "--order",
-    "--sort-by",
-];
+const JOURNALCTL: Opts = Opts {
+    flags: "abeklmNqrx",
+    valued: "unpSUgtFo",
+    long: &[
+        "--all",
+        "--reverse",
+        "--no-pager",
+        "--no-full",
+        "--full",
+        "--catalog",
+        "--quiet",
+        "--merge",
+        "--utc",
+        "--no-hostname",
+        "--dmesg",
+        "--list-boots",
+        "--disk-usage",
+        "--fields",
+        "--pager-end",
+        "--boot",
+        "--system",
+    ],
+    long_valued: &[
+        "--unit",
+        "--user-unit",
+        "--lines",
+        "--priority",
+        "--since",
+        "--until",
+        "--grep",
+        "--identifier",
+        "--field",
+        "--output",
+        "--output-fields",
+        "--boot",
+        "--facility",
+    ],
+    why: &[
+        ("-f", JOURNAL_FOLLOWS),
+        ("--follow", JOURNAL_FOLLOWS),
+        ("--flush", JOURNAL_CHANGES),
+        ("--rotate", JOURNAL_CHANGES),
+        ("--sync", JOURNAL_CHANGES),
+        ("--vacuum-size", JOURNAL_CHANGES),
+        ("--vacuum-time", JOURNAL_CHANGES),
+        ("--vacuum-files", JOURNAL_CHANGES),
+        ("--relinquish-var", JOURNAL_CHANGES),
+        ("--smart-relinquish-var", JOURNAL_CHANGES),
+        ("--setup-keys", JOURNAL_CHANGES),
+        ("--update-catalog", JOURNAL_CHANGES),
+        ("--cursor-file", "writes a file"),
+    ],
+};
+
+const ETCDCTL: Opts = Opts {
+    flags: "w",
+    valued: "",
+    long: &[
+        "--prefix",
+        "--keys-only",
+        "--print-value-only",
+        "--from-key",
+        "--count-only",
+        "--hex",
+        "--consistency",
+    ],
+    long_valued: &[
+        "--write-out",
+        "--limit",
+        "--rev",
+        "--sort-by",
+        "--order",
+        "--consistency",
+    ],
+    why: &[
+        ("--exec", "runs a command"),
+        ("--endpoints", "reaches another etcd"),
+    ],
+};
 
 /// The etcdctl commands that only read (`member list`: command and subcommand).
 pub const ETCDCTL_READS: &[&str] = &[
@@ -108,41 +166,13 @@ const ETCDCTL_GROUPS: &[&str] = &[
     "member", "endpoint", "alarm", "user", "role", "lease", "snapshot", "auth", "check",
 ];
 
-/// The words that are not options nor an option's value.
-fn operands<'a>(args: &'a [String], valued: &[&str]) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let mut skip = false;
-    for a in args {
-        if std::mem::take(&mut skip) {
-            continue;
-        }
-        if a.starts_with('-') {
-            skip = valued.contains(&a.as_str());
-        } else {
-            out.push(a.as_str());
-        }
-    }
-    out
-}
-
-/// The words after `systemctl`: a read-only verb (none: `list-units`), no
-/// `--root`, no other host or machine.
+/// The words after `systemctl`: a read-only verb (none: `list-units`) and
+/// only the options of [`SYSTEMCTL`].
 pub fn systemctl_words(args: &[String]) -> Result<(), NotReadOnly> {
-    for (opt, why) in [
-        ((None, Some("--root")), "works on another root directory"),
-        ((Some('H'), Some("--host")), "reaches another host"),
-        ((Some('M'), Some("--machine")), "reaches another machine"),
-    ] {
-        if has(args, opt) {
-            return Err(NotReadOnly::new(format!(
-                "systemctl {}: {why}",
-                opt.1.unwrap_or("")
-            )));
-        }
-    }
-    match operands(args, SYSTEMCTL_VALUED).first() {
+    let p = parse("systemctl", &SYSTEMCTL, args)?;
+    match p.operands.first() {
         None => Ok(()),
-        Some(v) if SYSTEMCTL_READS.contains(&v.to_ascii_lowercase().as_str()) => Ok(()),
+        Some(v) if SYSTEMCTL_READS.contains(v) => Ok(()),
         Some(v) => Err(NotReadOnly::new(format!(
             "`systemctl {v}` changes the system (read-only verbs: {})",
             SYSTEMCTL_READS.join(", ")
@@ -150,36 +180,30 @@ pub fn systemctl_words(args: &[String]) -> Result<(), NotReadOnly> {
     }
 }
 
-/// The words after `journalctl`: no option that changes the journal or follows it.
+/// The words after `journalctl`: only the options of [`JOURNALCTL`]
+/// (nothing that follows or changes the journal); the other words are matches.
 pub fn journalctl_words(args: &[String]) -> Result<(), NotReadOnly> {
-    match JOURNALCTL_DENY.iter().find(|o| has(args, **o)) {
-        Some((Some('f'), _)) => Err(NotReadOnly::new(
-            "`journalctl -f/--follow` never ends; ask for the last lines with -n N",
-        )),
-        Some((_, Some(long))) => Err(NotReadOnly::new(format!(
-            "`journalctl {long}` changes the journal"
-        ))),
-        _ => Ok(()),
-    }
+    parse("journalctl", &JOURNALCTL, args).map(drop)
 }
 
-/// The words after `etcdctl`: a read-only command ([`ETCDCTL_READS`]).
+/// Whether journalctl's words ask for a number of lines.
+pub fn journalctl_has_lines(args: &[String]) -> bool {
+    parse("journalctl", &JOURNALCTL, args)
+        .is_ok_and(|p| p.has(&["-n", "--lines", "-e", "--pager-end"]))
+}
+
+/// The words after `etcdctl`: a read-only command ([`ETCDCTL_READS`]) with
+/// only the options of [`ETCDCTL`].
 pub fn etcdctl_words(args: &[String]) -> Result<(), NotReadOnly> {
-    if args
-        .iter()
-        .any(|a| a == "--exec" || a.starts_with("--exec="))
-    {
-        return Err(NotReadOnly::new("etcdctl --exec runs a command"));
-    }
-    let words = operands(args, ETCDCTL_VALUED);
-    let Some(command) = words.first().map(|c| c.to_ascii_lowercase()) else {
+    let p = parse("etcdctl", &ETCDCTL, args)?;
+    let Some(command) = p.operands.first() else {
         return Err(NotReadOnly::new(
             "give an etcdctl command (such as `get --prefix /cluster`)",
         ));
     };
-    let full = if ETCDCTL_GROUPS.contains(&command.as_str()) {
-        match words.get(1) {
-            Some(sub) => format!("{command} {}", sub.to_ascii_lowercase()),
+    let full = if ETCDCTL_GROUPS.contains(command) {
+        match p.operands.get(1) {
+            Some(sub) => format!("{command} {sub}"),
             None => {
                 return Err(NotReadOnly::new(format!(
                     "`etcdctl {command}` needs a subcommand"
@@ -187,7 +211,7 @@ pub fn etcdctl_words(args: &[String]) -> Result<(), NotReadOnly> {
             }
         }
     } else {
-        command
+        command.to_string()
     };
     if ETCDCTL_READS.contains(&full.as_str()) {
         return Ok(());
@@ -218,7 +242,7 @@ mod tests {
             "-o json show x",
             "",
             "--type service list-units",
-            "IS-ACTIVE x",
+            "--no-pager is-active x",
         ] {
             systemctl_words(&w(ok)).unwrap();
         }
@@ -230,6 +254,11 @@ mod tests {
             "daemon-reload",
             "--root /x status",
             "-H h status",
+            "-P status restart etcd",
+            "--message status stop etcd",
+            "--prop status daemon-reload",
+            "--ho=root@other status",
+            "IS-ACTIVE x",
         ] {
             assert!(systemctl_words(&w(bad)).is_err(), "{bad}");
         }
@@ -244,6 +273,10 @@ mod tests {
             "--vacuum-time=1d",
             "--rotate",
             "-xef",
+            "--fol",
+            "--vacuum-t=1s",
+            "--cursor-file=/etc/passwd",
+            "-n --rotate",
         ] {
             assert!(journalctl_words(&w(bad)).is_err(), "{bad}");
         }
@@ -267,6 +300,12 @@ mod tests {
             ("check perf", "writes"),
             ("member", "needs a subcommand"),
             ("get /a --exec=x", "runs a command"),
+            ("--new-user-password get user add mallory", "not an option"),
+            (
+                "--dest-prefix get make-mirror http://x:2379",
+                "not an option",
+            ),
+            ("GET /a", "changes"),
             ("", "give an etcdctl command"),
         ] {
             let e = etcdctl_words(&w(bad)).unwrap_err();

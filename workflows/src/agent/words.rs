@@ -33,6 +33,7 @@ fn refuse(reason: impl Into<String>) -> NotReadOnly {
 /// `)`, `{`, `}` and unquoted glob characters (`*`, `?`, `[`), since what
 /// they expand to is not what was checked.
 pub fn tokens(text: &str) -> Result<Vec<Token>, NotReadOnly> {
+    no_controls(text)?;
     let mut out = Vec::new();
     let mut word: Option<String> = None;
     let mut chars = text.chars().peekable();
@@ -85,6 +86,20 @@ pub fn tokens(text: &str) -> Result<Vec<Token>, NotReadOnly> {
     }
     out.extend(word.map(Token::Word));
     Ok(out)
+}
+
+/// Refuses a control character other than a tab or a newline: a NUL is
+/// dropped by the shell, so `-ex\0ec` would run as `-exec`.
+pub fn no_controls(text: &str) -> Result<(), NotReadOnly> {
+    match text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n'))
+    {
+        Some(c) => Err(refuse(format!(
+            "the command holds the control character {c:?}, which the shell would not run as written"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn expansion() -> NotReadOnly {
@@ -174,6 +189,8 @@ mod tests {
             ("cat < /etc/f", "redirects"),
             ("ls *", "expand to file names"),
             ("ls 'a", "never closed"),
+            ("find / '-ex\u{0}ec' id ';'", "control character"),
+            ("cat \u{1b}[2J", "control character"),
             ("ls |", "no command"),
             ("", "empty"),
         ] {
