@@ -161,16 +161,32 @@ pub(super) fn ping(args: &[String]) -> Result<(), NotReadOnly> {
     }
 }
 
-/// `dig …`, without a batch file (`-f`) or key material (`-k`, `-y`).
+const DIG: Opts = Opts {
+    flags: "46hmruvi",
+    valued: "bcpqtx",
+    long: &[],
+    long_valued: &[],
+    why: &[
+        ("-f", "reads queries from a file and sends them to a server"),
+        ("-k", "reads key material"),
+        ("-y", "takes key material"),
+    ],
+};
+
+/// `dig …` (its `+` options and names are operands), without a batch
+/// file (`-f`) or key material (`-k`, `-y`).
 pub(super) fn dig(args: &[String]) -> Result<(), NotReadOnly> {
-    match args
-        .iter()
-        .find(|a| a.starts_with("-f") || a.starts_with("-k") || a.starts_with("-y"))
-    {
-        Some(a) => Err(NotReadOnly::new(format!(
-            "`dig {a}` reads a file or key material and sends it to a server"
-        ))),
-        None => Ok(()),
+    parse("dig", &DIG, args).map(drop)
+}
+
+/// `nslookup NAME [SERVER]`, not reading queries from stdin (`-`).
+pub(super) fn nslookup(args: &[String]) -> Result<(), NotReadOnly> {
+    if args.iter().any(|a| a == "-") {
+        Err(NotReadOnly::new(
+            "`nslookup -` reads its queries from stdin and sends them on",
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -245,6 +261,8 @@ mod tests {
             assert!(top(&w(bad)).is_err(), "top {bad}");
         }
         assert!(dig(&w("-f /root/certs/key.pem @1.2.3.4")).is_err());
+        assert!(dig(&w("-4f /etc/hosts @1.2.3.4")).is_err());
+        assert!(nslookup(&w("- 1.2.3.4")).is_err());
         dig(&w("+short example.org A")).unwrap();
     }
 }

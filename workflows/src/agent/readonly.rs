@@ -97,6 +97,48 @@ const TAIL: Opts = Opts {
         ("-F", "follows the file and never ends"),
     ],
 };
+const DF: Opts = Opts {
+    flags: "ahHiklPT",
+    valued: "Btx",
+    long: &[
+        "--all",
+        "--human-readable",
+        "--si",
+        "--inodes",
+        "--local",
+        "--portability",
+        "--print-type",
+        "--total",
+        "--no-sync",
+        "--output",
+    ],
+    long_valued: &["--block-size", "--type", "--exclude-type", "--output"],
+    why: &[("--sync", "flushes every file system first")],
+};
+const LSPCI: Opts = Opts {
+    flags: "mtvknxDPb",
+    valued: "sd",
+    long: &[],
+    long_valued: &[],
+    why: &[
+        ("-O", "can write a cache file"),
+        ("-q", "asks DNS"),
+        ("-Q", "asks DNS"),
+    ],
+};
+
+/// `tail` with [`TAIL`]'s options, and no `+N…` operand (the old syntax
+/// that takes `f` for follow).
+fn tail(args: &[String]) -> Result<(), NotReadOnly> {
+    let p = parse("tail", &TAIL, args)?;
+    match p.operands.iter().find(|o| o.starts_with('+')) {
+        Some(o) => Err(NotReadOnly::new(format!(
+            "`tail {o}`: give -n +N (the old `+N` form can follow the file)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 const SORT: Opts = Opts {
     flags: "bdfghiMnRrsuVcCz",
     valued: "kt",
@@ -257,7 +299,7 @@ const BINARIES: &[(&str, Rule)] = &[
     ("iostat", Rule::Any),
     ("mpstat", Rule::Any),
     ("nproc", Rule::Any),
-    ("df", Rule::Any),
+    ("df", Rule::Opts(DF)),
     ("du", Rule::Any),
     ("lsblk", Rule::Any),
     ("mount", Rule::Custom(mount)),
@@ -269,14 +311,14 @@ const BINARIES: &[(&str, Rule)] = &[
     ("netstat", Rule::Any),
     ("ping", Rule::Custom(super::net::ping)),
     ("traceroute", Rule::Any),
-    ("nslookup", Rule::Any),
+    ("nslookup", Rule::Custom(super::net::nslookup)),
     ("dig", Rule::Custom(super::net::dig)),
     ("arp", Rule::Opts(ARP)),
     ("iptables", Rule::Custom(super::net::iptables)),
     ("systemctl", Rule::Custom(super::units::systemctl_words)),
     ("journalctl", Rule::Custom(super::units::journalctl_words)),
     ("dmesg", Rule::Opts(DMESG)),
-    ("tail", Rule::Opts(TAIL)),
+    ("tail", Rule::Custom(tail)),
     ("ls", Rule::Any),
     ("find", Rule::Custom(find)),
     ("locate", Rule::Any),
@@ -287,7 +329,7 @@ const BINARIES: &[(&str, Rule)] = &[
     ("lsattr", Rule::Any),
     ("lscpu", Rule::Any),
     ("lsmem", Rule::Any),
-    ("lspci", Rule::Any),
+    ("lspci", Rule::Opts(LSPCI)),
     ("lsusb", Rule::Any),
     ("dmidecode", Rule::Opts(DMIDECODE)),
     ("sensors", Rule::Opts(SENSORS)),
@@ -591,6 +633,9 @@ mod tests {
             ("find / -fprintf /etc/x y", "writes a file"),
             ("tail -f /var/log/x", "never ends"),
             ("tail --fol /var/log/x", "not an option"),
+            ("tail +1f /var/log/x", "old `+N` form"),
+            ("df --sync", "flushes"),
+            ("lspci -O net.cache=/tmp/x -q", "cache file"),
             (
                 "ip addr add 10.0.0.1/24 dev eth0",
                 "`ip addr add` is not read-only",

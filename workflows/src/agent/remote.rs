@@ -47,8 +47,8 @@ pub fn bounded(script: &str, run_as: RunAs, timeout: Duration, marker: &str) -> 
         RunAs::Root => ("", ""),
     };
     format!(
-        "cd / || exit 1\n{setup}( timeout -k 5 {secs} {prefix}sh -c {q} </dev/null 2>&1; \
-         echo \"{marker}$?\" ) | head -c {OUTPUT_LIMIT}\n"
+        "cd / || exit 1\n{setup}( timeout -k 5 {secs} {prefix}sh -c {q} </dev/null; \
+         echo \"{marker}$?\" ) 2>&1 | head -c {OUTPUT_LIMIT}\n"
     )
 }
 

@@ -120,17 +120,29 @@ const JOURNALCTL: Opts = Opts {
     ],
 };
 
-const ETCDCTL: Opts = Opts {
-    flags: "w",
-    valued: "",
+/// Options every read-only etcdctl command takes.
+const ETCDCTL_OUTPUT: Opts = Opts {
+    flags: "",
+    valued: "w",
+    long: &["--hex"],
+    long_valued: &["--write-out"],
+    why: &[
+        ("--exec", "runs a command"),
+        ("--endpoints", "reaches another etcd"),
+    ],
+};
+
+/// `get`'s options.
+const ETCDCTL_GET: Opts = Opts {
+    flags: "",
+    valued: "w",
     long: &[
+        "--hex",
         "--prefix",
         "--keys-only",
         "--print-value-only",
         "--from-key",
         "--count-only",
-        "--hex",
-        "--consistency",
     ],
     long_valued: &[
         "--write-out",
@@ -192,18 +204,20 @@ pub fn journalctl_has_lines(args: &[String]) -> bool {
         .is_ok_and(|p| p.has(&["-n", "--lines", "-e", "--pager-end"]))
 }
 
-/// The words after `etcdctl`: a read-only command ([`ETCDCTL_READS`]) with
-/// only the options of [`ETCDCTL`].
+/// The words after `etcdctl`: a read-only command ([`ETCDCTL_READS`])
+/// first, then only that command's options and at most its operands.
+/// The command comes first because etcdctl's parser takes an option it does
+/// not know at the top as taking a value (`--prefix get del` deletes), and
+/// `--` is refused because what follows it (`watch … -- CMD`) is run.
 pub fn etcdctl_words(args: &[String]) -> Result<(), NotReadOnly> {
-    let p = parse("etcdctl", &ETCDCTL, args)?;
-    let Some(command) = p.operands.first() else {
+    let Some(command) = args.first().filter(|c| !c.starts_with('-')) else {
         return Err(NotReadOnly::new(
-            "give an etcdctl command (such as `get --prefix /cluster`)",
+            "give the etcdctl command first, then its options (such as `get --prefix /cluster`)",
         ));
     };
-    let full = if ETCDCTL_GROUPS.contains(command) {
-        match p.operands.get(1) {
-            Some(sub) => format!("{command} {sub}"),
+    let (full, rest) = if ETCDCTL_GROUPS.contains(&command.as_str()) {
+        match args.get(1).filter(|s| !s.starts_with('-')) {
+            Some(sub) => (format!("{command} {sub}"), &args[2..]),
             None => {
                 return Err(NotReadOnly::new(format!(
                     "`etcdctl {command}` needs a subcommand"
@@ -211,20 +225,37 @@ pub fn etcdctl_words(args: &[String]) -> Result<(), NotReadOnly> {
             }
         }
     } else {
-        command.to_string()
+        (command.clone(), &args[1..])
     };
-    if ETCDCTL_READS.contains(&full.as_str()) {
-        return Ok(());
+    if !ETCDCTL_READS.contains(&full.as_str()) {
+        let why = match full.as_str() {
+            "watch" => "never ends, and runs what follows `--`; use get",
+            "check perf" | "check datascale" => "writes test keys into etcd",
+            _ => "changes etcd or the cluster",
+        };
+        return Err(NotReadOnly::new(format!(
+            "`etcdctl {full}` {why} (read-only: {})",
+            ETCDCTL_READS.join(", ")
+        )));
     }
-    let why = match full.as_str() {
-        "watch" => "never ends; use get",
-        "check perf" | "check datascale" => "writes test keys into etcd",
-        _ => "changes etcd or the cluster",
+    if rest.iter().any(|a| a == "--") {
+        return Err(NotReadOnly::new(
+            "etcdctl: `--` is not taken (etcdctl runs what follows it)",
+        ));
+    }
+    let (opts, most) = match full.as_str() {
+        "get" => (&ETCDCTL_GET, 2),
+        "user get" | "role get" => (&ETCDCTL_OUTPUT, 1),
+        _ => (&ETCDCTL_OUTPUT, 0),
     };
-    Err(NotReadOnly::new(format!(
-        "`etcdctl {full}` {why} (read-only: {})",
-        ETCDCTL_READS.join(", ")
-    )))
+    let p = parse("etcdctl", opts, rest)?;
+    if p.operands.len() > most {
+        return Err(NotReadOnly::new(format!(
+            "`etcdctl {full}` takes at most {most} key or name, not {}",
+            p.operands.join(" ")
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -286,7 +317,7 @@ mod tests {
     fn etcdctl_reads_only() {
         for ok in [
             "get --prefix /cluster",
-            "--write-out json member list",
+            "member list --write-out json",
             "endpoint health",
             "version",
         ] {
@@ -300,13 +331,18 @@ mod tests {
             ("check perf", "writes"),
             ("member", "needs a subcommand"),
             ("get /a --exec=x", "runs a command"),
-            ("--new-user-password get user add mallory", "not an option"),
+            ("--new-user-password get user add mallory", "command first"),
             (
                 "--dest-prefix get make-mirror http://x:2379",
-                "not an option",
+                "command first",
             ),
             ("GET /a", "changes"),
-            ("", "give an etcdctl command"),
+            ("--prefix get check perf", "command first"),
+            ("--from-key get del", "command first"),
+            ("get --prefix x -- sh -c id", "`--`"),
+            ("get /a /b /c", "at most 2"),
+            ("member list x", "at most 0"),
+            ("", "command first"),
         ] {
             let e = etcdctl_words(&w(bad)).unwrap_err();
             assert!(e.to_string().contains(why), "{bad}: {e}");
