@@ -117,11 +117,23 @@ async fn runs_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Reply 
     Ok(Html(dashboard::runs_page(&runs, &f, &workflows)).into_response())
 }
 
-async fn run_page(State(app): State<App>, Path(id): Path<String>) -> Reply {
+/// `GET /runs/{id}?step=NAME`: one step's log only.
+#[derive(Deserialize, Default)]
+struct StepQuery {
+    #[serde(default)]
+    step: Option<String>,
+}
+
+async fn run_page(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<StepQuery>,
+) -> Reply {
     let state = app.engine.load(&id).await.map_err(engine_error)?;
     let logs = app.engine.logs(&id, None).await.map_err(engine_error)?;
     let trace = observability::traces::trace_id(&id).to_string();
-    Ok(Html(dashboard::run_page(&state, &logs, &trace)).into_response())
+    let page = dashboard::run_page(&state, &logs, &trace, q.step.as_deref());
+    Ok(Html(page).into_response())
 }
 
 async fn schedules_page(State(app): State<App>) -> Reply {

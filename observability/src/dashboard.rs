@@ -49,7 +49,10 @@ const CSS: &str = "body{font:14px system-ui,sans-serif;margin:0;color:#222}heade
 header a{color:#cfd8dc;margin-left:16px;text-decoration:none}header a.current{color:#fff;font-weight:bold}\
 main{padding:8px 16px}table{border-collapse:collapse;margin:8px 0}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}\
 .status{padding:1px 6px;border-radius:3px;border:1px solid}.orphan{background:#fff3e0}.bad{color:#c62828}\
-pre{background:#f5f5f5;padding:8px;max-height:360px;overflow:auto}form{margin:8px 0}";
+pre{background:#f5f5f5;padding:8px;max-height:360px;overflow:auto}form{margin:8px 0}\
+.gridwrap{overflow:auto;max-width:100%}#grid td.cell{min-width:18px;height:18px;padding:0;text-align:center;font-size:11px}\
+#grid td.cell a{display:block;color:#333;text-decoration:none}#grid th{font-weight:normal;font-size:12px;padding:2px 6px;white-space:nowrap}\
+#grid td.none{background:#fafafa}tr:target{outline:2px solid #1565c0}#timeline text.total{font-weight:bold}";
 
 fn badge(status: &str) -> String {
     let (fill, stroke) = STATUS_COLOURS
@@ -133,23 +136,55 @@ fn layers(views: &[StepView]) -> HashMap<String, usize> {
     level
 }
 
-/// The run's DAG as SVG: a box per step, coloured by status, in dependency columns.
+/// The run's DAG as SVG: a box per step, coloured by status, in dependency
+/// columns and in lanes by subject (steps without one in the top lane), so
+/// a node's steps read along one line however many nodes there are.
 pub fn dag_svg(views: &[StepView]) -> String {
     let level = layers(views);
     let (w, h, gx, gy) = (170.0, 40.0, 60.0, 14.0);
-    let mut rows: HashMap<usize, usize> = HashMap::new();
-    let mut at: HashMap<&str, (f64, f64)> = HashMap::new();
-    for v in views {
-        let col = level[&v.name];
-        let row = rows.entry(col).or_insert(0);
-        at.insert(
-            v.name.as_str(),
-            (10.0 + col as f64 * (w + gx), 10.0 + *row as f64 * (h + gy)),
-        );
-        *row += 1;
+    let mut lanes: Vec<Option<&str>> = Vec::new();
+    if views.iter().any(|v| v.subject.is_none()) {
+        lanes.push(None);
     }
-    let width = 20.0 + (rows.len().max(1)) as f64 * (w + gx);
-    let height = 20.0 + rows.values().max().copied().unwrap_or(1) as f64 * (h + gy);
+    for v in views {
+        if v.subject.is_some() && !lanes.contains(&v.subject.as_deref()) {
+            lanes.push(v.subject.as_deref());
+        }
+    }
+    // Rows: each lane as tall as its most crowded column.
+    let mut count: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut slot: HashMap<&str, (usize, usize, usize)> = HashMap::new();
+    for v in views {
+        let lane = lanes
+            .iter()
+            .position(|l| *l == v.subject.as_deref())
+            .unwrap_or(0);
+        let col = level[&v.name];
+        let k = count.entry((lane, col)).or_insert(0);
+        slot.insert(v.name.as_str(), (lane, col, *k));
+        *k += 1;
+    }
+    let mut lane_top = vec![0usize; lanes.len() + 1];
+    for l in 0..lanes.len() {
+        let tallest = count
+            .iter()
+            .filter(|((ln, _), _)| *ln == l)
+            .map(|(_, k)| *k)
+            .max()
+            .unwrap_or(1);
+        lane_top[l + 1] = lane_top[l] + tallest;
+    }
+    let mut at: HashMap<&str, (f64, f64)> = HashMap::new();
+    for (name, (lane, col, k)) in &slot {
+        let row = lane_top[*lane] + k;
+        at.insert(
+            name,
+            (10.0 + *col as f64 * (w + gx), 10.0 + row as f64 * (h + gy)),
+        );
+    }
+    let cols = level.values().max().map_or(1, |m| m + 1);
+    let width = 20.0 + cols as f64 * (w + gx);
+    let height = 20.0 + lane_top[lanes.len()].max(1) as f64 * (h + gy);
     let mut svg = format!(
         "<svg id=dag xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-size=\"12\">"
     );
@@ -193,8 +228,9 @@ pub fn dag_svg(views: &[StepView]) -> String {
     svg
 }
 
-/// One run: its DAG, its steps with attempts and durations, its log.
-pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str) -> String {
+/// One run: its grid (node runs) or its DAG, its timeline, its steps with
+/// attempts and durations, its log (only `step`'s, when one is chosen).
+pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str, step: Option<&str>) -> String {
     let views = step_views(state);
     let r = &state.run;
     let mut steps = String::new();
@@ -216,7 +252,7 @@ pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str) -> String {
             })
             .collect();
         steps.push_str(&format!(
-            "<tr data-step=\"{n}\"><td>{n}</td><td>{}</td><td>{}</td></tr>",
+            "<tr id=\"step-{n}\" data-step=\"{n}\"><td>{n}</td><td>{}</td><td>{}</td></tr>",
             badge(&v.status.to_string()),
             attempts.join("<br>"),
             n = esc(&v.name)
@@ -224,6 +260,7 @@ pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str) -> String {
     }
     let log: String = logs
         .iter()
+        .filter(|l| step.is_none_or(|s| l.step == s))
         .map(|l| {
             format!(
                 "{} {}#{} {}\n",
@@ -235,10 +272,23 @@ pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str) -> String {
         })
         .collect();
     let refresh = (!r.status.is_final()).then_some(2);
+    let shape = match crate::run_views::grid_html(&r.id, &views) {
+        Some(grid) => format!("<h2>Nodes</h2>{grid}"),
+        None => format!("<h2>DAG</h2>{}", dag_svg(&views)),
+    };
+    let log_title = match step {
+        Some(s) => format!(
+            "Log of {} <a href=\"/runs/{}\">(all steps)</a>",
+            esc(s),
+            esc(&r.id)
+        ),
+        None => "Log".into(),
+    };
     let body = format!(
-        "<p>{} {} · created {} · trace <code>{}</code>{}</p>{}\
+        "<p>{} {} · created {} · trace <code>{}</code>{}</p>{shape}\
+         <h2>Timeline</h2>{}\
          <h2>Steps</h2><table id=steps><thead><tr><th>step</th><th>status</th><th>attempts</th></tr></thead><tbody>{steps}</tbody></table>\
-         <h2>Log</h2><pre id=log>{log}</pre>",
+         <h2>{log_title}</h2><pre id=log>{log}</pre>",
         esc(&r.workflow),
         badge(&r.status.to_string()),
         when(r.created_at),
@@ -247,7 +297,7 @@ pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str) -> String {
             .as_deref()
             .map(|e| format!(" · <span class=bad>{}</span>", esc(e)))
             .unwrap_or_default(),
-        dag_svg(&views),
+        crate::run_views::timeline_svg(&views, engine::now_millis()),
     );
     page(&format!("Run {}", r.id), "Runs", refresh, &body)
 }
