@@ -15,6 +15,7 @@ mod health;
 mod progress;
 mod serve;
 mod serve_auth;
+mod serve_live;
 mod signal;
 mod start;
 mod summary;

@@ -365,9 +365,10 @@ pub async fn run(ctx: &Context, listen: SocketAddr, auth: Auth) -> Result<(), Fa
     };
     if let Some(dir) = dir {
         let cluster = cluster.clone();
+        let engine = app.engine.clone();
         tokio::spawn(async move {
             loop {
-                let view = crate::health::check(&dir).await;
+                let view = crate::health::check(&dir, &engine).await;
                 if let Ok(mut v) = cluster.write() {
                     *v = view;
                 }
@@ -385,8 +386,15 @@ pub async fn run(ctx: &Context, listen: SocketAddr, auth: Auth) -> Result<(), Fa
         .route("/api/runs/{id}/resume", post(api_resume))
         .route("/api/runs/{id}/cancel", post(api_cancel))
         .route("/api/schedules", get(api_schedules))
+        .route("/assets/live.js", get(crate::serve_live::live_js))
         .route("/api/cluster", get(api_cluster))
         .with_state(app.clone())
+        .merge(
+            axum::Router::new()
+                .route("/api/events", get(crate::serve_live::list_events))
+                .route("/api/runs/{id}/events", get(crate::serve_live::run_events))
+                .with_state(app.engine.clone()),
+        )
         .merge(
             axum::Router::new()
                 .route(

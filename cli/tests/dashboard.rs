@@ -3,50 +3,9 @@
 
 mod common;
 
+use common::browser::{artifacts, chromium, dom};
 use common::{Down, cli, http, ok, serve};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Chromium, headless, kept off every network but loopback's pages.
-fn chromium(profile: &Path) -> Command {
-    let mut c = Command::new("chromium");
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-extensions",
-        "--metrics-recording-only",
-        "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .stdin(Stdio::null())
-    .stderr(Stdio::null());
-    c
-}
-
-/// The page's DOM after its scripts ran.
-fn dom(profile: &Path, url: &str) -> String {
-    let out = chromium(profile)
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium failed on {url}");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn artifacts() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 #[test]
 fn pages_load_the_dag_shows_each_status_and_mutations_need_the_token() {
@@ -204,6 +163,26 @@ async fn the_cluster_page_matches_etcd_with_servers_and_shows_orphans() {
     ok(cli(dir).args(["cluster", "up", "--workers", "1", "--ingress", "0"]));
     // A server labelled for the cluster that nobody registered.
     ok(cli(dir).args(["cluster", "provision", "--target", "stray"]));
+    // An app on worker1, and a registration whose node has no server (a ghost).
+    ok(cli(dir).args(["app", "register", "--app", "hello", "--port", "5678"]));
+    ok(cli(dir).args(["app", "deploy", "--app", "hello", "--target", "worker1"]));
+    ok(cli(dir).args([
+        "app",
+        "register-instance",
+        "--app",
+        "hello",
+        "--target",
+        "worker1",
+    ]));
+    let ips: std::collections::BTreeMap<String, String> =
+        common::servers(dir).await.into_iter().collect();
+    let reg = common::etcd(dir, &ips["ctrl1"]).await;
+    reg.put_raw(
+        "/cluster/backends/hello/instances/gone1",
+        r#"{"node":"gone1","ipv4":"192.0.2.9","port":5678}"#,
+    )
+    .await
+    .unwrap();
     let server = serve(dir);
     let deadline = Instant::now() + Duration::from_secs(30);
     let view: serde_json::Value = loop {
@@ -231,6 +210,43 @@ async fn the_cluster_page_matches_etcd_with_servers_and_shows_orphans() {
     assert_eq!(node("ctrl1")["health"], "ssh, etcd");
     assert_eq!(node("stray")["orphan"], true);
     assert_eq!(node("stray")["registered"], false);
+    // The mesh: what runs where, on which generation, touched by which run.
+    let w = node("worker1");
+    let overlay = reg.overlay_ip(&ips["worker1"]).await.unwrap().unwrap();
+    assert_eq!(w["overlay"], overlay.as_str());
+    assert_eq!(w["apps"], serde_json::json!(["hello (backend) :5678"]));
+    let generation = common::on_node(
+        dir,
+        "worker1",
+        &ips["worker1"],
+        "cat /var/lib/nixos-standin/current",
+    )
+    .await;
+    assert!(
+        w["generation"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{} (", generation.trim())),
+        "{w}"
+    );
+    assert_eq!(w["last_run"][1], "app.register_instance", "{w}");
+    let hello = view["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "hello")
+        .unwrap();
+    assert_eq!(hello["meta"]["publish"]["port"], 5678);
+    let placed: Vec<(String, bool)> = hello["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i[0].as_str().unwrap().to_string(), i[3].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        placed,
+        [("gone1".to_string(), false), ("worker1".to_string(), true)]
+    );
 
     let profile = tempfile::tempdir().unwrap();
     let page = dom(profile.path(), &format!("{}/cluster", server.base));
@@ -242,14 +258,19 @@ async fn the_cluster_page_matches_etcd_with_servers_and_shows_orphans() {
         page.contains(r#"<tr class="" data-node="worker1">"#),
         "{page}"
     );
-    let out = chromium(profile.path())
-        .arg(format!(
-            "--screenshot={}",
-            artifacts().join("dashboard-cluster.png").display()
-        ))
-        .args(["--window-size=1280,600"])
-        .arg(format!("{}/cluster", server.base))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    assert!(
+        page.contains(r#"<span data-instance="gone1">gone1 192.0.2.9:5678 <b>ghost</b>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<td class="apps">hello (backend) :5678</td>"#),
+        "{page}"
+    );
+    common::browser::screenshot(
+        profile.path(),
+        &format!("{}/cluster", server.base),
+        "dashboard-cluster.png",
+        1400,
+        700,
+    );
 }

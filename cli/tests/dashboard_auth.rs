@@ -3,12 +3,12 @@
 
 mod common;
 
+use common::browser::Browser;
 use common::{cli, ok, serve, serve_with};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 const TOKEN: &str = "test-token-1f2e";
 
@@ -47,7 +47,7 @@ async fn by_default_reads_are_open_on_loopback_and_every_answer_has_the_security
         let h = r.headers().clone();
         let csp = h[CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(
-            csp.contains("script-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
             "{csp}"
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
@@ -153,168 +153,6 @@ async fn with_auth_reads_every_read_needs_the_token_or_the_login_cookie() {
         .await
         .unwrap();
     assert_eq!(cancel.status(), StatusCode::UNAUTHORIZED);
-}
-
-/// ChromeDriver on a free loopback port, and a W3C WebDriver session on
-/// headless Chromium; both end on drop.
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (scripts/setup.sh installs chromium-driver)");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        // Ready when /status says so; each try waits for its answer, no sleeps.
-        let mut ready = false;
-        for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await
-                && let Ok(v) = r.json::<Value>().await
-                && v["value"]["ready"] == true
-            {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        assert!(ready, "chromedriver did not start");
-        let profile = tempfile::tempdir().unwrap();
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-default-apps",
-        ];
-        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.path().display()));
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
-        }}});
-        let v: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{v}"))
-            .to_string();
-        Browser {
-            driver,
-            base,
-            session,
-            http,
-            _profile: profile,
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let r = self
-            .http
-            .request(method, url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let v: Value = r.json().await.unwrap();
-        assert!(v["value"].get("error").is_none(), "{path}: {v}");
-        v["value"].clone()
-    }
-
-    async fn go(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
-            .await;
-    }
-
-    async fn url(&self) -> String {
-        self.call(reqwest::Method::GET, "/url", json!({}))
-            .await
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn element(&self, css: &str) -> String {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        v["element-6066-11e4-a52e-4f735466cecf"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// The page's source once it contains `text`: a click's navigation
-    /// ends after the click does, so the source is read until it has come.
-    async fn source_with(&self, text: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let source = self.call(reqwest::Method::GET, "/source", json!({})).await;
-            let source = source.as_str().unwrap_or_default().to_string();
-            if source.contains(text) {
-                return source;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never showed {text:?}: {source}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn log_in(&self, token: &str) {
-        let field = self.element("#token").await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{field}/value"),
-            json!({ "text": token }),
-        )
-        .await;
-        let button = self.element("#login").await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{button}/click"),
-            json!({}),
-        )
-        .await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
 }
 
 #[tokio::test]

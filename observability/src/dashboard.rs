@@ -6,8 +6,9 @@
 
 use engine::inspect::{STATUS_COLOURS, StepView, step_views};
 use engine::{LogLine, RunRecord, RunState, Schedule};
-use serde::Serialize;
 use std::collections::HashMap;
+
+pub use crate::mesh::{ClusterApp, ClusterNode, ClusterView, cluster_page};
 
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {
@@ -18,26 +19,41 @@ pub fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn when(ms: i64) -> String {
+pub(crate) fn when(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
 }
 
-/// A page; `refresh` reloads it every so many seconds (a `<meta>` refresh:
-/// the pages carry no script, so a strict CSP holds).
-fn page(title: &str, nav: &str, refresh: Option<u32>, body: &str) -> String {
+/// A page. With `events` (an event stream URL) it loads `/assets/live.js`,
+/// which swaps `<main>` in place when the stream says the page changed;
+/// `refresh` then only reloads browsers without scripts (`<noscript>`).
+/// Without `events`, `refresh` reloads it every so many seconds.
+pub(crate) fn page(
+    title: &str,
+    nav: &str,
+    refresh: Option<u32>,
+    events: Option<&str>,
+    body: &str,
+) -> String {
     let link = |href: &str, name: &str| {
         let class = if name == nav { " class=current" } else { "" };
         format!("<a href=\"{href}\"{class}>{name}</a>")
     };
+    let meta = refresh
+        .map(|s| format!("<meta http-equiv=refresh content={s}>"))
+        .unwrap_or_default();
+    let (head, body_attr) = match events {
+        Some(url) => (
+            format!("<noscript>{meta}</noscript><script src=\"/assets/live.js\" defer></script>"),
+            format!(" data-events=\"{}\"", esc(url)),
+        ),
+        None => (meta, String::new()),
+    };
     format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{t} · nix-infra</title>\
-         <meta name=viewport content=\"width=device-width\">{}<style>{CSS}</style></head><body>\
+         <meta name=viewport content=\"width=device-width\">{head}<style>{CSS}</style></head><body{body_attr}>\
          <header><b>nix-infra</b> {} {} {}</header><main><h1>{t}</h1>{body}</main></body></html>",
-        refresh
-            .map(|s| format!("<meta http-equiv=refresh content={s}>"))
-            .unwrap_or_default(),
         link("/", "Runs"),
         link("/schedules", "Schedules"),
         link("/cluster", "Cluster"),
@@ -54,7 +70,7 @@ pre{background:#f5f5f5;padding:8px;max-height:360px;overflow:auto}form{margin:8p
 #grid td.cell a{display:block;color:#333;text-decoration:none}#grid th{font-weight:normal;font-size:12px;padding:2px 6px;white-space:nowrap}\
 #grid td.none{background:#fafafa}tr:target{outline:2px solid #1565c0}#timeline text.total{font-weight:bold}";
 
-fn badge(status: &str) -> String {
+pub(crate) fn badge(status: &str) -> String {
     let (fill, stroke) = STATUS_COLOURS
         .iter()
         .find(|(s, _, _)| *s == status)
@@ -116,7 +132,7 @@ pub fn runs_page(runs: &[RunRecord], filter: &RunsFilter, workflows: &[String]) 
     } else {
         10
     };
-    page("Runs", "Runs", Some(refresh), &body)
+    page("Runs", "Runs", Some(refresh), Some("/api/events"), &body)
 }
 
 /// Steps by column: a step's column is the longest chain of dependencies before it.
@@ -299,7 +315,14 @@ pub fn run_page(state: &RunState, logs: &[LogLine], trace_id: &str, step: Option
             .unwrap_or_default(),
         crate::run_views::timeline_svg(&views, engine::now_millis()),
     );
-    page(&format!("Run {}", r.id), "Runs", refresh, &body)
+    let events = (!r.status.is_final()).then(|| format!("/api/runs/{}/events", r.id));
+    page(
+        &format!("Run {}", r.id),
+        "Runs",
+        refresh,
+        events.as_deref(),
+        &body,
+    )
 }
 
 /// The schedules page.
@@ -324,100 +347,9 @@ pub fn schedules_page(schedules: &[Schedule]) -> String {
         "Schedules",
         "Schedules",
         None,
+        None,
         &format!(
             "<table id=schedules><thead><tr><th>name</th><th>cron</th><th>workflow</th><th>state</th><th>last fire (UTC)</th></tr></thead><tbody>{rows}</tbody></table>"
-        ),
-    )
-}
-
-/// One machine of the cluster as the dashboard shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct ClusterNode {
-    /// Node name.
-    pub name: String,
-    /// Role from the server's labels (`ctrl`, `cluster`, `ingress`, `fleet`), if it has a server.
-    pub role: Option<String>,
-    /// Public address.
-    pub ipv4: Option<String>,
-    /// Provider id, if the provider lists a server for it.
-    pub server_id: Option<i64>,
-    /// Whether `/cluster/nodes` has it.
-    pub registered: bool,
-    /// Service groups it registered with.
-    pub services: Vec<String>,
-    /// A server labelled for the cluster that should be registered and is not.
-    pub orphan: bool,
-    /// Registered, but the provider has no server for it.
-    pub missing_server: bool,
-    /// The last health check: SSH (and etcd, on control nodes) answering.
-    pub healthy: Option<bool>,
-    /// What the check found.
-    pub health: String,
-}
-
-/// The whole cluster view.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ClusterView {
-    /// The cluster's name.
-    pub cluster: String,
-    /// Its machines.
-    pub nodes: Vec<ClusterNode>,
-    /// When the health was last checked (ms), if ever.
-    pub checked_at: Option<i64>,
-    /// Why parts could not be read (provider, registry).
-    pub problems: Vec<String>,
-}
-
-/// The cluster page.
-pub fn cluster_page(view: &ClusterView) -> String {
-    let mut rows = String::new();
-    for n in &view.nodes {
-        let mut notes = Vec::new();
-        if n.orphan {
-            notes.push("<b>orphan</b>: labelled for the cluster, registered nowhere".to_string());
-        }
-        if n.missing_server {
-            notes.push("<b>no server</b>: registered, but the provider has none".to_string());
-        }
-        let health = match n.healthy {
-            Some(true) => format!("ok ({})", esc(&n.health)),
-            Some(false) => format!("<span class=bad>down ({})</span>", esc(&n.health)),
-            None => "not checked".into(),
-        };
-        rows.push_str(&format!(
-            "<tr class=\"{cls}\" data-node=\"{name}\"><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{health}</td><td>{}</td></tr>",
-            esc(n.role.as_deref().unwrap_or("-")),
-            esc(n.ipv4.as_deref().unwrap_or("-")),
-            n.server_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
-            if n.registered {
-                esc(&n.services.join(","))
-            } else if n.role.as_deref() == Some("ctrl") {
-                "control plane".into()
-            } else if n.role.as_deref() == Some("fleet") {
-                "fleet".into()
-            } else {
-                "no".into()
-            },
-            notes.join("; "),
-            cls = if n.orphan || n.missing_server { "orphan" } else { "" },
-            name = esc(&n.name),
-        ));
-    }
-    let problems: String = view
-        .problems
-        .iter()
-        .map(|p| format!("<p class=bad>{}</p>", esc(p)))
-        .collect();
-    let checked = view
-        .checked_at
-        .map(when)
-        .unwrap_or_else(|| "not yet".into());
-    page(
-        &format!("Cluster {}", view.cluster),
-        "Cluster",
-        Some(5),
-        &format!(
-            "{problems}<p>last health check: {checked} (UTC)</p><table id=nodes><thead><tr><th>node</th><th>role</th><th>address</th><th>server</th><th>registered</th><th>health</th><th>notes</th></tr></thead><tbody>{rows}</tbody></table>"
         ),
     )
 }

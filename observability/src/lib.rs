@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod dashboard;
+pub mod mesh;
 pub mod run_views;
 pub mod traces;
 

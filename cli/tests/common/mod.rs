@@ -1,6 +1,7 @@
 //! What the cluster CLI tests share: the binary, a sandbox guard, the fake cloud's servers.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod mcp;
 pub mod otlp;
 
