@@ -86,7 +86,8 @@ where
                 if let Some((print, end)) = look().await
                     && last.as_deref() != Some(print.as_str())
                 {
-                    let changed = Event::default().event("changed").data("");
+                    // Browsers drop an event whose data is empty: it carries a word.
+                    let changed = Event::default().event("changed").data("changed");
                     return Some((Ok(changed), (look, Some(print), end)));
                 }
                 tokio::time::sleep(TICK).await;

@@ -165,6 +165,21 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Runs `script` in the page (it `return`s its answer).
+    pub async fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    /// Ends the WebDriver session.
+    pub async fn close(&self) {
+        self.call(reqwest::Method::DELETE, "", json!({})).await;
+    }
+
     pub async fn go(&self, url: &str) {
         self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
             .await;
