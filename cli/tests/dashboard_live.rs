@@ -66,7 +66,13 @@ async fn a_live_run_updates_in_place_and_a_retry_shows_as_two_bars() {
     // Queued, not run: the pages open on a pending run.
     let queue = |id: &str| {
         ok(cli(dir).args([
-            "runs", "start", "diag.chain", "--run-id", id, "--detach", "--input",
+            "runs",
+            "start",
+            "diag.chain",
+            "--run-id",
+            id,
+            "--detach",
+            "--input",
             r#"{"steps":4,"sleep_ms":150,"fail_step":2,"fail_times":1}"#,
         ]))
     };
