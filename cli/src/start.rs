@@ -6,6 +6,7 @@ use crate::{Context, Failure, progress, summary};
 use engine::{Created, Observer, RunOutcome, RunStatus};
 use serde_json::json;
 use std::io::IsTerminal;
+use tokio_util::sync::CancellationToken;
 use workflows::cluster::ClusterError;
 use workflows::request::{Checked, Request};
 
@@ -228,10 +229,24 @@ pub async fn execute_outcome(
             std::process::exit(130);
         })
     };
-    let result = engine.execute(run_id, cancel, observer).await;
+    // As a worker does: the run waits for its nodes' locks, so two runs
+    // never act on one node at once, whoever executes them.
+    let resources = engine.load(run_id).await?.run.resources;
+    let result = worker::execute_locked(
+        &engine,
+        run_id,
+        &resources,
+        cancel,
+        CancellationToken::new(),
+        observer,
+    )
+    .await;
     again.abort();
     let _ = reporter.await;
-    Ok(result?)
+    match result? {
+        Some(outcome) => Ok(outcome),
+        None => Err(Failure::other(format!("run {run_id} was not started"))),
+    }
 }
 
 /// Prints a run's final line (with `nodes`, for runs on nodes) and maps its

@@ -461,7 +461,7 @@ async fn a_change_waits_for_the_run_that_holds_its_node() {
         .map_while(Result::ok)
         .find(|l| l.contains("waiting for a resource lock"));
     assert!(
-        waiting.is_some_and(|l| l.contains("holder")),
+        waiting.is_some_and(|l| l.contains("held by run")),
         "the change never waited for the lock"
     );
     assert!(

@@ -89,12 +89,18 @@ pub async fn execute_locked(
     let grace = engine.config().lease_ttl.as_millis() as i64;
     let store = engine.store();
     let mut wait = Duration::from_millis(20);
+    let mut said = false;
     while let Some(holder) = store
         .try_lock(run_id, resources, now_millis(), grace)
         .await
         .map_err(EngineError::Store)?
     {
-        tracing::info!(run = %run_id, %holder, "waiting for a resource lock");
+        if !std::mem::replace(&mut said, true) {
+            tracing::warn!(
+                "run {run_id} is waiting for a resource lock: {} (held by run {holder})",
+                resources.join(", ")
+            );
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return Ok(None),
