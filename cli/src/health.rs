@@ -82,9 +82,6 @@ pub async fn check(c: &Cluster, engine: &Engine) -> ClusterView {
             Ok(reg) => reg.nodes().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.clone()),
         };
-        if let Ok(reg) = &reg {
-            mesh(reg, &mut nodes, &mut view).await;
-        }
         match registered {
             Ok(list) => {
                 for r in list {
@@ -99,6 +96,10 @@ pub async fn check(c: &Cluster, engine: &Engine) -> ClusterView {
                 }
             }
             Err(e) => view.problems.push(format!("registry: {e}")),
+        }
+        // After the registered nodes: a ghost's apps and overlay show too.
+        if let Ok(reg) = &reg {
+            mesh(reg, &mut nodes, &mut view).await;
         }
     }
     for n in nodes.values_mut() {

@@ -393,7 +393,10 @@ pub async fn run(ctx: &Context, listen: SocketAddr, auth: Auth) -> Result<(), Fa
             axum::Router::new()
                 .route("/api/events", get(crate::serve_live::list_events))
                 .route("/api/runs/{id}/events", get(crate::serve_live::run_events))
-                .with_state(app.engine.clone()),
+                .with_state(crate::serve_live::Live {
+                    engine: app.engine.clone(),
+                    stop: app.suspend.clone(),
+                }),
         )
         .merge(
             axum::Router::new()

@@ -5,13 +5,14 @@
 //! by any process (a CLI, a worker, CI) shows up.
 
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use engine::{Engine, RunFilter};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use std::convert::Infallible;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How often the store is looked at for changes.
 const TICK: Duration = Duration::from_millis(250);
@@ -96,18 +97,41 @@ where
     )
 }
 
+/// What the event streams need: the engine, and the server's stop, which
+/// ends every stream (so a stop does not wait for open tabs).
+#[derive(Clone)]
+pub struct Live {
+    /// The engine over the store.
+    pub engine: Engine,
+    /// Fired when the server stops.
+    pub stop: CancellationToken,
+}
+
 /// `GET /api/runs/{id}/events`: `changed` whenever the run's page would show
-/// something new, until the run has ended.
-pub async fn run_events(State(engine): State<Engine>, Path(id): Path<String>) -> impl IntoResponse {
+/// something new, until the run has ended; 404 for a run that does not exist.
+pub async fn run_events(
+    State(live): State<Live>,
+    Path(id): Path<String>,
+) -> axum::response::Response {
+    if live.engine.load(&id).await.is_err() {
+        return (StatusCode::NOT_FOUND, format!("no run {id}")).into_response();
+    }
+    let engine = live.engine.clone();
     let stream = changes(move || {
         let (engine, id) = (engine.clone(), id.clone());
         async move { run_print(&engine, &id).await }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let stop = live.stop.clone();
+    let stream = stream.take_until(async move { stop.cancelled().await });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// `GET /api/events`: `changed` whenever the runs list would show something new.
-pub async fn list_events(State(engine): State<Engine>) -> impl IntoResponse {
+pub async fn list_events(State(live): State<Live>) -> impl IntoResponse {
+    let engine = live.engine.clone();
+    let stop = live.stop.clone();
     let stream = changes(move || {
         let engine = engine.clone();
         async move {
@@ -123,5 +147,6 @@ pub async fn list_events(State(engine): State<Engine>) -> impl IntoResponse {
             Some((print.join(","), false))
         }
     });
+    let stream = stream.take_until(async move { stop.cancelled().await });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

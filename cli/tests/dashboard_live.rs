@@ -136,3 +136,39 @@ async fn a_live_run_updates_in_place_and_a_retry_shows_as_two_bars() {
         900,
     );
 }
+
+/// An open tab (an event stream that never ends by itself) does not keep
+/// `serve` from stopping on SIGTERM.
+#[test]
+fn serve_stops_with_a_live_tab_open() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    ok(cli(dir.path()).arg("init"));
+    let mut server = serve(dir.path());
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut tab = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        tab,
+        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    // The stream is open once its first event has come.
+    let mut lines = BufReader::new(tab.try_clone().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l == "event: changed")
+    );
+    let pid = rustix::process::Pid::from_raw(server.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let started = Instant::now();
+    let status = server.child.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(status.success(), "{status}");
+    drop(tab);
+}

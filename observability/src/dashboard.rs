@@ -1,8 +1,10 @@
 //! The web dashboard's pages, rendered on the server as plain HTML and SVG
-//! (no build chain): runs, one run with its DAG, schedules, the cluster.
+//! (no build chain): runs, one run (its grid or DAG, its timeline:
+//! [`crate::run_views`]), schedules, the cluster ([`crate::mesh`]).
 //!
-//! Pages poll their own JSON (`/api/...`) every two seconds while something
-//! may change, and re-render the parts that did.
+//! Pages that can change name an event stream (`data-events`); the one
+//! script, `/assets/live.js`, fetches the page again when the stream says
+//! it changed and swaps its `<main>`. Without scripts, a `<meta>` refresh.
 
 use engine::inspect::{STATUS_COLOURS, StepView, step_views};
 use engine::{LogLine, RunRecord, RunState, Schedule};

@@ -82,11 +82,12 @@ pub fn grid_html(run_id: &str, views: &[StepView]) -> Option<String> {
         let (fill, stroke) = colours(v.status.as_str());
         format!(
             "<td class=cell data-step=\"{n}\" data-status={s} style=\"background:{fill};border:1px solid {stroke}\" title=\"{t}\">\
-             <a href=\"/runs/{r}?step={n}#step-{n}\">{text}</a></td>",
+             <a href=\"/runs/{r}?step={q}#step-{n}\">{text}</a></td>",
             n = esc(&v.name),
+            q = query_value(&v.name),
             s = v.status,
             t = esc(&attempts_title(v)),
-            r = esc(run_id),
+            r = query_value(run_id),
         )
     };
     let shared: Vec<String> = views
@@ -118,6 +119,18 @@ pub fn grid_html(run_id: &str, views: &[StepView]) -> Option<String> {
     }
     html.push_str("</table></div>");
     Some(html)
+}
+
+/// `s` for a URL (`?step=` and a path segment): letters, digits and `/-_.~` as they are, the rest percent-encoded.
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A cell's text: the attempts it took, when more than one.

@@ -238,7 +238,8 @@ pub fn http(
 
 /// A running `nix-infra serve`; killed on drop.
 pub struct Server {
-    child: std::process::Child,
+    /// The `serve` process.
+    pub child: std::process::Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
 }
