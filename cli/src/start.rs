@@ -187,6 +187,12 @@ pub async fn start(mut global: Global, checked: Checked, exec: &ExecArgs) -> Res
 /// Executes a run here and reports it.
 pub async fn execute(ctx: &Context, run_id: &str, exec: &ExecArgs) -> Result<(), Failure> {
     let outcome = execute_outcome(ctx, run_id, exec).await?;
+    // A run resumed to success no longer needs its own secret.
+    if outcome.status == RunStatus::Succeeded
+        && let Ok(state) = ctx.engine.load(run_id).await
+    {
+        workflows::request::forget_run_secret(&ctx.global.origin(), &state);
+    }
     report(ctx, &outcome).await
 }
 

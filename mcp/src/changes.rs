@@ -311,6 +311,10 @@ impl Mcp {
                 if let Some(s) = secret {
                     s.forget();
                 }
+                // A resumed run's own secret too.
+                if let Ok(state) = self.shared.engine.load(&id).await {
+                    workflows::request::forget_run_secret(&self.opts().origin, &state);
+                }
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return unavailable(format!("run {id}: {e}")),

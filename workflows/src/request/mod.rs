@@ -35,7 +35,7 @@ mod tests_flags;
 
 pub use flags::node_module;
 pub use node::{env_vars_text, targets, up_nodes};
-pub use resume::{may_have_run, uncertain_steps};
+pub use resume::{forget_run_secret, may_have_run, uncertain_steps};
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::domain::Role;

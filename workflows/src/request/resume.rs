@@ -35,3 +35,27 @@ pub fn may_have_run(run_id: &str, steps: &[String]) -> String {
         steps.join(", ")
     )
 }
+
+/// Removes a finished run's own secret (`env.<run id>`, which `cmd` and
+/// `action` with `--env-vars` store before the run exists), if its input
+/// names one and the run succeeded: a run resumed to success no longer
+/// needs it. Anything else is left as it is.
+pub fn forget_run_secret(origin: &super::Origin, state: &RunState) {
+    if state.run.status != engine::RunStatus::Succeeded {
+        return;
+    }
+    let Some(name) = state.run.input["args"]["env_secret"].as_str() else {
+        return;
+    };
+    let removed = origin
+        .cluster()
+        .and_then(|c| c.secrets())
+        .map_err(|e| e.to_string())
+        .and_then(|store| match store.remove(name) {
+            Ok(()) | Err(tasks::secrets::SecretError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        });
+    if let Err(e) = removed {
+        tracing::warn!(secret = %name, "cannot remove the run's secret: {e}");
+    }
+}

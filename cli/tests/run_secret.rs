@@ -1,0 +1,47 @@
+//! A `cmd --env-vars` run's own secret outlives a failure (a resume needs
+//! it) and is removed once the run, resumed, succeeds.
+
+mod common;
+
+use common::{Down, cli, ok, on_node, servers};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_removes_its_own_secret_once_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let _down = Down(dir.to_path_buf());
+    ok(cli(dir).arg("init"));
+    ok(cli(dir).args(["sandbox", "up"]));
+    ok(cli(dir).args(["fleet", "provision", "--target", "f1"]));
+    let ip = servers(dir)
+        .await
+        .into_iter()
+        .find(|(n, _)| n == "f1")
+        .unwrap()
+        .1;
+    let out = cli(dir)
+        .args([
+            "fleet",
+            "cmd",
+            "--target",
+            "f1",
+            "--run-id",
+            "s1",
+            "--env-vars",
+            "TOKEN=tok-77",
+        ])
+        .arg("test -f /root/ready")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        ok(cli(dir).args(["secrets", "list"])).contains("env.s1"),
+        "kept for the resume"
+    );
+    on_node(dir, "f1", &ip, "touch /root/ready").await;
+    ok(cli(dir).args(["runs", "resume", "s1"]));
+    assert!(
+        !ok(cli(dir).args(["secrets", "list"])).contains("env.s1"),
+        "removed once it succeeded"
+    );
+}
