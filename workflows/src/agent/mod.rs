@@ -19,6 +19,7 @@
 //! assert!(no.to_string().contains("changes the system"));
 //! ```
 
+mod files;
 mod net;
 mod opts;
 pub mod readonly;

@@ -96,6 +96,58 @@ pub(super) fn ip(args: &[String]) -> Result<(), NotReadOnly> {
     }
 }
 
+pub(super) const SS: Opts = Opts {
+    flags: "alntuxwpemois46rHO0",
+    valued: "fA",
+    long: &[
+        "--all",
+        "--listening",
+        "--numeric",
+        "--tcp",
+        "--udp",
+        "--unix",
+        "--raw",
+        "--processes",
+        "--extended",
+        "--memory",
+        "--options",
+        "--info",
+        "--summary",
+        "--resolve",
+        "--no-header",
+        "--oneline",
+        "--ipv4",
+        "--ipv6",
+    ],
+    long_valued: &["--family", "--query"],
+    why: &[("-K", "kills sockets"), ("-D", "writes a file")],
+};
+pub(super) const ARP: Opts = Opts {
+    flags: "anve",
+    valued: "iH",
+    long: &["--all", "--numeric", "--verbose"],
+    long_valued: &["--device", "--hw-type"],
+    why: &[
+        ("-d", "deletes an entry"),
+        ("-s", "sets an entry"),
+        ("-f", "loads entries"),
+    ],
+};
+pub(super) const FUSER: Opts = Opts {
+    flags: "amuvw46",
+    valued: "n",
+    long: &[
+        "--all",
+        "--mount",
+        "--user",
+        "--verbose",
+        "--writeonly",
+        "--ipv4",
+        "--ipv6",
+    ],
+    long_valued: &["--namespace"],
+    why: &[("-k", "kills processes")],
+};
 const IPTABLES: Opts = Opts {
     flags: "LSnvx",
     valued: "t",

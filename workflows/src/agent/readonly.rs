@@ -22,6 +22,7 @@
 use super::NotReadOnly;
 use super::opts::{Opts, parse};
 use super::words::pipeline;
+use super::{files, net, units};
 use tasks::ssh::shell_quote;
 
 /// A command that passed the read-only grammar: a pipeline of commands.
@@ -87,203 +88,10 @@ enum Rule {
     Custom(fn(&[String]) -> Result<(), NotReadOnly>),
 }
 
-const TAIL: Opts = Opts {
-    flags: "qvz",
-    valued: "nc",
-    long: &["--quiet", "--silent", "--verbose", "--zero-terminated"],
-    long_valued: &["--lines", "--bytes"],
-    why: &[
-        ("-f", "follows the file and never ends"),
-        ("-F", "follows the file and never ends"),
-    ],
-};
-const DF: Opts = Opts {
-    flags: "ahHiklPT",
-    valued: "Btx",
-    long: &[
-        "--all",
-        "--human-readable",
-        "--si",
-        "--inodes",
-        "--local",
-        "--portability",
-        "--print-type",
-        "--total",
-        "--no-sync",
-        "--output",
-    ],
-    long_valued: &["--block-size", "--type", "--exclude-type", "--output"],
-    why: &[("--sync", "flushes every file system first")],
-};
-const LSPCI: Opts = Opts {
-    flags: "mtvknxDPb",
-    valued: "sd",
-    long: &[],
-    long_valued: &[],
-    why: &[
-        ("-O", "can write a cache file"),
-        ("-q", "asks DNS"),
-        ("-Q", "asks DNS"),
-    ],
-};
-
-/// `tail` with [`TAIL`]'s options, and no `+N…` operand (the old syntax
-/// that takes `f` for follow).
-fn tail(args: &[String]) -> Result<(), NotReadOnly> {
-    let p = parse("tail", &TAIL, args)?;
-    match p.operands.iter().find(|o| o.starts_with('+')) {
-        Some(o) => Err(NotReadOnly::new(format!(
-            "`tail {o}`: give -n +N (the old `+N` form can follow the file)"
-        ))),
-        None => Ok(()),
-    }
-}
-
-const SORT: Opts = Opts {
-    flags: "bdfghiMnRrsuVcCz",
-    valued: "kt",
-    long: &[
-        "--ignore-leading-blanks",
-        "--dictionary-order",
-        "--ignore-case",
-        "--general-numeric-sort",
-        "--human-numeric-sort",
-        "--ignore-nonprinting",
-        "--month-sort",
-        "--numeric-sort",
-        "--random-sort",
-        "--reverse",
-        "--version-sort",
-        "--stable",
-        "--unique",
-        "--check",
-        "--zero-terminated",
-    ],
-    long_valued: &["--key", "--field-separator"],
-    why: &[("-o", "writes a file"), ("--output", "writes a file")],
-};
-const DMESG: Opts = Opts {
-    flags: "HTtxkuLdrSPe",
-    valued: "lf",
-    long: &[
-        "--human",
-        "--ctime",
-        "--notime",
-        "--decode",
-        "--kernel",
-        "--userspace",
-        "--color",
-        "--show-delta",
-        "--raw",
-        "--syslog",
-        "--nopager",
-        "--reltime",
-    ],
-    long_valued: &["--level", "--facility", "--time-format"],
-    why: &[
-        ("-C", "clears the kernel's ring buffer"),
-        ("-c", "clears the kernel's ring buffer"),
-    ],
-};
-const SS: Opts = Opts {
-    flags: "alntuxwpemois46rHO0",
-    valued: "fA",
-    long: &[
-        "--all",
-        "--listening",
-        "--numeric",
-        "--tcp",
-        "--udp",
-        "--unix",
-        "--raw",
-        "--processes",
-        "--extended",
-        "--memory",
-        "--options",
-        "--info",
-        "--summary",
-        "--resolve",
-        "--no-header",
-        "--oneline",
-        "--ipv4",
-        "--ipv6",
-    ],
-    long_valued: &["--family", "--query"],
-    why: &[("-K", "kills sockets"), ("-D", "writes a file")],
-};
-const FILE: Opts = Opts {
-    flags: "bcdEhiklLNnprsSvz0",
-    valued: "efFmP",
-    long: &[
-        "--brief",
-        "--mime",
-        "--mime-type",
-        "--mime-encoding",
-        "--keep-going",
-        "--dereference",
-        "--no-dereference",
-        "--no-pad",
-        "--no-buffer",
-        "--raw",
-        "--special-files",
-        "--uncompress",
-        "--print0",
-        "--extension",
-    ],
-    long_valued: &[
-        "--exclude",
-        "--separator",
-        "--magic-file",
-        "--parameter",
-        "--files-from",
-    ],
-    why: &[("-C", "compiles a magic file, which it writes")],
-};
-const ARP: Opts = Opts {
-    flags: "anve",
-    valued: "iH",
-    long: &["--all", "--numeric", "--verbose"],
-    long_valued: &["--device", "--hw-type"],
-    why: &[
-        ("-d", "deletes an entry"),
-        ("-s", "sets an entry"),
-        ("-f", "loads entries"),
-    ],
-};
-const FUSER: Opts = Opts {
-    flags: "amuvw46",
-    valued: "n",
-    long: &[
-        "--all",
-        "--mount",
-        "--user",
-        "--verbose",
-        "--writeonly",
-        "--ipv4",
-        "--ipv6",
-    ],
-    long_valued: &["--namespace"],
-    why: &[("-k", "kills processes")],
-};
-const SENSORS: Opts = Opts {
-    flags: "Aufj",
-    valued: "",
-    long: &["--no-adapter", "--fahrenheit"],
-    long_valued: &[],
-    why: &[("-s", "sets limits")],
-};
-const DMIDECODE: Opts = Opts {
-    flags: "qu",
-    valued: "stH",
-    long: &["--quiet", "--dump", "--no-sysfs"],
-    long_valued: &["--string", "--type", "--handle", "--oem-string"],
-    why: &[("--dump-bin", "writes a file")],
-};
-
 /// The binaries a read-only command may run, with their rules.
 const BINARIES: &[(&str, Rule)] = &[
     ("uname", Rule::Any),
-    ("hostnamectl", Rule::Custom(hostnamectl)),
+    ("hostnamectl", Rule::Custom(files::hostnamectl)),
     ("uptime", Rule::Any),
     ("who", Rule::Any),
     ("w", Rule::Any),
@@ -291,7 +99,7 @@ const BINARIES: &[(&str, Rule)] = &[
     ("id", Rule::Any),
     ("whoami", Rule::Any),
     ("ps", Rule::Any),
-    ("top", Rule::Custom(super::net::top)),
+    ("top", Rule::Custom(net::top)),
     ("pgrep", Rule::Any),
     ("pstree", Rule::Any),
     ("free", Rule::Any),
@@ -299,47 +107,47 @@ const BINARIES: &[(&str, Rule)] = &[
     ("iostat", Rule::Any),
     ("mpstat", Rule::Any),
     ("nproc", Rule::Any),
-    ("df", Rule::Opts(DF)),
+    ("df", Rule::Opts(files::DF)),
     ("du", Rule::Any),
     ("lsblk", Rule::Any),
-    ("mount", Rule::Custom(mount)),
+    ("mount", Rule::Custom(files::mount)),
     ("findmnt", Rule::Any),
-    ("lsof", Rule::Custom(lsof)),
-    ("fuser", Rule::Opts(FUSER)),
-    ("ip", Rule::Custom(super::net::ip)),
-    ("ss", Rule::Opts(SS)),
+    ("lsof", Rule::Custom(files::lsof)),
+    ("fuser", Rule::Opts(net::FUSER)),
+    ("ip", Rule::Custom(net::ip)),
+    ("ss", Rule::Opts(net::SS)),
     ("netstat", Rule::Any),
-    ("ping", Rule::Custom(super::net::ping)),
+    ("ping", Rule::Custom(net::ping)),
     ("traceroute", Rule::Any),
-    ("nslookup", Rule::Custom(super::net::nslookup)),
-    ("dig", Rule::Custom(super::net::dig)),
-    ("arp", Rule::Opts(ARP)),
-    ("iptables", Rule::Custom(super::net::iptables)),
-    ("systemctl", Rule::Custom(super::units::systemctl_words)),
-    ("journalctl", Rule::Custom(super::units::journalctl_words)),
-    ("dmesg", Rule::Opts(DMESG)),
-    ("tail", Rule::Custom(tail)),
+    ("nslookup", Rule::Custom(net::nslookup)),
+    ("dig", Rule::Custom(net::dig)),
+    ("arp", Rule::Opts(net::ARP)),
+    ("iptables", Rule::Custom(net::iptables)),
+    ("systemctl", Rule::Custom(units::systemctl_words)),
+    ("journalctl", Rule::Custom(units::journalctl_words)),
+    ("dmesg", Rule::Opts(files::DMESG)),
+    ("tail", Rule::Custom(files::tail)),
     ("ls", Rule::Any),
-    ("find", Rule::Custom(find)),
+    ("find", Rule::Custom(files::find)),
     ("locate", Rule::Any),
     ("which", Rule::Any),
     ("whereis", Rule::Any),
-    ("file", Rule::Opts(FILE)),
+    ("file", Rule::Opts(files::FILE)),
     ("stat", Rule::Any),
     ("lsattr", Rule::Any),
     ("lscpu", Rule::Any),
     ("lsmem", Rule::Any),
-    ("lspci", Rule::Opts(LSPCI)),
+    ("lspci", Rule::Opts(files::LSPCI)),
     ("lsusb", Rule::Any),
-    ("dmidecode", Rule::Opts(DMIDECODE)),
-    ("sensors", Rule::Opts(SENSORS)),
+    ("dmidecode", Rule::Opts(files::DMIDECODE)),
+    ("sensors", Rule::Opts(files::SENSORS)),
     ("printenv", Rule::Any),
     ("echo", Rule::Any),
     ("cat", Rule::Any),
     ("grep", Rule::Any),
     ("head", Rule::Any),
     ("wc", Rule::Any),
-    ("sort", Rule::Opts(SORT)),
+    ("sort", Rule::Opts(files::SORT)),
 ];
 
 /// Binaries of the Dart tool's list left out on purpose, with why.
@@ -409,183 +217,6 @@ pub fn read_only_binaries() -> Vec<&'static str> {
     let mut b: Vec<&str> = BINARIES.iter().map(|(b, _)| *b).collect();
     b.sort_unstable();
     b
-}
-
-const HOSTNAMECTL: Opts = Opts {
-    flags: "",
-    valued: "",
-    long: &["--static", "--transient", "--pretty", "--no-ask-password"],
-    long_valued: &["--json"],
-    why: &[
-        ("-H", "reaches another host"),
-        ("--host", "reaches another host"),
-    ],
-};
-
-fn hostnamectl(args: &[String]) -> Result<(), NotReadOnly> {
-    match parse("hostnamectl", &HOSTNAMECTL, args)?
-        .operands
-        .as_slice()
-    {
-        [] | ["status"] => Ok(()),
-        [verb, ..] => Err(NotReadOnly::new(format!(
-            "`hostnamectl {verb}` is not read-only (only `hostnamectl [status]`)"
-        ))),
-    }
-}
-
-const MOUNT: Opts = Opts {
-    flags: "l",
-    valued: "t",
-    long: &["--show-labels"],
-    long_valued: &["--types"],
-    why: &[],
-};
-
-fn mount(args: &[String]) -> Result<(), NotReadOnly> {
-    let p = parse("mount", &MOUNT, args).map_err(|_| {
-        NotReadOnly::new(
-            "`mount` with options mounts something (only `mount [-l] [-t TYPE]` lists)",
-        )
-    })?;
-    if p.operands.is_empty() {
-        Ok(())
-    } else {
-        Err(NotReadOnly::new(
-            "`mount` with a device or a directory mounts it (only `mount [-l] [-t TYPE]` lists)",
-        ))
-    }
-}
-
-fn lsof(args: &[String]) -> Result<(), NotReadOnly> {
-    match args
-        .iter()
-        .find(|a| a.starts_with("-D") || a.starts_with("+D") && a.len() > 2)
-    {
-        Some(a) => Err(NotReadOnly::new(format!(
-            "`lsof {a}` writes or reads its device cache file"
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// find's tests and options that only read, and the ones of them that take a value.
-const FIND_READS: &[&str] = &[
-    "-name",
-    "-iname",
-    "-path",
-    "-ipath",
-    "-wholename",
-    "-iwholename",
-    "-regex",
-    "-iregex",
-    "-type",
-    "-xtype",
-    "-maxdepth",
-    "-mindepth",
-    "-mtime",
-    "-mmin",
-    "-atime",
-    "-amin",
-    "-ctime",
-    "-cmin",
-    "-newer",
-    "-size",
-    "-user",
-    "-group",
-    "-uid",
-    "-gid",
-    "-perm",
-    "-links",
-    "-inum",
-    "-samefile",
-    "-empty",
-    "-readable",
-    "-writable",
-    "-executable",
-    "-nouser",
-    "-nogroup",
-    "-xdev",
-    "-mount",
-    "-depth",
-    "-follow",
-    "-noleaf",
-    "-daystart",
-    "-print",
-    "-print0",
-    "-ls",
-    "-printf",
-    "-prune",
-    "-quit",
-    "-true",
-    "-false",
-    "-not",
-    "-a",
-    "-o",
-    "-and",
-    "-or",
-    "-regextype",
-    "-L",
-    "-H",
-    "-P",
-    "-O1",
-    "-O2",
-    "-O3",
-];
-const FIND_VALUED: &[&str] = &[
-    "-name",
-    "-iname",
-    "-path",
-    "-ipath",
-    "-wholename",
-    "-iwholename",
-    "-regex",
-    "-iregex",
-    "-type",
-    "-xtype",
-    "-maxdepth",
-    "-mindepth",
-    "-mtime",
-    "-mmin",
-    "-atime",
-    "-amin",
-    "-ctime",
-    "-cmin",
-    "-newer",
-    "-size",
-    "-user",
-    "-group",
-    "-uid",
-    "-gid",
-    "-perm",
-    "-links",
-    "-inum",
-    "-samefile",
-    "-printf",
-    "-regextype",
-];
-
-/// `find PATH… EXPRESSION`: only tests and actions that read (no
-/// `-delete`, `-exec`, `-ok`, `-fprint…`, `-fls`).
-fn find(args: &[String]) -> Result<(), NotReadOnly> {
-    let mut words = args.iter();
-    while let Some(w) = words.next() {
-        if w.starts_with('-') {
-            if !FIND_READS.contains(&w.as_str()) {
-                let why = match w.as_str() {
-                    "-delete" => "deletes files",
-                    "-exec" | "-execdir" | "-ok" | "-okdir" => "runs a command",
-                    "-fprint" | "-fprint0" | "-fprintf" | "-fls" => "writes a file",
-                    _ => "is not a test the read-only check allows",
-                };
-                return Err(NotReadOnly::new(format!("`find {w}` {why}")));
-            }
-            if FIND_VALUED.contains(&w.as_str()) && words.next().is_none() {
-                return Err(NotReadOnly::new(format!("`find {w}` needs a value")));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
