@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Down, cli, ok, on_node, servers};
+use common::{Down, cli, on_node};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,15 +14,7 @@ async fn a_second_cmd_on_a_node_waits_for_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let _down = Down(dir.to_path_buf());
-    ok(cli(dir).arg("init"));
-    ok(cli(dir).args(["sandbox", "up"]));
-    ok(cli(dir).args(["fleet", "provision", "--target", "f1"]));
-    let ip = servers(dir)
-        .await
-        .into_iter()
-        .find(|(n, _)| n == "f1")
-        .unwrap()
-        .1;
+    let ip = common::one_fleet_node(dir, "f1").await;
     let hold = "touch /root/first; while [ ! -f /root/go ]; do sleep 0.05; done";
     let mut first = cli(dir)
         .args(["fleet", "cmd", "--target", "f1", hold])

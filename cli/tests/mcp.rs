@@ -412,15 +412,7 @@ async fn a_change_waits_for_the_run_that_holds_its_node() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let _down = Down(dir.to_path_buf());
-    ok(cli(dir).args(["init"]));
-    ok(cli(dir).args(["sandbox", "up"]));
-    ok(cli(dir).args(["fleet", "provision", "--target", "f1"]));
-    let ip = servers(dir)
-        .await
-        .into_iter()
-        .find(|(n, _)| n == "f1")
-        .unwrap()
-        .1;
+    let ip = common::one_fleet_node(dir, "f1").await;
     let url = format!("sqlite://{}/.nix-infra/state.db", dir.display());
     let _worker = common::Worker::start(dir, &url);
     let hold = "touch /root/holder-started; while [ ! -f /root/go ]; do sleep 0.05; done";

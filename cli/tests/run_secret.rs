@@ -3,22 +3,14 @@
 
 mod common;
 
-use common::{Down, cli, ok, on_node, servers};
+use common::{Down, cli, ok, on_node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_run_removes_its_own_secret_once_it_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let _down = Down(dir.to_path_buf());
-    ok(cli(dir).arg("init"));
-    ok(cli(dir).args(["sandbox", "up"]));
-    ok(cli(dir).args(["fleet", "provision", "--target", "f1"]));
-    let ip = servers(dir)
-        .await
-        .into_iter()
-        .find(|(n, _)| n == "f1")
-        .unwrap()
-        .1;
+    let ip = common::one_fleet_node(dir, "f1").await;
     let out = cli(dir)
         .args([
             "fleet",

@@ -358,3 +358,16 @@ pub fn store(dir: &Path, name: &str, value: &str) {
     c.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
     assert!(c.wait().unwrap().success(), "store {name}");
 }
+
+/// A repo with a sandbox and one fleet node `name` provisioned: its address.
+pub async fn one_fleet_node(dir: &Path, name: &str) -> String {
+    ok(cli(dir).arg("init"));
+    ok(cli(dir).args(["sandbox", "up"]));
+    ok(cli(dir).args(["fleet", "provision", "--target", name]));
+    servers(dir)
+        .await
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, ip)| ip)
+        .expect("the provisioned server")
+}

@@ -7,7 +7,7 @@
 //! a durable run.
 //!
 //! ```text
-//!   "ps aux | grep etcd" ─► words ─► readonly (a rule per binary) ─► ReadOnly ─► remote::read
+//!   "ps aux | grep etcd" ─► words ─► readonly (a rule per binary) ─► ReadOnly ─► remote::bounded (as nobody)
 //!                                          └─► NotReadOnly { reason }  (a run, with --allow-changes)
 //! ```
 //!

@@ -2,7 +2,6 @@
 //! login, run a checked read-only command on several nodes at once, and
 //! keep each node's output, exit code or error apart.
 
-use super::readonly::ReadOnly;
 use crate::cluster::{Cluster, ClusterError};
 use crate::request::targets;
 use serde::Serialize;
@@ -151,16 +150,6 @@ pub async fn read_script(
         .iter()
         .map(|(node, s)| read_one(c, node, s, script, run_as, timeout));
     futures::future::join_all(reads).await
-}
-
-/// [`read_script`] with a checked read-only command, as `nobody`.
-pub async fn read(
-    c: &Cluster,
-    nodes: &[(String, ServerInfo)],
-    cmd: &ReadOnly,
-    timeout: Duration,
-) -> Vec<NodeRead> {
-    read_script(c, nodes, &cmd.script(), RunAs::Nobody, timeout).await
 }
 
 async fn read_one(
