@@ -177,11 +177,8 @@ pub async fn start(mut global: Global, checked: Checked, exec: &ExecArgs) -> Res
     if exec.detach {
         return detach(&ctx, &run.id, &exec.queue).await;
     }
-    let result = execute(&ctx, &run.id, exec).await;
-    if result.is_ok() {
-        forget(&[SecretPlan::New, SecretPlan::Continue]);
-    }
-    result
+    // `execute` removes the run's own secret once it succeeded.
+    execute(&ctx, &run.id, exec).await
 }
 
 /// Executes a run here and reports it.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::path::{Component, Path, PathBuf};
 use tokio_util::sync::CancellationToken;
-use workflows::request::{Request, RunSecret};
+use workflows::request::Request;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct UploadArgs {
@@ -285,19 +285,14 @@ impl Mcp {
         };
         let id = created.record().id.clone();
         tracing::info!(run = %id, workflow = %checked.workflow, "started run");
-        self.execute_run(id, checked.run_secret, ct).await
+        self.execute_run(id, ct).await
     }
 
     /// Executes run `id` here once it holds its locks (waiting for them),
     /// and answers with how it ended. `ct` (the client cancelling the call)
     /// cancels the run; the server stopping hands it back, resumable. The
     /// run's own secret is removed once it succeeded.
-    pub(crate) async fn execute_run(
-        &self,
-        id: String,
-        secret: Option<RunSecret>,
-        ct: CancellationToken,
-    ) -> CallToolResult {
+    pub(crate) async fn execute_run(&self, id: String, ct: CancellationToken) -> CallToolResult {
         let shared = self.shared.clone();
         let run = id.clone();
         let job = self.shared.runs.spawn(async move {
@@ -308,10 +303,7 @@ impl Mcp {
         });
         match job.await {
             Ok(Ok(Some(outcome))) if outcome.status == RunStatus::Succeeded => {
-                if let Some(s) = secret {
-                    s.forget();
-                }
-                // A resumed run's own secret too.
+                // Its own secret (`env_vars`), new or resumed, is no longer needed.
                 if let Ok(state) = self.shared.engine.load(&id).await {
                     workflows::request::forget_run_secret(&self.opts().origin, &state);
                 }

@@ -170,7 +170,7 @@ impl Mcp {
                 workflows::request::may_have_run(&a.id, &uncertain)
             ));
         }
-        self.execute_run(a.id, None, ct).await
+        self.execute_run(a.id, ct).await
     }
 
     #[tool(
