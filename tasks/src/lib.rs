@@ -42,6 +42,8 @@ pub mod provider;
 pub mod registry;
 pub mod secrets;
 pub mod ssh;
+pub mod ssh_masters;
+mod ssh_pool;
 
 use std::collections::{BTreeMap, BTreeSet};
 

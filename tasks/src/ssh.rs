@@ -7,6 +7,8 @@
 //! is not pinned yet as well. A non-zero exit is always an error carrying the
 //! exit code and the tail of stderr. Secrets travel on stdin, never in argv.
 
+use crate::ssh_masters::{Persist, private_dir};
+pub use crate::ssh_pool::Pool;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Stdio};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,9 @@ pub struct SshConfig {
     pub port: u16,
     /// Limit of one connection attempt.
     pub connect_timeout: Duration,
+    /// Keep masters for the next process ([`crate::ssh_masters`]); `None`
+    /// closes them when the process is done with them.
+    pub persist: Option<Persist>,
 }
 
 /// Which stream a line came from.
@@ -177,6 +182,7 @@ pub fn pinned_fingerprint(known_hosts: &Path, host: &str, port: u16) -> Option<S
 pub struct Remote {
     session: Session,
     node: String,
+    host: String,
 }
 
 impl Remote {
@@ -192,13 +198,20 @@ impl Remote {
         host: &str,
         keys: HostKeys,
     ) -> Result<Remote, SshError> {
-        std::fs::create_dir_all(&cfg.control_dir).map_err(|e| SshError::Io {
+        let control_dir = match &cfg.persist {
+            Some(p) => private_dir(&p.dir).map(|()| p.dir.clone()),
+            None => std::fs::create_dir_all(&cfg.control_dir).map(|()| cfg.control_dir.clone()),
+        }
+        .map_err(|e| SshError::Io {
             node: node.into(),
-            reason: format!("control directory {}: {e}", cfg.control_dir.display()),
+            reason: format!("control directory: {e}"),
         })?;
         if let Some(dir) = cfg.known_hosts.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
+        // A kept master idles out after the chosen time; any other after a
+        // minute unused, even if its process died.
+        let idle = cfg.persist.as_ref().map_or(60, |p| p.idle.as_secs().max(1));
         let mut b = SessionBuilder::default();
         b.user(cfg.user.clone())
             .port(cfg.port)
@@ -207,21 +220,17 @@ impl Remote {
                 HostKeys::Pinned => KnownHosts::Strict,
             })
             .user_known_hosts_file(&cfg.known_hosts)
-            .control_directory(&cfg.control_dir)
+            .control_directory(&control_dir)
             .connect_timeout(cfg.connect_timeout)
             .server_alive_interval(Duration::from_secs(15))
-            // A master nobody uses for a minute exits, even if its process died.
             .control_persist(openssh::ControlPersist::IdleFor(
-                std::num::NonZeroUsize::new(60).expect("non-zero"),
+                std::num::NonZeroUsize::new(idle as usize).expect("at least one second"),
             ));
         if let Some(key) = &cfg.key {
             b.keyfile(key);
         }
         match b.connect_mux(host).await {
-            Ok(session) => Ok(Remote {
-                session,
-                node: node.into(),
-            }),
+            Ok(session) => Ok(Remote::from_session(session, node, host)),
             Err(e) => {
                 let text = format!(
                     "{e}: {}",
@@ -470,6 +479,20 @@ impl Remote {
             })
     }
 
+    /// A connection over `session`, an open master to `node` at `host`.
+    pub(crate) fn from_session(session: Session, node: &str, host: &str) -> Remote {
+        Remote {
+            session,
+            node: node.into(),
+            host: host.into(),
+        }
+    }
+
+    /// The master behind this connection, and the address it reaches.
+    pub(crate) fn into_parts(self) -> (Session, String) {
+        (self.session, self.host)
+    }
+
     /// The node this connection reaches.
     pub fn node(&self) -> &str {
         &self.node
@@ -527,59 +550,3 @@ pub enum Knock {
 
 /// The longest pause between two knocks on a node's closed SSH port.
 const KNOCK_MAX: Duration = Duration::from_millis(200);
-
-/// Open connections shared by the steps of one process, one per node and address.
-///
-/// A step asks for its node's connection; a live one is reused (one SSH
-/// handshake per node, not one per step), a dead one (the node rebooted, or
-/// was re-created) is replaced.
-#[derive(Default)]
-pub struct Pool {
-    open: tokio::sync::Mutex<std::collections::HashMap<(String, String), std::sync::Arc<Remote>>>,
-}
-
-impl Pool {
-    /// The connection to `node` at `host`, waiting up to `patience` for a new one.
-    pub async fn get(
-        &self,
-        cfg: &SshConfig,
-        node: &str,
-        host: &str,
-        patience: Duration,
-    ) -> Result<std::sync::Arc<Remote>, SshError> {
-        let key = (node.to_string(), host.to_string());
-        if let Some(r) = self.open.lock().await.get(&key).cloned()
-            && r.is_alive().await
-        {
-            return Ok(r);
-        }
-        let fresh = std::sync::Arc::new(Remote::wait_for(cfg, node, host, patience).await?);
-        let mut open = self.open.lock().await;
-        open.retain(|(n, _), _| n != node);
-        open.insert(key, fresh.clone());
-        Ok(fresh)
-    }
-
-    /// Makes `remote` the connection to `node` at `host` (one the caller
-    /// opened itself, e.g. with [`HostKeys::Pinned`] after a reboot).
-    pub async fn put(&self, node: &str, host: &str, remote: std::sync::Arc<Remote>) {
-        let mut open = self.open.lock().await;
-        open.retain(|(n, _), _| n != node);
-        open.insert((node.to_string(), host.to_string()), remote);
-    }
-
-    /// Drops the connections to `node` (it is being deleted, or rebooting).
-    pub async fn forget(&self, node: &str) {
-        self.open.lock().await.retain(|(n, _), _| n != node);
-    }
-
-    /// Closes every connection no step holds any more (at the end of a process).
-    pub async fn close_all(&self) {
-        let open: Vec<_> = self.open.lock().await.drain().map(|(_, r)| r).collect();
-        for r in open {
-            if let Ok(r) = std::sync::Arc::try_unwrap(r) {
-                let _ = r.close().await;
-            }
-        }
-    }
-}

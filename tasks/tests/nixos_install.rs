@@ -35,20 +35,7 @@ impl Fixture {
 
     /// Creates a server from the stock image; returns its address.
     async fn create(&self, name: &str) -> String {
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/servers", self.cloud.endpoint()))
-            .bearer_auth(self.cloud.token())
-            .json(&json!({"name": name, "server_type": "cx22", "image": "ubuntu-24.04", "ssh_keys": ["k"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["server"]["public_net"]["ipv4"]["ip"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.create_server(name, "ubuntu-24.04").await
     }
 
     fn installer(&self) -> Installer {

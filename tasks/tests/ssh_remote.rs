@@ -21,32 +21,13 @@ impl LineSink for Lines {
 
 use common::{Fixture, fixture};
 
-impl Fixture {
-    /// Creates a server; returns its name and address at once (the node may still be booting).
-    async fn create(&self, name: &str) -> String {
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/servers", self.cloud.endpoint()))
-            .bearer_auth(self.cloud.token())
-            .json(&json!({
-                "name": name,
-                "server_type": "cx22",
-                "image": "debian-12",
-                "ssh_keys": ["k"]
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["server"]["public_net"]["ipv4"]["ip"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
+trait Nodes {
+    async fn node(&self, name: &str) -> (Remote, NodeInfo);
+}
 
+impl Nodes for Fixture {
     async fn node(&self, name: &str) -> (Remote, NodeInfo) {
-        let ip = self.create(name).await;
+        let ip = self.create_server(name, "debian-12").await;
         let remote = Remote::wait_for(&self.cfg, name, &ip, Duration::from_secs(20))
             .await
             .unwrap();
@@ -193,7 +174,7 @@ async fn a_changed_host_key_is_refused_naming_both_fingerprints() {
         known.contains(n1.host_key.split_whitespace().nth(1).unwrap()),
         "first contact pinned the key"
     );
-    let ip2 = f.create("n2").await;
+    let ip2 = f.create_server("n2", "debian-12").await;
     // Pretend n2's address used to be a machine with n1's key (a re-created node).
     std::fs::write(
         &f.cfg.known_hosts,

@@ -184,6 +184,11 @@ pub enum ClusterCommand {
         /// values travel encrypted and on stdin: never in argv, logs or output.
         #[arg(long, value_name = "KEY=VALUE,…|@FILE")]
         env_vars: Option<String>,
+        /// Keep the SSH connections up this long once idle, so a `cmd` run
+        /// again soon pays no handshake; 0 closes them when `cmd` ends. They
+        /// live in a private directory outside the repo; `ssh-close` closes them.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        ssh_persist: u64,
         /// The command (its words are joined with spaces, as the Dart tool does).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -271,6 +276,8 @@ pub enum ClusterCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Close the SSH connections `cmd` kept open for this cluster (--ssh-persist).
+    SshClose,
     /// Read the registry (etcd), or run etcdctl on a control node.
     Etcd(EtcdArgs),
     /// Collect garbage in each node's Nix store.
@@ -398,6 +405,7 @@ pub async fn run(global: Global, cmd: ClusterCommand, fleet: bool) -> Result<(),
         Ok(started) => started,
         Err(direct) => return super::node_access::run(&global, direct, fleet).await,
     };
+    workflows::node::persist_connections(started.ssh_persist);
     let checked =
         start::check_or_adopt(&global, started.request, started.batch, &started.exec).await?;
     start::confirm(&checked, started.batch)?;

@@ -16,6 +16,8 @@ pub struct Started {
     pub exec: ExecArgs,
     /// Never ask (`--batch`).
     pub batch: bool,
+    /// How long SSH masters stay up for the next process (`cmd --ssh-persist`).
+    pub ssh_persist: std::time::Duration,
 }
 
 /// A command that starts no run.
@@ -39,6 +41,8 @@ pub enum Direct {
     },
     /// `etcd …`.
     Etcd(EtcdQuery),
+    /// `ssh-close`: the SSH masters `cmd` kept.
+    SshClose,
 }
 
 impl From<ServerArgs> for ServerOptions {
@@ -58,6 +62,7 @@ fn started(request: Request, run: RunArgs) -> Started {
         request,
         exec: run.exec,
         batch: run.batch,
+        ssh_persist: std::time::Duration::ZERO,
     }
 }
 
@@ -202,6 +207,7 @@ pub fn request(cmd: ClusterCommand, fleet: bool) -> Result<Result<Started, Direc
         C::Cmd {
             target,
             env_vars,
+            ssh_persist,
             command,
             run,
         } => {
@@ -211,7 +217,10 @@ pub fn request(cmd: ClusterCommand, fleet: bool) -> Result<Result<Started, Direc
                 command: command.join(" "),
                 env_vars,
             };
-            started(r, run)
+            Started {
+                ssh_persist: std::time::Duration::from_secs(ssh_persist),
+                ..started(r, run)
+            }
         }
         C::Action {
             target,
@@ -275,6 +284,7 @@ pub fn request(cmd: ClusterCommand, fleet: bool) -> Result<Result<Started, Direc
                 request,
                 exec,
                 batch,
+                ssh_persist: std::time::Duration::ZERO,
             }
         }
         C::Rollback { target, run } => started(Request::Rollback { target, fleet }, run),
@@ -294,6 +304,7 @@ pub fn request(cmd: ClusterCommand, fleet: bool) -> Result<Result<Started, Direc
             target, command, ..
         } => return Ok(Err(Direct::Ssh { target, command })),
         C::Etcd(args) => return Ok(Err(Direct::Etcd(args.query()?))),
+        C::SshClose => return Ok(Err(Direct::SshClose)),
     }))
 }
 

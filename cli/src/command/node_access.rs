@@ -52,7 +52,23 @@ pub async fn run(global: &Global, cmd: Direct, fleet: bool) -> Result<(), Failur
             what: EtcdWhat::Ctl(words),
         }) => etcdctl(&c, &target, &words).await,
         Direct::Etcd(q) => etcd(&c, q, global.output).await,
+        Direct::SshClose => ssh_close(&c, global.output).await,
     }
+}
+
+async fn ssh_close(c: &Cluster, output: Output) -> Result<(), Failure> {
+    let kept = workflows::node::kept_connections(&c.dir);
+    let closed = kept.close_all().await.map_err(|e| {
+        Failure::other(format!(
+            "closing the SSH connections in {}: {e}",
+            kept.dir.display()
+        ))
+    })?;
+    match output {
+        Output::Json => println!("{}", json!({ "closed": closed })),
+        Output::Text => println!("closed {closed} SSH connection(s) kept for this cluster"),
+    }
+    Ok(())
 }
 
 async fn ssh(c: &Cluster, target: &str, command: &[String]) -> Result<(), Failure> {

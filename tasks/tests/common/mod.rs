@@ -59,10 +59,36 @@ pub async fn fixture_with(config: CloudConfig) -> Fixture {
         user: "root".into(),
         port: 22,
         connect_timeout: Duration::from_secs(5),
+        persist: None,
     };
     Fixture {
         cloud,
         cfg,
         _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// Creates a server from `image`; returns its address at once (the node may still be booting).
+    pub async fn create_server(&self, name: &str, image: &str) -> String {
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/servers", self.cloud.endpoint()))
+            .bearer_auth(self.cloud.token())
+            .json(&json!({
+                "name": name,
+                "server_type": "cx22",
+                "image": image,
+                "ssh_keys": ["k"]
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["server"]["public_net"]["ipv4"]["ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }

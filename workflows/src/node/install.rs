@@ -126,7 +126,7 @@ async fn reboot_into_nixos(
     let boot = tasks::install::reboot_into_nixos(r, &cfg, &ip, REBOOT_PATIENCE, &sink).await;
     let back = match boot.map_err(ssh_error)? {
         Boot::AlreadyNixos(version) => {
-            CONNECTIONS.put(p.node.as_str(), &ip, r.clone()).await;
+            CONNECTIONS.put(&cfg, p.node.as_str(), &ip, r.clone()).await;
             ctx.log
                 .info(format!("already runs NixOS ({version}): no reboot"));
             return Ok(Rebooted {
@@ -147,7 +147,7 @@ async fn reboot_into_nixos(
         host_key: Some(back.host_key),
     };
     CONNECTIONS
-        .put(p.node.as_str(), &ip, Arc::new(back.remote))
+        .put(&cfg, p.node.as_str(), &ip, Arc::new(back.remote))
         .await;
     Ok(out)
 }

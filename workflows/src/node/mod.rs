@@ -86,6 +86,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tasks::provider::{Provider, ProviderError, ServerInfo};
 use tasks::ssh::{Pool, Remote, SshConfig, SshError};
+use tasks::ssh_masters::{Persist, control_dir_for};
 
 /// One node of a run.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -281,6 +282,31 @@ fn ssh_config_with(dir: &Path, key: PathBuf) -> SshConfig {
         user: "root".into(),
         port: 22,
         connect_timeout: Duration::from_secs(10),
+        persist: match SSH_PERSIST.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            secs => Some(Persist {
+                dir: control_dir_for(dir),
+                idle: Duration::from_secs(secs),
+            }),
+        },
+    }
+}
+
+/// How long, in seconds, this process's SSH masters stay up for the next
+/// process once it is done with them; 0 closes them at exit.
+static SSH_PERSIST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Keep this process's SSH masters for later processes until they are idle
+/// for `idle` (`cmd --ssh-persist`); zero closes them when it is done.
+pub fn persist_connections(idle: Duration) {
+    SSH_PERSIST.store(idle.as_secs(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The SSH masters kept for the cluster in `dir` (`cmd --ssh-persist`).
+pub fn kept_connections(dir: &Path) -> Persist {
+    Persist {
+        dir: control_dir_for(dir),
+        idle: Duration::from_secs(SSH_PERSIST.load(std::sync::atomic::Ordering::Relaxed)),
     }
 }
 

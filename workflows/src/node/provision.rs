@@ -225,6 +225,8 @@ impl Step for Delete {
         let node = p.node;
         let provider = i.provider()?;
         super::CONNECTIONS.forget(node.as_str()).await;
+        // A master a `cmd` kept for the node would outlive its server.
+        super::kept_connections(&i.dir).close(node.as_str()).await;
         let found = provider
             .list_servers(&i.cluster)
             .await
