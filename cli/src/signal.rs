@@ -14,6 +14,26 @@ static WATCH: Once = Once::new();
 /// executed, a server, a worker). With none, a stop ends the process at
 /// once, as the signal's default would.
 static LISTENERS: AtomicUsize = AtomicUsize::new(0);
+/// How many clean-ups that must not be cut short run right now ([`shield`]).
+static SHIELDS: AtomicUsize = AtomicUsize::new(0);
+
+/// While the returned guard lives, further stops are ignored: the process is
+/// already stopping, and what it does now (the sandbox stopping its nodes and
+/// removing their state) would be left half done by an exit. Two `sandbox
+/// down`s in a row send two SIGTERMs; the second must not cut the first short.
+pub fn shield() -> Shield {
+    SHIELDS.fetch_add(1, Ordering::SeqCst);
+    Shield
+}
+
+/// See [`shield`].
+pub struct Shield;
+
+impl Drop for Shield {
+    fn drop(&mut self) {
+        SHIELDS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Counts one listener while it lives: while one lives, a stop is left to
 /// the code that checks [`stop_was_requested`] or holds a [`StopGuard`].
@@ -61,6 +81,9 @@ pub fn watch() {
                     _ = next(int.as_mut()) => 130,
                 };
                 STOP.cancel();
+                if SHIELDS.load(Ordering::SeqCst) > 0 {
+                    continue;
+                }
                 // A second stop, or one nobody acts on, ends the process now.
                 if asked || LISTENERS.load(Ordering::SeqCst) == 0 {
                     std::process::exit(code);

@@ -97,10 +97,13 @@ impl Node {
     /// Boots a node and waits until its sshd accepts connections.
     pub async fn boot(spec: NodeSpec) -> std::io::Result<Node> {
         tokio::time::sleep(spec.boot_delay).await;
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_stale);
         let dir = tempfile::Builder::new()
-            .prefix(&format!("nix-infra-node-{}-", spec.name))
+            .prefix(&format!("{DIR_PREFIX}{}-", spec.name))
             .tempdir()?;
         let d = dir.path();
+        write(&d.join("owner"), &std::process::id().to_string(), 0o644)?;
         for sub in [
             "etc-nixos",
             "root/.ssh",
@@ -230,6 +233,35 @@ impl Node {
     /// reinstall that lost the old one, or another machine on its address.
     pub fn change_host_key_on_next_boot(&self) -> std::io::Result<()> {
         std::fs::write(self._dir.path().join("ssh/rekey"), "")
+    }
+}
+
+/// How a node's state folder in the temp dir is named: this, its name, a random part.
+const DIR_PREFIX: &str = "nix-infra-node-";
+
+/// Removes the state nodes of dead processes left in the temp dir. A node's
+/// state goes with the node when its process drops it; a process killed
+/// outright takes its nodes along (their parent-death signal) but cannot
+/// remove their state, up to 125 MB each (etcd preallocates its WAL).
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        // A folder without an owner is being set up, or not a node's.
+        let Some(owner) = std::fs::read_to_string(path.join("owner"))
+            .ok()
+            .and_then(|o| o.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !running(owner) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 

@@ -19,7 +19,11 @@ async fn chain(steps: u32) -> dbos::Result<u64> {
     let mut sum = 0u64;
     for index in 1..=u64::from(steps) {
         let prev = sum;
-        sum = dbos::step("link", move || async move { dbos::Result::Ok(prev + index) }).await?;
+        sum = dbos::step(
+            "link",
+            move || async move { dbos::Result::Ok(prev + index) },
+        )
+        .await?;
     }
     Ok(sum)
 }

@@ -84,7 +84,11 @@ impl Peer for Ours {
     async fn stop(&mut self) -> Result<()> {
         if let Some((engine, store)) = self.running.take() {
             drop(engine);
-            store.pg_pool().context("not a Postgres store")?.close().await;
+            store
+                .pg_pool()
+                .context("not a Postgres store")?
+                .close()
+                .await;
         }
         Ok(())
     }

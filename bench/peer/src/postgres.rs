@@ -31,7 +31,13 @@ fn guarded(program: &Path, as_postgres: bool) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL"]);
     if as_postgres {
-        cmd.args(["--reuid", "postgres", "--regid", "postgres", "--init-groups"]);
+        cmd.args([
+            "--reuid",
+            "postgres",
+            "--regid",
+            "postgres",
+            "--init-groups",
+        ]);
     }
     cmd.arg(program);
     cmd

@@ -92,7 +92,12 @@ impl Tally {
 
 /// Prints the table, the per-repetition figures and whether the targets are met.
 pub fn print(dbos: &Tally, ours: &Tally) {
-    let all: Vec<Adjacent> = dbos.adjacent.iter().chain(&ours.adjacent).copied().collect();
+    let all: Vec<Adjacent> = dbos
+        .adjacent
+        .iter()
+        .chain(&ours.adjacent)
+        .copied()
+        .collect();
     let pick = |f: fn(&Adjacent) -> f64| median(&all.iter().map(f).collect::<Vec<_>>());
     println!();
     println!(

@@ -52,13 +52,15 @@ const WARM_INSERTS: i64 = 10;
 impl Admin {
     /// Connects to `url` (the `postgres` database).
     pub async fn connect(url: &str) -> Result<Admin> {
-        let conn = PgConnection::connect(url).await.context("admin connection")?;
+        let conn = PgConnection::connect(url)
+            .await
+            .context("admin connection")?;
         Ok(Admin { conn })
     }
 
     /// Runs one statement whose result is not needed.
     pub async fn exec(&mut self, sql: &str) -> Result<()> {
-        sqlx::query(sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
             .execute(&mut self.conn)
             .await
             .with_context(|| format!("`{sql}`"))?;
@@ -66,12 +68,18 @@ impl Admin {
     }
 
     /// Creates database `db` with the adjacent-commit table in its `public` schema.
-    pub async fn create_database(&mut self, url_of: impl Fn(&str) -> String, db: &str) -> Result<()> {
+    pub async fn create_database(
+        &mut self,
+        url_of: impl Fn(&str) -> String,
+        db: &str,
+    ) -> Result<()> {
         self.exec(&format!("CREATE DATABASE {db}")).await?;
         let mut conn = PgConnection::connect(&url_of(db)).await?;
-        sqlx::query("CREATE TABLE public.bench_adjacent (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(
+            "CREATE TABLE public.bench_adjacent (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await?;
         conn.close().await?;
         self.wait_gone(db).await
     }

@@ -123,6 +123,8 @@ pub async fn serve(listen: std::net::SocketAddr) -> Result<(), Failure> {
         &mut std::io::stdout().lock(),
         cloud.printed_lines().as_bytes(),
     );
+    // Every stop goes through stopping the nodes and removing their state.
+    let _finishing = crate::signal::shield();
     tokio::select! {
         _ = crate::signal::stop_requested() => {}
         _ = owner_gone() => {}
