@@ -25,9 +25,12 @@ cargo test --workspace --doc 2>&1 | tee -a "$log"
 # Nothing the harness started may outlive the suite: servers, nodes, mounts.
 left=$(pgrep -af 'nix-infra-(pg|etcd|node)-' | grep -v pgrep || true)
 mounts=$(grep -c 'nix-infra-node-' /proc/mounts || true)
-if [ -n "$left" ] || [ "$mounts" != 0 ]; then
-  echo "harness left behind processes or mounts:" >&2
+# Nor their state: a node's folder holds up to 125 MB (etcd preallocates its WAL).
+state=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'nix-infra-node-*' -newer "$log" 2>/dev/null || true)
+if [ -n "$left" ] || [ "$mounts" != 0 ] || [ -n "$state" ]; then
+  echo "harness left behind processes, mounts or node state:" >&2
   echo "$left" >&2
+  echo "$state" >&2
   exit 1
 fi
 

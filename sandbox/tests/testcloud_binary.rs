@@ -154,7 +154,11 @@ async fn what_a_killed_clouds_nodes_left_is_removed_by_the_next_boot() {
 
     let (mut next, endpoint, _) = start_cloud();
     boot(&endpoint, "sweeper").await;
-    assert!(!left[0].exists(), "the next boot removed {}", left[0].display());
+    assert!(
+        !left[0].exists(),
+        "the next boot removed {}",
+        left[0].display()
+    );
     let pid = rustix::process::Pid::from_raw(next.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     next.wait().unwrap();
