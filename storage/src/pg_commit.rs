@@ -54,11 +54,18 @@ const ENDED_ONE: &str = "ended AS (
     WHERE run_id = :run AND step = :e1_step AND number = :e1_number
       AND EXISTS (SELECT 1 FROM fence))";
 
+/// One started attempt. A commit retried after an answer that never came
+/// finds its row there already and writes nothing: a plain insert after a
+/// key lookup, not `ON CONFLICT`, whose speculative insertion costs a WAL
+/// record of its own (`HEAP_CONFIRM`) and an index pass on every step. A
+/// retry that races the first try (still running after its connection was
+/// lost) waits for it on the fence's row lock, then fails on the key and is
+/// retried again, and that retry finds the row.
 const STARTED_ONE: &str = "started AS (
     INSERT INTO attempts (run_id, step, number, status, started_at)
     SELECT :run, :s1_step, :s1_number, 'running', :now
-    WHERE EXISTS (SELECT 1 FROM fence)
-    ON CONFLICT DO NOTHING)";
+    WHERE EXISTS (SELECT 1 FROM fence) AND NOT EXISTS (
+        SELECT 1 FROM attempts WHERE run_id = :run AND step = :s1_step AND number = :s1_number))";
 
 const STARTED: &str = "started AS (
     INSERT INTO attempts (run_id, step, number, status, started_at)

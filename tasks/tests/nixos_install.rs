@@ -5,7 +5,6 @@
 mod common;
 
 use common::Fixture;
-use serde_json::json;
 use std::sync::Mutex;
 use std::time::Duration;
 use tasks::install::{InstallError, Installer};

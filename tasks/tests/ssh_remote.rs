@@ -2,7 +2,6 @@
 
 mod common;
 
-use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Mutex;

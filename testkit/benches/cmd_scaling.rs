@@ -4,6 +4,11 @@
 //! nodes). Each round starts with no open SSH connection, as a fresh
 //! `nix-infra cluster cmd` process would: locate the nodes, connect, run
 //! `uname -r`, record the result. The goal is at most 3×.
+//!
+//! Then the same with `--ssh-persist` (60 s): every round is a second `cmd`
+//! within the idle time, which finds the masters an earlier `cmd` kept (the
+//! pool's memory is emptied between rounds, as a new process's is). The goal
+//! is at most 1.5×.
 
 mod support;
 
@@ -43,5 +48,25 @@ fn main() {
             3.0,
         );
         workflows::node::close_connections().await;
+
+        workflows::node::persist_connections(std::time::Duration::from_secs(60));
+        // The first `cmd`: it opens the masters and keeps them.
+        bench.time("node.cmd", cmd(20)).await;
+        workflows::node::close_connections().await;
+        let (mut one, mut twenty) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            one.push(bench.time("node.cmd", cmd(1)).await);
+            workflows::node::close_connections().await;
+            twenty.push(bench.time("node.cmd", cmd(20)).await);
+            workflows::node::close_connections().await;
+        }
+        support::report(
+            "node.cmd again within --ssh-persist (kept masters)",
+            one,
+            twenty,
+            1.5,
+        );
+        let kept = workflows::node::kept_connections(bench.dir.path());
+        kept.close_all().await.unwrap();
     });
 }

@@ -157,6 +157,20 @@ impl Admin {
             }
             if !terminated && start.elapsed() > Duration::from_secs(5) {
                 eprintln!("warning: {n} connection(s) to {db} outlived their pool; terminating");
+                let rows: Vec<(i32, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                    "SELECT pid, application_name, state, query FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(db)
+                .fetch_all(&mut self.conn)
+                .await?;
+                for r in rows {
+                    eprintln!("  {r:?}");
+                }
+                if std::env::var("BENCH_DEBUG_HOLD").is_ok() {
+                    eprintln!("holding 60 s, pid {}", std::process::id());
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
                 sqlx::query(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                      WHERE datname = $1 AND pid <> pg_backend_pid()",
