@@ -11,7 +11,23 @@ const TAKE_LOCK: &str = "INSERT INTO locks (resource, run_id, taken_at) VALUES (
         AND r.status NOT IN ('succeeded', 'failed', 'cancelled') \
         AND ((r.lease_expires_at IS NOT NULL AND r.lease_expires_at >= $3) OR locks.taken_at >= $4))";
 
+/// How a lock's transaction begins on Postgres: like a lease
+/// (`sql::LEASE_UNAWAITED`), a lock is not waited for. The run it is for
+/// does nothing before its first transition, whose flush covers the lock;
+/// a lock Postgres loses before then was never needed. Unlocking is not
+/// waited for either: a lock left behind by a finished run is free to take.
+const UNAWAITED_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+
+const UNLOCK: &str = "DELETE FROM locks WHERE run_id = $1";
+
+const UNLOCK_UNAWAITED: &str = "WITH unawaited AS (SELECT set_config('synchronous_commit', 'off', true)) \
+    DELETE FROM locks WHERE run_id = $1 AND EXISTS (SELECT 1 FROM unawaited)";
+
 impl SqlStore {
+    fn is_pg(&self) -> bool {
+        self.pg_pool().is_some()
+    }
+
     pub(crate) async fn sql_try_lock(
         &self,
         run_id: &str,
@@ -22,8 +38,10 @@ impl SqlStore {
         if resources.is_empty() {
             return Ok(None);
         }
+        let pg = self.is_pg();
         with_pool!(self, p => {
-            let mut tx = p.begin().await.map_err(db)?;
+            let mut tx = if pg { p.begin_with(UNAWAITED_BEGIN).await } else { p.begin().await }
+                .map_err(db)?;
             for r in resources {
                 sqlx::query(TAKE_LOCK)
                     .bind(r)
@@ -51,7 +69,12 @@ impl SqlStore {
     }
 
     pub(crate) async fn sql_unlock(&self, run_id: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query("DELETE FROM locks WHERE run_id = $1")
+        let sql = if self.is_pg() {
+            UNLOCK_UNAWAITED
+        } else {
+            UNLOCK
+        };
+        with_pool!(self, p => sqlx::query(sql)
             .bind(run_id).execute(p).await.map_err(db)?.rows_affected());
         Ok(())
     }

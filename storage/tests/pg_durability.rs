@@ -1,4 +1,4 @@
-//! What Postgres is asked to wait for: a lease is committed without waiting
+//! What Postgres is asked to wait for: a lease (and a lock) is committed without waiting
 //! for the WAL flush (the next transition's flush covers it), and that
 //! setting ends with the lease's own transaction, so every step commit after
 //! it on the same connections still waits.
@@ -38,6 +38,13 @@ async fn a_lease_does_not_leave_its_connections_committing_unawaited() {
             store.acquire_lease(&id, "B", 200, 1_200).await,
             Err(engine::StoreError::LeaseHeld { .. })
         ));
+        // Locks are not waited for either, and are there at once too.
+        let node = vec![format!("node/n{}", i % 2)];
+        assert_eq!(store.try_lock(&id, &node, 100, 1_000).await.unwrap(), None);
+        store.create_run(&new_run(&format!("{id}-other"))).await.unwrap();
+        let other = store.try_lock(&format!("{id}-other"), &node, 100, 1_000).await;
+        assert_eq!(other.unwrap().as_deref(), Some(id.as_str()));
+        store.unlock(&id).await.unwrap();
     }
     // Every connection the pool opened, held at once so none is counted twice.
     let mut held = Vec::new();

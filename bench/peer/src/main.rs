@@ -186,6 +186,11 @@ async fn bench(server: &postgres::Server) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // Both systems log through `tracing`; `RUST_LOG=dbos=debug` and the like show it.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let server = postgres::Server::start()?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(bench(&server))

@@ -84,11 +84,10 @@ impl Peer for Ours {
     async fn stop(&mut self) -> Result<()> {
         if let Some((engine, store)) = self.running.take() {
             drop(engine);
-            store
-                .pg_pool()
-                .context("not a Postgres store")?
-                .close()
-                .await;
+            let pool = store.pg_pool().context("not a Postgres store")?;
+            eprintln!("DEBUG before close size={} idle={}", pool.size(), pool.num_idle());
+            pool.close().await;
+            eprintln!("DEBUG after close size={} idle={} closed={}", pool.size(), pool.num_idle(), pool.is_closed());
         }
         Ok(())
     }
