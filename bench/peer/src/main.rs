@@ -42,6 +42,11 @@
 //! did meanwhile (background writes, a checkpoint's full pages: the run says how many
 //! checkpoints fell inside a window). DBOS polls its queues about twice a second even
 //! when idle; the part of that falling inside a window (~0.1 s) is counted as its own.
+//! Left out by construction: the launch and warm-up (before the reset, and flushed
+//! during the idle wait), the adjacent INSERTs (their connection has exited before the
+//! window opens), the stop's statements (read before it); the stop's commits, if any,
+//! are counted (DBOS's shutdown may flush its notifier; ours commits nothing).
+//! `RUST_LOG=dbos=debug` (any `tracing` filter) shows what the systems log.
 //!
 //! Throughput: start the system, warm it up, and time 10 chains of 100 steps started
 //! at once (10 tasks), as steps per second; then stop it.

@@ -85,9 +85,7 @@ impl Peer for Ours {
         if let Some((engine, store)) = self.running.take() {
             drop(engine);
             let pool = store.pg_pool().context("not a Postgres store")?;
-            eprintln!("DEBUG before close size={} idle={}", pool.size(), pool.num_idle());
             pool.close().await;
-            eprintln!("DEBUG after close size={} idle={} closed={}", pool.size(), pool.num_idle(), pool.is_closed());
         }
         Ok(())
     }

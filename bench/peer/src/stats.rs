@@ -140,44 +140,36 @@ impl Admin {
     }
 
     /// Waits until no backend is connected to `db`, so each has flushed its counters
-    /// (a backend flushes them before it leaves pg_stat_activity). After 5 s the
-    /// stragglers are terminated, which flushes them too.
+    /// (a backend flushes them before it leaves pg_stat_activity).
     pub async fn wait_gone(&mut self, db: &str) -> Result<()> {
+        self.wait_backends_gone(db, None).await
+    }
+
+    /// Waits until the backends of `db` (only `pid`, when given) have exited. After 5 s
+    /// the stragglers are terminated, which flushes their counters too.
+    async fn wait_backends_gone(&mut self, db: &str, pid: Option<i32>) -> Result<()> {
+        const FILTER: &str = "FROM pg_stat_activity WHERE datname = $1 \
+            AND pid <> pg_backend_pid() AND ($2::int IS NULL OR pid = $2)";
         let start = Instant::now();
         let mut terminated = false;
         loop {
-            let (n,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            )
-            .bind(db)
-            .fetch_one(&mut self.conn)
-            .await?;
+            let (n,): (i64,) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) {FILTER}")))
+                    .bind(db)
+                    .bind(pid)
+                    .fetch_one(&mut self.conn)
+                    .await?;
             if n == 0 {
                 return Ok(());
             }
             if !terminated && start.elapsed() > Duration::from_secs(5) {
                 eprintln!("warning: {n} connection(s) to {db} outlived their pool; terminating");
-                let rows: Vec<(i32, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-                    "SELECT pid, application_name, state, query FROM pg_stat_activity \
-                     WHERE datname = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(db)
-                .fetch_all(&mut self.conn)
-                .await?;
-                for r in rows {
-                    eprintln!("  {r:?}");
-                }
-                if std::env::var("BENCH_DEBUG_HOLD").is_ok() {
-                    eprintln!("holding 60 s, pid {}", std::process::id());
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                }
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(db)
-                .execute(&mut self.conn)
-                .await?;
+                let sql = format!("SELECT pg_terminate_backend(pid) {FILTER}");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(db)
+                    .bind(pid)
+                    .execute(&mut self.conn)
+                    .await?;
                 terminated = true;
             }
             if start.elapsed() > Duration::from_secs(30) {
@@ -194,6 +186,9 @@ impl Admin {
     pub async fn adjacent(&mut self, url: &str, db: &str, n: i64) -> Result<Adjacent> {
         let before = self.counters(db).await?;
         let mut conn = PgConnection::connect(url).await?;
+        let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await?;
         let insert = "INSERT INTO public.bench_adjacent (v) VALUES ($1)";
         for _ in 0..WARM_INSERTS {
             sqlx::query(insert).bind("value").execute(&mut conn).await?;
@@ -206,7 +201,7 @@ impl Admin {
         let elapsed = start.elapsed();
         let lsn1 = self.wal_position().await?;
         conn.close().await?;
-        self.wait_gone(db).await?;
+        self.wait_backends_gone(db, Some(pid)).await?;
         let after = self.counters(db).await?;
         let inserts = (n + WARM_INSERTS) as f64;
         Ok(Adjacent {
