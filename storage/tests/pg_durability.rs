@@ -41,8 +41,13 @@ async fn a_lease_does_not_leave_its_connections_committing_unawaited() {
         // Locks are not waited for either, and are there at once too.
         let node = vec![format!("node/n{}", i % 2)];
         assert_eq!(store.try_lock(&id, &node, 100, 1_000).await.unwrap(), None);
-        store.create_run(&new_run(&format!("{id}-other"))).await.unwrap();
-        let other = store.try_lock(&format!("{id}-other"), &node, 100, 1_000).await;
+        store
+            .create_run(&new_run(&format!("{id}-other")))
+            .await
+            .unwrap();
+        let other = store
+            .try_lock(&format!("{id}-other"), &node, 100, 1_000)
+            .await;
         assert_eq!(other.unwrap().as_deref(), Some(id.as_str()));
         store.unlock(&id).await.unwrap();
     }

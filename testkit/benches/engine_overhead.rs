@@ -9,7 +9,10 @@
 //!
 //! It prints time per step, the ratio to the baseline, and durable commits
 //! per step (counted by a store wrapper, heartbeats included).
-//! Set `BENCH_REPEAT` to change the repetitions (default 5; the median is shown).
+//! It also times the store alone: a chain's commits back to back on a leased
+//! run, without the executor, so the two parts of a step's cost show apart.
+//! Set `BENCH_REPEAT` to change the repetitions (default 5; the median is shown),
+//! `BENCH_WORKERS` to run on that many tokio worker threads (default: one per core).
 
 use async_trait::async_trait;
 use engine::{
@@ -162,6 +165,54 @@ async fn engine_run(store: Arc<dyn Store>, workflow: &str, input: serde_json::Va
     )
 }
 
+/// Seconds per commit of the store alone: the chain's transitions (end step
+/// N, start step N+1) committed back to back on a leased run, no executor.
+async fn store_alone(store: Arc<dyn Store>, n: usize) -> f64 {
+    let engine = Engine::new(store.clone(), workflows::registry());
+    let created = engine
+        .create("diag.chain", json!({"steps": n}), None)
+        .await
+        .unwrap();
+    let id = created.record().id.clone();
+    let now = engine::now_millis();
+    let lease = store
+        .acquire_lease(&id, "bench", now, now + 60_000)
+        .await
+        .unwrap();
+    let start = |k: usize| engine::AttemptStart {
+        step: format!("step-{k}"),
+        number: 1,
+    };
+    let first = Transition {
+        now,
+        lease_expires_at: now + 60_000,
+        started: vec![start(1)],
+        status: Some(RunStatus::Running),
+        abandon_running: true,
+        ..Transition::default()
+    };
+    store.commit(&lease, &first).await.unwrap();
+    let t0 = Instant::now();
+    for k in 1..n {
+        let t = Transition {
+            now,
+            lease_expires_at: now + 60_000,
+            ended: vec![engine::AttemptEnd {
+                step: format!("step-{k}"),
+                number: 1,
+                status: engine::AttemptStatus::Succeeded,
+                output: Some(json!({"index": k, "sum": k * (k + 1) / 2})),
+                error: None,
+                retry_at: None,
+            }],
+            started: vec![start(k + 1)],
+            ..Transition::default()
+        };
+        store.commit(&lease, &t).await.unwrap();
+    }
+    t0.elapsed().as_secs_f64() / (n - 1) as f64
+}
+
 async fn measure(name: &str, url: &str, repeat: usize) {
     let store: Arc<dyn Store> = Arc::new(storage::connect(url).await.unwrap());
     // Warm up connections and caches.
@@ -187,7 +238,17 @@ async fn measure(name: &str, url: &str, repeat: usize) {
         }
         rows.push((label, median(times), median(writes)));
     }
+    let mut alone = Vec::new();
+    for _ in 0..repeat {
+        alone.push(store_alone(store.clone(), 100).await);
+    }
+    let alone = median(alone);
     println!("{name}: one INSERT+COMMIT = {:.3} ms", base * 1e3);
+    println!(
+        "  the store alone, a chain step's commit: {:.3} ms ({:.2}x)",
+        alone * 1e3,
+        alone / base
+    );
     println!(
         "  {:<16} {:>12} {:>10} {:>16}",
         "workload", "per step", "ratio", "commits/step"
@@ -210,7 +271,17 @@ fn main() {
         .unwrap_or(5);
     // BENCH_FSYNC=off shows how much of the cost is execution rather than durability.
     let durable = std::env::var("BENCH_FSYNC").map_or(true, |v| v != "off");
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = match std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+            .unwrap(),
+        None => tokio::runtime::Runtime::new().unwrap(),
+    };
     let pg = if durable {
         testkit::Postgres::start_durable()
     } else {
