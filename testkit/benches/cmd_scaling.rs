@@ -67,6 +67,37 @@ fn main() {
             1.5,
         );
         let kept = workflows::node::kept_connections(bench.dir.path());
+        // The floor: the same command through the same masters with plain
+        // `ssh -S`, no nix-infra (no run, no locks, no commits).
+        let sockets: Vec<String> = (0..20)
+            .map(|i| {
+                let record = kept.dir.join(format!("n{i}.master"));
+                let text = std::fs::read_to_string(&record).expect("a kept master");
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                v["ctl"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let plain = |n: usize| {
+            let sockets = sockets[..n].to_vec();
+            async move {
+                let t0 = std::time::Instant::now();
+                let runs = sockets.iter().map(|ctl| {
+                    tokio::process::Command::new("ssh")
+                        .args(["-S", ctl, "x", "uname -r"])
+                        .output()
+                });
+                for out in futures::future::join_all(runs).await {
+                    assert!(out.unwrap().status.success());
+                }
+                t0.elapsed()
+            }
+        };
+        let (mut one, mut twenty) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            one.push(plain(1).await);
+            twenty.push(plain(20).await);
+        }
+        support::report("plain ssh -S over the same masters", one, twenty, 1.5);
         kept.close_all().await.unwrap();
     });
 }
