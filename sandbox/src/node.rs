@@ -252,9 +252,20 @@ fn sweep_stale() {
             continue;
         }
         let path = entry.path();
+        // Only a folder of this user that nobody else can write: what is in
+        // it is what a node of ours put there (the temp dir is everyone's).
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        let ours = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == me);
+        let folder_ok = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0);
+        let owner_file = path.join("owner");
+        let file_ok = ours(&owner_file)
+            && std::fs::symlink_metadata(&owner_file).is_ok_and(|m| m.is_file() && m.len() < 32);
         // A folder without an owner is being set up, or not a node's.
-        let Some(owner) = std::fs::read_to_string(path.join("owner"))
-            .ok()
+        let Some(owner) = (folder_ok && file_ok)
+            .then(|| std::fs::read_to_string(&owner_file).ok())
+            .flatten()
             .and_then(|o| o.trim().parse::<u32>().ok())
         else {
             continue;

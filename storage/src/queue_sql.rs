@@ -11,13 +11,11 @@ const TAKE_LOCK: &str = "INSERT INTO locks (resource, run_id, taken_at) VALUES (
         AND r.status NOT IN ('succeeded', 'failed', 'cancelled') \
         AND ((r.lease_expires_at IS NOT NULL AND r.lease_expires_at >= $3) OR locks.taken_at >= $4))";
 
-/// How a lock's transaction begins on Postgres: like a lease
-/// (`sql::LEASE_UNAWAITED`), a lock is not waited for. The run it is for
-/// does nothing before its first transition, whose flush covers the lock;
-/// a lock Postgres loses before then was never needed. Unlocking is not
-/// waited for either: a lock left behind by a finished run is free to take.
-const UNAWAITED_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off";
-
+/// Unlocking does not wait for the WAL flush on Postgres: the run's final
+/// status is durable before it unlocks, and a lock left behind by a run that
+/// is final, or whose lease has lapsed past the grace, is free to take. Taking
+/// a lock does wait: a lock Postgres lost in a crash could be taken by
+/// another run while its first holder, which never looks again, goes on.
 const UNLOCK: &str = "DELETE FROM locks WHERE run_id = $1";
 
 const UNLOCK_UNAWAITED: &str = "WITH unawaited AS (SELECT set_config('synchronous_commit', 'off', true)) \
@@ -38,10 +36,8 @@ impl SqlStore {
         if resources.is_empty() {
             return Ok(None);
         }
-        let pg = self.is_pg();
         with_pool!(self, p => {
-            let mut tx = if pg { p.begin_with(UNAWAITED_BEGIN).await } else { p.begin().await }
-                .map_err(db)?;
+            let mut tx = p.begin().await.map_err(db)?;
             for r in resources {
                 sqlx::query(TAKE_LOCK)
                     .bind(r)

@@ -28,25 +28,13 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
-/// Takes a run's lease if nobody holds it or the holder's has lapsed.
+/// Takes a run's lease if nobody holds it or the holder's has lapsed. It
+/// waits for the WAL flush: a lease Postgres lost in a crash could be taken
+/// again with the same epoch by the same owner (one engine executes many
+/// runs), and the fence could not tell the two executors apart.
 const LEASE: &str = "UPDATE runs SET lease_owner = $2, lease_epoch = lease_epoch + 1, \
     lease_expires_at = $4, updated_at = $3 \
     WHERE id = $1 AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < $3) \
-    RETURNING lease_epoch";
-
-/// [`LEASE`] on Postgres, committed without waiting for the WAL flush
-/// (`synchronous_commit` off for this one statement's own transaction).
-/// Nothing leaves the executor on the strength of a lease alone: the first
-/// thing it does with one is commit a transition, which waits for the flush,
-/// and WAL is flushed in order, so that flush makes the lease durable too. A
-/// lease lost with a crash of Postgres before then is as if never taken: its
-/// holder's next commit fails the fence. The setting ends with the statement
-/// (`tests/pg_durability.rs` checks every pooled connection afterwards).
-const LEASE_UNAWAITED: &str = "WITH unawaited AS (SELECT set_config('synchronous_commit', 'off', true)) \
-    UPDATE runs SET lease_owner = $2, lease_epoch = lease_epoch + 1, \
-    lease_expires_at = $4, updated_at = $3 \
-    WHERE id = $1 AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < $3) \
-    AND EXISTS (SELECT 1 FROM unawaited) \
     RETURNING lease_epoch";
 
 /// The engine's [`Store`] on a SQL database.
@@ -225,11 +213,7 @@ impl Store for SqlStore {
         now: Millis,
         expires_at: Millis,
     ) -> Result<Lease, StoreError> {
-        let sql = match self.pool {
-            Pool::Pg(_) => LEASE_UNAWAITED,
-            Pool::Sqlite(_) => LEASE,
-        };
-        let epoch: Option<i64> = with_pool!(self, p => sqlx::query_scalar(sql)
+        let epoch: Option<i64> = with_pool!(self, p => sqlx::query_scalar(LEASE)
             .bind(run_id)
             .bind(owner)
             .bind(now)

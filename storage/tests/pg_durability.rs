@@ -1,7 +1,7 @@
-//! What Postgres is asked to wait for: a lease (and a lock) is committed without waiting
-//! for the WAL flush (the next transition's flush covers it), and that
-//! setting ends with the lease's own transaction, so every step commit after
-//! it on the same connections still waits.
+//! What Postgres is asked to wait for: an unlock is committed without waiting
+//! for the WAL flush, and that setting ends with the unlock's own statement,
+//! so every lease, lock and step commit after it on the same connections
+//! still waits (ARCHITECTURE.md, storage: which commits wait).
 
 use engine::{Plan, StepSpec, Store};
 use serde_json::json;
@@ -21,7 +21,7 @@ fn new_run(id: &str) -> engine::NewRun {
 }
 
 #[tokio::test]
-async fn a_lease_does_not_leave_its_connections_committing_unawaited() {
+async fn an_unlock_does_not_leave_its_connections_committing_unawaited() {
     // Default durability: the test servers commit unawaited throughout.
     let pg = testkit::Postgres::start_durable().expect("start postgres (run scripts/setup.sh)");
     let store = storage::connect(&pg.fresh_database().unwrap())
@@ -38,7 +38,7 @@ async fn a_lease_does_not_leave_its_connections_committing_unawaited() {
             store.acquire_lease(&id, "B", 200, 1_200).await,
             Err(engine::StoreError::LeaseHeld { .. })
         ));
-        // Locks are not waited for either, and are there at once too.
+        // Locks are there for every reader at once.
         let node = vec![format!("node/n{}", i % 2)];
         assert_eq!(store.try_lock(&id, &node, 100, 1_000).await.unwrap(), None);
         store
@@ -62,9 +62,6 @@ async fn a_lease_does_not_leave_its_connections_committing_unawaited() {
             .fetch_one(&mut **conn)
             .await
             .unwrap();
-        assert_eq!(
-            setting, "on",
-            "the lease's setting outlived its transaction"
-        );
+        assert_eq!(setting, "on", "the unlock's setting outlived its statement");
     }
 }

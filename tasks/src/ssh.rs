@@ -124,6 +124,14 @@ pub enum SshError {
         /// The limit.
         limit: Duration,
     },
+    /// The folder for control sockets cannot be made, or is not safe to use.
+    #[error("SSH control directory {path}: {reason}")]
+    ControlDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Local I/O or protocol trouble.
     #[error("ssh to node `{node}`: {reason}")]
     Io {
@@ -198,13 +206,16 @@ impl Remote {
         host: &str,
         keys: HostKeys,
     ) -> Result<Remote, SshError> {
-        let control_dir = match &cfg.persist {
-            Some(p) => private_dir(&p.dir).map(|()| p.dir.clone()),
-            None => std::fs::create_dir_all(&cfg.control_dir).map(|()| cfg.control_dir.clone()),
-        }
-        .map_err(|e| SshError::Io {
-            node: node.into(),
-            reason: format!("control directory: {e}"),
+        let (control_dir, made) = match &cfg.persist {
+            Some(p) => (p.dir.clone(), private_dir(&p.dir)),
+            None => (
+                cfg.control_dir.clone(),
+                std::fs::create_dir_all(&cfg.control_dir),
+            ),
+        };
+        made.map_err(|e| SshError::ControlDir {
+            path: control_dir.display().to_string(),
+            reason: e.to_string(),
         })?;
         if let Some(dir) = cfg.known_hosts.parent() {
             let _ = std::fs::create_dir_all(dir);

@@ -44,39 +44,57 @@ pub fn control_dir_for(cluster_dir: &Path) -> PathBuf {
     base_dir().join(hash)
 }
 
+fn me() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// `$XDG_RUNTIME_DIR/nix-infra-ssh` where that folder is ours alone (not
+/// after `sudo -E`, say), else `/tmp/nix-infra-ssh-<uid>` (/tmp's sticky bit
+/// keeps others from renaming what we made there).
 fn base_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(run) if run.is_absolute() && run.is_dir() => run.join("nix-infra-ssh"),
-        _ => std::env::temp_dir().join(format!(
-            "nix-infra-ssh-{}",
-            rustix::process::geteuid().as_raw()
-        )),
+        Some(run) if run.is_absolute() && check_private(&run).is_ok() => run.join("nix-infra-ssh"),
+        _ => std::env::temp_dir().join(format!("nix-infra-ssh-{}", me())),
     }
 }
 
-/// Creates `dir` (and its parent) with mode 0700, and refuses a directory
-/// that is a symlink, belongs to another user, or is open to others: a
-/// control socket there would let them run commands on the nodes.
+/// Refuses `d` unless it is a directory (not a symlink) of this user that
+/// nobody else may enter.
+fn check_private(d: &Path) -> std::io::Result<()> {
+    let m = std::fs::symlink_metadata(d)?;
+    let mode = m.permissions().mode() & 0o777;
+    if !m.is_dir() || m.uid() != me() || mode & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private directory of uid {} (owner uid {}, mode {mode:o}); \
+             remove it, or use --ssh-persist 0",
+            d.display(),
+            me(),
+            m.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks `dir` and its parent with [`check_private`]: a control socket
+/// there would let whoever else can write them run commands on the nodes.
+fn check_private_tree(dir: &Path) -> std::io::Result<()> {
+    for d in [dir.parent(), Some(dir)].into_iter().flatten() {
+        check_private(d)?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its parent) with mode 0700, then refuses either if it
+/// is a symlink, belongs to another user, or is open to others.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    let me = rustix::process::geteuid().as_raw();
     for d in [dir.parent(), Some(dir)].into_iter().flatten() {
         match std::fs::DirBuilder::new().mode(0o700).create(d) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let m = std::fs::symlink_metadata(d)?;
-        let mode = m.permissions().mode() & 0o777;
-        if !m.is_dir() || m.uid() != me || mode & 0o077 != 0 {
-            return Err(std::io::Error::other(format!(
-                "{} is not a private directory of uid {me} (owner uid {}, mode {mode:o}); \
-                 remove it, or use --ssh-persist 0",
-                d.display(),
-                m.uid()
-            )));
-        }
     }
-    Ok(())
+    check_private_tree(dir)
 }
 
 /// What a kept master was opened for; it is reused only while all of it holds.
@@ -128,9 +146,35 @@ impl Persist {
         self.dir.join(record_name(node))
     }
 
+    /// `node`'s record, if the directory is still private and the record
+    /// names a socket of ours in a master's folder right inside it.
     fn read(&self, node: &str) -> Option<Record> {
+        self.read_any(node).filter(|r| self.is_ours(&r.ctl))
+    }
+
+    /// `node`'s record as it is on disk, whatever it names.
+    fn read_any(&self, node: &str) -> Option<Record> {
+        check_private_tree(&self.dir).ok()?;
         let text = std::fs::read_to_string(self.record_path(node)).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    /// Whether `ctl` is `<dir>/.ssh-connection…/master`, a socket of this user.
+    fn is_ours(&self, ctl: &Path) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        let (Some(folder), Some("master")) =
+            (ctl.parent(), ctl.file_name().and_then(|n| n.to_str()))
+        else {
+            return false;
+        };
+        let in_dir = folder.parent() == Some(self.dir.as_path())
+            && folder
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".ssh-connection") && !n.contains(".."));
+        in_dir
+            && std::fs::symlink_metadata(ctl)
+                .is_ok_and(|m| m.file_type().is_socket() && m.uid() == me())
     }
 
     /// A kept master for `node` at `host` that still holds (same address,
@@ -160,7 +204,9 @@ impl Persist {
         host: &str,
         session: Session,
     ) -> Result<(), SshError> {
-        let Some(host_key) = pinned_fingerprint(&cfg.known_hosts, host, cfg.port) else {
+        let pinned = pinned_fingerprint(&cfg.known_hosts, host, cfg.port);
+        let safe = check_private_tree(&self.dir).is_ok() && self.is_ours(session.control_socket());
+        let (Some(host_key), true) = (pinned, safe) else {
             return session.close().await.map_err(|e| io_error(node, e));
         };
         let (ctl, _log) = session.detach();
@@ -185,10 +231,15 @@ impl Persist {
 
     /// Closes `node`'s kept master, if any (the node is deleted or rebooting).
     pub async fn close(&self, node: &str) -> bool {
-        match self.read(node) {
-            Some(record) => {
+        match self.read_any(node) {
+            Some(record) if self.is_ours(&record.ctl) => {
                 self.discard(node, &record).await;
                 true
+            }
+            // A dead master's record, or one naming a socket not ours: only the record goes.
+            Some(_) => {
+                let _ = std::fs::remove_file(self.record_path(node));
+                false
             }
             None => false,
         }
@@ -198,17 +249,17 @@ impl Persist {
     /// left; returns how many masters were still up.
     pub async fn close_all(&self) -> std::io::Result<usize> {
         let mut closed = 0;
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
+        match check_private_tree(&self.dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
+            other => other?,
+        }
+        let entries = std::fs::read_dir(&self.dir)?;
         for entry in entries {
             let path = entry?.path();
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             if name.starts_with(".ssh-connection") {
                 let ctl = path.join("master");
-                if ctl.exists() && stop(&ctl).await {
+                if self.is_ours(&ctl) && stop(&ctl).await {
                     closed += 1;
                 }
                 let _ = std::fs::remove_dir_all(&path);
@@ -219,17 +270,15 @@ impl Persist {
         Ok(closed)
     }
 
-    /// Stops `record`'s master and removes its socket folder and the record.
+    /// Stops `record`'s master and removes its socket folder and the record
+    /// (a record comes from [`Persist::read`]: its socket is in a folder of ours).
     async fn discard(&self, node: &str, record: &Record) {
         let _ = stop(&record.ctl).await;
-        // Only a folder of ours: the record is read from disk.
-        if let Some(folder) = record.ctl.parent()
-            && folder.parent() == Some(self.dir.as_path())
-        {
+        if let Some(folder) = record.ctl.parent() {
             let _ = std::fs::remove_dir_all(folder);
         }
         let path = self.record_path(node);
-        if self.read(node).as_ref() == Some(record) {
+        if self.read_any(node).as_ref() == Some(record) {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -266,6 +315,45 @@ mod tests {
         assert_eq!(a, control_dir_for(Path::new("/srv/cluster-a")));
         // Room for `.ssh-connectionXXXXXX/master` under the ~104-byte limit.
         assert!(a.as_os_str().len() < 64, "{}", a.display());
+    }
+
+    #[tokio::test]
+    async fn a_record_pointing_outside_its_folder_is_not_used_or_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("run/masters");
+        private_dir(&dir).unwrap();
+        let p = Persist {
+            dir: dir.clone(),
+            idle: Duration::from_secs(60),
+        };
+        let victim = t.path().join("run/keep-me");
+        std::fs::create_dir_all(victim.join("sub")).unwrap();
+        for ctl in [
+            victim.join("master"),
+            dir.join("../master"),
+            dir.join(".ssh-connectionX/../../keep-me/master"),
+            dir.join(".ssh-connectionY/master"),
+        ] {
+            let record = Record {
+                host: "127.0.0.1".into(),
+                port: 22,
+                user: "root".into(),
+                key: None,
+                host_key: "SHA256:x".into(),
+                ctl,
+            };
+            std::fs::write(
+                dir.join("n1.master"),
+                serde_json::to_string(&record).unwrap(),
+            )
+            .unwrap();
+            assert!(p.read("n1").is_none(), "{}", record.ctl.display());
+            assert!(!p.close("n1").await);
+        }
+        assert!(victim.join("sub").exists(), "nothing outside was removed");
+        // A directory others may write is not read at all.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(p.close_all().await.is_err());
     }
 
     #[test]
