@@ -1,7 +1,7 @@
 //! Locks and schedules: the rows the queue and the scheduler share, on either backend.
 
 use crate::rows::{self, db};
-use crate::sql::{SqlStore, with_pool};
+use crate::sql::{Pool, SqlStore, with_pool};
 use engine::{Millis, Schedule, StoreError};
 
 const TAKE_LOCK: &str = "INSERT INTO locks (resource, run_id, taken_at) VALUES ($1, $2, $3) \
@@ -22,10 +22,6 @@ const UNLOCK_UNAWAITED: &str = "WITH unawaited AS (SELECT set_config('synchronou
     DELETE FROM locks WHERE run_id = $1 AND EXISTS (SELECT 1 FROM unawaited)";
 
 impl SqlStore {
-    fn is_pg(&self) -> bool {
-        self.pg_pool().is_some()
-    }
-
     pub(crate) async fn sql_try_lock(
         &self,
         run_id: &str,
@@ -65,10 +61,9 @@ impl SqlStore {
     }
 
     pub(crate) async fn sql_unlock(&self, run_id: &str) -> Result<(), StoreError> {
-        let sql = if self.is_pg() {
-            UNLOCK_UNAWAITED
-        } else {
-            UNLOCK
+        let sql = match self.pool() {
+            Pool::Pg(_) => UNLOCK_UNAWAITED,
+            Pool::Sqlite(_) => UNLOCK,
         };
         with_pool!(self, p => sqlx::query(sql)
             .bind(run_id).execute(p).await.map_err(db)?.rows_affected());

@@ -2,16 +2,15 @@
 //! [`SshConfig::persist`] the masters it hands on to the next process.
 
 use crate::ssh::{Remote, SshConfig, SshError};
-use crate::ssh_masters::Persist;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One pooled connection, and where its master goes when the process is done.
+/// One pooled connection, and the settings it was opened with: with
+/// [`SshConfig::persist`], its master is kept when the process is done.
 struct Entry {
     remote: Arc<Remote>,
-    /// With persistence: the settings to keep its master with.
-    keep: Option<(SshConfig, Persist)>,
+    cfg: SshConfig,
 }
 
 /// Open connections shared by the steps of one process, one per node and address.
@@ -58,10 +57,10 @@ impl Pool {
     }
 
     async fn insert(&self, cfg: &SshConfig, node: &str, host: &str, remote: Arc<Remote>) {
-        let keep = cfg.persist.clone().map(|p| (cfg.clone(), p));
+        let cfg = cfg.clone();
         let mut open = self.open.lock().await;
         open.retain(|(n, _), _| n != node);
-        open.insert((node.to_string(), host.to_string()), Entry { remote, keep });
+        open.insert((node.to_string(), host.to_string()), Entry { remote, cfg });
     }
 
     /// Makes `remote` the connection to `node` at `host` (one the caller
@@ -72,7 +71,7 @@ impl Pool {
 
     /// Drops the connections to `node` (it is being deleted, or rebooting);
     /// one no step holds any more is closed. A master kept by an earlier
-    /// process is left to [`Persist::close`].
+    /// process is left to [`crate::ssh_masters::Persist::close`].
     pub async fn forget(&self, node: &str) {
         let gone: Vec<Entry> = {
             let mut open = self.open.lock().await;
@@ -94,10 +93,10 @@ impl Pool {
             let Ok(r) = Arc::try_unwrap(e.remote) else {
                 continue;
             };
-            match e.keep {
-                Some((cfg, p)) => {
+            match &e.cfg.persist {
+                Some(p) => {
                     let (session, host) = r.into_parts();
-                    if let Err(err) = p.keep(&cfg, &node, &host, session).await {
+                    if let Err(err) = p.keep(&e.cfg, &node, &host, session).await {
                         tracing::warn!("keeping the SSH master of node {node}: {err}");
                     }
                 }

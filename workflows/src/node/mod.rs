@@ -282,13 +282,7 @@ fn ssh_config_with(dir: &Path, key: PathBuf) -> SshConfig {
         user: "root".into(),
         port: 22,
         connect_timeout: Duration::from_secs(10),
-        persist: match SSH_PERSIST.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => None,
-            secs => Some(Persist {
-                dir: control_dir_for(dir),
-                idle: Duration::from_secs(secs),
-            }),
-        },
+        persist: Some(kept_connections(dir)).filter(|p| !p.idle.is_zero()),
     }
 }
 
