@@ -18,15 +18,25 @@ pub struct Postgres {
 impl Postgres {
     /// Starts a server tuned for tests (no fsync: a test never outlives an OS crash).
     pub fn start() -> io::Result<Postgres> {
-        Self::start_with(false)
+        Self::start_with(&[
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+        ])
     }
 
     /// Starts a server with default durability (fsync and synchronous commit on), for benchmarks.
     pub fn start_durable() -> io::Result<Postgres> {
-        Self::start_with(true)
+        Self::start_with(&[])
     }
 
-    fn start_with(durable: bool) -> io::Result<Postgres> {
+    /// [`Postgres::start_durable`] with more server settings (`name=value`,
+    /// each given as `-c`), e.g. `shared_preload_libraries=pg_stat_statements`.
+    pub fn start_durable_with(settings: &[&str]) -> io::Result<Postgres> {
+        Self::start_with(settings)
+    }
+
+    fn start_with(settings: &[&str]) -> io::Result<Postgres> {
         let dir = tempfile::Builder::new().prefix("nix-infra-pg-").tempdir()?;
         let user = is_root().then_some("postgres");
         if user.is_some() {
@@ -56,7 +66,7 @@ impl Postgres {
         let mut last_err = None;
         for _ in 0..3 {
             let port = free_port()?;
-            match Self::launch(&data, dir.path(), port, user, durable) {
+            match Self::launch(&data, dir.path(), port, user, settings) {
                 Ok(child) => {
                     return Ok(Postgres {
                         child,
@@ -76,7 +86,7 @@ impl Postgres {
         dir: &Path,
         port: u16,
         user: Option<&str>,
-        durable: bool,
+        settings: &[&str],
     ) -> io::Result<Child> {
         let log = std::fs::File::create(dir.join(format!("postgres-{port}.log")))?;
         let mut cmd = guarded(&pg_bin("postgres")?, user);
@@ -86,9 +96,8 @@ impl Postgres {
             .arg(dir)
             .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
             .args(["-c", "max_connections=200"]);
-        if !durable {
-            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off"]);
+        for setting in settings {
+            cmd.args(["-c", setting]);
         }
         let mut child = cmd
             .stdin(Stdio::null())

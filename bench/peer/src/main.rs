@@ -7,11 +7,11 @@
 //!
 //! (`BENCH_REPEAT=N` sets the repetitions, default 5; medians are shown.
 //! `BENCH_QUIET_MS` the idle wait before each window, default 11000; `PG_BIN` the
-//! Postgres binaries, default `/usr/lib/postgresql/15/bin`.)
+//! Postgres binaries, as for the tests.)
 //!
 //! ## The setup
-//! One throw-away Postgres 15 ([`postgres`]) in a temp directory on 127.0.0.1, with
-//! default durability (fsync, synchronous_commit and full_page_writes on) and
+//! One throw-away Postgres 15 (`testkit::Postgres::start_durable_with`) in a temp
+//! directory on 127.0.0.1, with default durability (fsync, synchronous_commit and full_page_writes on) and
 //! pg_stat_statements preloaded. Each system has a database of its own on it:
 //! - `ours`: nix-infra's `engine::Engine` on `storage::SqlStore` (schema `nix_infra`),
 //!   running `diag.chain` with 100 no-op links ([`ours`]);
@@ -58,7 +58,6 @@
 
 mod dbos_peer;
 mod ours;
-mod postgres;
 mod report;
 mod stats;
 
@@ -159,7 +158,7 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn bench(server: &postgres::Server) -> Result<()> {
+async fn bench(server: &testkit::Postgres) -> Result<()> {
     let repeat = env_number("BENCH_REPEAT", 5).max(1);
     let quiet = Duration::from_millis(env_number("BENCH_QUIET_MS", 11_000));
     let mut admin = Admin::connect(&server.url("postgres")).await?;
@@ -196,7 +195,11 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let server = postgres::Server::start()?;
+    // testkit's server (default durability) with what this benchmark reads.
+    let server = testkit::Postgres::start_durable_with(&[
+        "shared_preload_libraries=pg_stat_statements",
+        "track_wal_io_timing=on",
+    ])?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(bench(&server))
 }
