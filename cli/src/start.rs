@@ -234,16 +234,9 @@ pub async fn execute_outcome(
     };
     // As a worker does: the run waits for its nodes' locks, so two runs
     // never act on one node at once, whoever executes them.
-    let resources = engine.load(run_id).await?.run.resources;
-    let result = worker::execute_locked(
-        &engine,
-        run_id,
-        &resources,
-        cancel,
-        CancellationToken::new(),
-        observer,
-    )
-    .await;
+    let state = engine.load(run_id).await?;
+    let result =
+        worker::execute_locked(&engine, state, cancel, CancellationToken::new(), observer).await;
     again.abort();
     let _ = reporter.await;
     match result? {

@@ -297,9 +297,9 @@ impl Mcp {
         let run = id.clone();
         let job = self.shared.runs.spawn(async move {
             let engine = &shared.engine;
-            let resources = engine.load(&run).await?.run.resources;
+            let state = engine.load(&run).await?;
             let stop = shared.stop.clone();
-            worker::execute_locked(engine, &run, &resources, ct, stop, Observer::none()).await
+            worker::execute_locked(engine, state, ct, stop, Observer::none()).await
         });
         match job.await {
             Ok(Ok(Some(outcome))) if outcome.status == RunStatus::Succeeded => {

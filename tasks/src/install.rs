@@ -300,7 +300,7 @@ pub async fn reboot_into_nixos(
     sink: &dyn LineSink,
 ) -> Result<Boot, SshError> {
     let node = remote.node().to_string();
-    let pinned = pinned(cfg, &node, host)?;
+    let pinned = pinned(cfg, &node, host).await?;
     let seen = Firsts {
         lines: std::sync::Mutex::new(Vec::new()),
         sink,
@@ -359,12 +359,14 @@ impl LineSink for Firsts<'_> {
 
 /// The fingerprint `known_hosts` pinned for `host`, which the node must still
 /// present after its reboot.
-fn pinned(cfg: &SshConfig, node: &str, host: &str) -> Result<String, SshError> {
-    pinned_fingerprint(&cfg.known_hosts, host, cfg.port).ok_or_else(|| SshError::HostKeyNotPinned {
-        node: node.into(),
-        host: host.into(),
-        known_hosts: cfg.known_hosts.display().to_string(),
-    })
+async fn pinned(cfg: &SshConfig, node: &str, host: &str) -> Result<String, SshError> {
+    pinned_fingerprint(&cfg.known_hosts, host, cfg.port)
+        .await
+        .ok_or_else(|| SshError::HostKeyNotPinned {
+            node: node.into(),
+            host: host.into(),
+            known_hosts: cfg.known_hosts.display().to_string(),
+        })
 }
 
 async fn reboot_from(
@@ -376,7 +378,7 @@ async fn reboot_from(
     sink: &dyn LineSink,
 ) -> Result<Rebooted, SshError> {
     let node = remote.node().to_string();
-    let pinned = pinned(cfg, &node, host)?;
+    let pinned = pinned(cfg, &node, host).await?;
     request_reboot(remote, sink).await?;
     going_down(remote).await;
     let (remote, boot_id) = wait_for_boot(cfg, &node, host, before, patience).await?;

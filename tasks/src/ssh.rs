@@ -12,7 +12,6 @@ pub use crate::ssh_pool::Pool;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Stdio};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command as LocalCommand;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
@@ -90,6 +89,22 @@ pub enum SshError {
         /// Why.
         reason: String,
     },
+    /// The node's sshd refused the login: the key is not one it accepts for
+    /// the user. Not retried beyond [`AUTH_GRACE`]: another try with the
+    /// same key gets the same answer.
+    #[error(
+        "node `{node}` refused login `{user}` with {key}: {reason}; is the key in the node's authorized keys (SSH_KEY, --ssh-key)?"
+    )]
+    AuthRefused {
+        /// The node.
+        node: String,
+        /// The login.
+        user: String,
+        /// The private key offered (its path), or what ssh offers by default.
+        key: String,
+        /// What ssh said.
+        reason: String,
+    },
     /// Strict checking was asked for and no key is pinned for the node.
     #[error(
         "no host key of node `{node}` ({host}) is pinned in {known_hosts}: refusing to trust the key it presents now"
@@ -163,18 +178,22 @@ pub enum HostKeys {
 
 /// The SHA256 fingerprint of the key pinned for `host` (on SSH port `port`)
 /// in `known_hosts`, if any. Off port 22, ssh pins the key as `[host]:port`.
-pub fn pinned_fingerprint(known_hosts: &Path, host: &str, port: u16) -> Option<String> {
+///
+/// ssh-keygen reads the file (its entries may be hashed), as a child the
+/// runtime awaits: a `cmd` on many nodes asks this once per node at once.
+pub async fn pinned_fingerprint(known_hosts: &Path, host: &str, port: u16) -> Option<String> {
     let entry = match port {
         22 => host.to_string(),
         _ => format!("[{host}]:{port}"),
     };
-    let out = LocalCommand::new("ssh-keygen")
+    let out = tokio::process::Command::new("ssh-keygen")
         .arg("-l")
         .arg("-F")
         .arg(entry)
         .arg("-f")
         .arg(known_hosts)
         .output()
+        .await
         .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -257,7 +276,8 @@ impl Remote {
                         .find(|w| w.starts_with("SHA256:"))
                         .map(|w| w.trim_end_matches('.').to_string())
                         .unwrap_or_else(|| "(unknown)".into());
-                    let Some(known) = pinned_fingerprint(&cfg.known_hosts, host, cfg.port) else {
+                    let Some(known) = pinned_fingerprint(&cfg.known_hosts, host, cfg.port).await
+                    else {
                         return Err(SshError::HostKeyNotPinned {
                             node: node.into(),
                             host: host.into(),
@@ -268,6 +288,17 @@ impl Remote {
                         node: node.into(),
                         known,
                         presented,
+                    });
+                }
+                if text.contains("Permission denied") {
+                    return Err(SshError::AuthRefused {
+                        node: node.into(),
+                        user: cfg.user.clone(),
+                        key: cfg.key.as_ref().map_or_else(
+                            || "ssh's default keys".to_string(),
+                            |k| format!("key {}", k.display()),
+                        ),
+                        reason: text.trim().to_string(),
                     });
                 }
                 Err(SshError::Unreachable {
@@ -316,6 +347,7 @@ impl Remote {
         let mut knock_wait = Duration::from_millis(25);
         let mut ssh_wait = Duration::from_millis(50);
         let mut skip_knock = knock == Knock::AfterFailure;
+        let mut refused_since: Option<Instant> = None;
         loop {
             let knocked = if std::mem::take(&mut skip_knock) {
                 Ok(Ok(()))
@@ -349,8 +381,20 @@ impl Remote {
                 ),
             };
             knock_wait = knock_wait.mul_f64(1.5).min(KNOCK_MAX);
+            let in_time = started.elapsed() + wait < patience;
             match result {
-                Err(e @ SshError::Unreachable { .. }) if started.elapsed() + wait < patience => {
+                Err(e @ SshError::Unreachable { .. }) if in_time => {
+                    tracing::debug!("{e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                // A node that has just booted may answer before its keys
+                // are in place (cloud-init writes them); a refusal that
+                // lasts past the grace is the key's fault.
+                Err(e @ SshError::AuthRefused { .. })
+                    if in_time
+                        && *refused_since.get_or_insert_with(Instant::now) + AUTH_GRACE
+                            > Instant::now() =>
+                {
                     tracing::debug!("{e}; retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
                 }
@@ -561,3 +605,9 @@ pub enum Knock {
 
 /// The longest pause between two knocks on a node's closed SSH port.
 const KNOCK_MAX: Duration = Duration::from_millis(200);
+
+/// How long [`Remote::wait_for`] goes on trying a node that refuses the
+/// login: long enough for a just-booted server to get its keys, short
+/// enough that a wrong key fails the step at once instead of after its
+/// whole patience.
+pub const AUTH_GRACE: Duration = Duration::from_secs(10);

@@ -181,7 +181,7 @@ impl Persist {
     /// user, key and pinned host key) and answers; any other is closed.
     pub(crate) async fn resume(&self, cfg: &SshConfig, node: &str, host: &str) -> Option<Session> {
         let record = self.read(node)?;
-        let pinned = pinned_fingerprint(&cfg.known_hosts, host, cfg.port);
+        let pinned = pinned_fingerprint(&cfg.known_hosts, host, cfg.port).await;
         if !record.opened_for(cfg, host) || pinned.as_deref() != Some(record.host_key.as_str()) {
             tracing::debug!("node {node}: its kept SSH master no longer holds; closing it");
             self.discard(node, &record).await;
@@ -204,7 +204,7 @@ impl Persist {
         host: &str,
         session: Session,
     ) -> Result<(), SshError> {
-        let pinned = pinned_fingerprint(&cfg.known_hosts, host, cfg.port);
+        let pinned = pinned_fingerprint(&cfg.known_hosts, host, cfg.port).await;
         let safe = check_private_tree(&self.dir).is_ok() && self.is_ours(session.control_socket());
         let (Some(host_key), true) = (pinned, safe) else {
             return session.close().await.map_err(|e| io_error(node, e));

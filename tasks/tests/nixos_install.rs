@@ -74,14 +74,18 @@ async fn the_installer_is_checked_run_and_booted_into_with_the_pinned_host_key()
     assert!(exists(&r, "/etc/nixos/hardware-configuration.nix").await);
 
     let before = tasks::install::boot_id(&r).await.unwrap();
-    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22).unwrap();
+    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22)
+        .await
+        .unwrap();
     let back = tasks::install::reboot(&r, &f.cfg, &ip, Duration::from_secs(30), &Discard)
         .await
         .unwrap();
     assert_ne!(back.boot_id, before);
     assert_eq!(back.host_key, pinned);
     assert_eq!(
-        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22).as_deref(),
+        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22)
+            .await
+            .as_deref(),
         Some(pinned.as_str()),
         "known_hosts still pins the one key"
     );
@@ -201,7 +205,9 @@ async fn a_node_back_from_its_reboot_with_another_host_key_fails_loudly() {
         .await
         .unwrap();
     assert!(f.cloud.change_host_key_on_reboot("n1").unwrap());
-    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22).unwrap();
+    let pinned = tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22)
+        .await
+        .unwrap();
     let err = tasks::install::reboot(&r, &f.cfg, &ip, Duration::from_secs(30), &Discard)
         .await
         .err()
@@ -223,7 +229,9 @@ async fn a_node_back_from_its_reboot_with_another_host_key_fails_loudly() {
     }
     assert!(!err.is_retryable());
     assert_eq!(
-        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22).as_deref(),
+        tasks::ssh::pinned_fingerprint(&f.cfg.known_hosts, &ip, 22)
+            .await
+            .as_deref(),
         Some(pinned.as_str()),
         "the new key was not accepted"
     );

@@ -209,6 +209,47 @@ async fn a_changed_host_key_is_refused_naming_both_fingerprints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_node_does_not_accept_fails_for_good_naming_login_and_key() {
+    let f = fixture(Duration::ZERO).await;
+    // The node is up and takes the cloud's key.
+    let (r1, n1) = f.node("n1").await;
+    r1.close().await.unwrap();
+    let other = f.cfg.key.as_ref().unwrap().with_file_name("other");
+    assert!(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&other)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let cfg = SshConfig {
+        key: Some(other.clone()),
+        control_dir: f.cfg.control_dir.join("other"),
+        ..f.cfg.clone()
+    };
+    // However long the patience, a refusal ends the wait after the grace:
+    // this test would hang for ten minutes if it were retried as a node
+    // that is not up yet.
+    let err = match Remote::wait_for(&cfg, "n1", &n1.ip.to_string(), Duration::from_secs(600)).await
+    {
+        Err(e) => e,
+        Ok(_) => panic!("a key the node does not know must be refused"),
+    };
+    match &err {
+        SshError::AuthRefused {
+            node, user, key, ..
+        } => {
+            assert_eq!((node.as_str(), user.as_str()), ("n1", "root"));
+            assert!(key.contains(&other.display().to_string()), "{err}");
+        }
+        other => panic!("expected AuthRefused, got {other}"),
+    }
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forwarding_reaches_a_service_behind_the_node() {
     let f = fixture(Duration::ZERO).await;
     let (remote, _) = f.node("n1").await;

@@ -19,7 +19,9 @@ pub mod queue;
 use crate::queue::{JobHandler, Queue};
 use async_trait::async_trait;
 use engine::schedule::{self, Cron};
-use engine::{Engine, EngineError, Observer, RunFilter, RunOutcome, RunStatus, now_millis};
+use engine::{
+    Engine, EngineError, Observer, RunFilter, RunOutcome, RunState, RunStatus, now_millis,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -50,8 +52,7 @@ impl JobHandler for Runner {
         }
         let result = execute_locked(
             &self.engine,
-            &run_id,
-            &state.run.resources,
+            state,
             CancellationToken::new(),
             self.shutdown.clone(),
             Observer::none(),
@@ -73,25 +74,29 @@ impl JobHandler for Runner {
     }
 }
 
-/// Executes a run once it holds every lock in `resources`: waits for them
-/// (backing off to 500 ms between tries; a run never fails for a lock),
-/// executes, unlocks. `None`: `stop` fired while it waited, and the run was
-/// not touched. `stop` also hands an executing run back (as
-/// [`Engine::execute_with`]'s suspend); `cancel` cancels it, waiting or executing.
+/// Executes a run the caller has just read once it holds every lock in its
+/// `resources`: waits for them (backing off to 500 ms between tries; a run
+/// never fails for a lock), executes, unlocks. The run is not read again
+/// unless someone held it meanwhile ([`Engine::execute_loaded`]). `None`:
+/// `stop` fired while it waited, and the run was not touched. `stop` also
+/// hands an executing run back (as [`Engine::execute_with`]'s suspend);
+/// `cancel` cancels it, waiting or executing.
 pub async fn execute_locked(
     engine: &Engine,
-    run_id: &str,
-    resources: &[String],
+    state: RunState,
     cancel: CancellationToken,
     stop: CancellationToken,
     observer: Observer,
 ) -> Result<Option<RunOutcome>, EngineError> {
+    let run_id = state.run.id.clone();
+    let run_id = run_id.as_str();
+    let resources = state.run.resources.clone();
     let grace = engine.config().lease_ttl.as_millis() as i64;
     let store = engine.store();
     let mut wait = Duration::from_millis(20);
     let mut said = false;
     while let Some(holder) = store
-        .try_lock(run_id, resources, now_millis(), grace)
+        .try_lock(run_id, &resources, now_millis(), grace)
         .await
         .map_err(EngineError::Store)?
     {
@@ -113,7 +118,7 @@ pub async fn execute_locked(
         }
         wait = (wait * 2).min(Duration::from_millis(500));
     }
-    let result = engine.execute_with(run_id, cancel, stop, observer).await;
+    let result = engine.execute_loaded(state, cancel, stop, observer).await;
     let _ = store.unlock(run_id).await;
     result.map(Some)
 }

@@ -117,7 +117,7 @@ async fn reboot_into_nixos(
     r: &Arc<tasks::ssh::Remote>,
 ) -> Result<Rebooted, StepError> {
     let ip = address(ctx)?;
-    let cfg = super::ssh_config_for(&i.repo()?);
+    let cfg = super::node_ssh_config(ctx, i)?;
     ctx.log
         .info("rebooting (systemctl reboot) unless the node runs NixOS");
     let sink = LogSink(ctx.log.clone());

@@ -369,15 +369,22 @@ pub async fn close_connections() {
 pub(crate) async fn remote(ctx: &StepContext, i: &NodesInput) -> Result<Arc<Remote>, StepError> {
     let node = node_param(ctx)?;
     let ip = address(ctx)?;
+    let cfg = node_ssh_config(ctx, i)?;
+    CONNECTIONS
+        .get(&cfg, node.as_str(), &ip, Duration::from_secs(300))
+        .await
+        .map_err(ssh_error)
+}
+
+/// How the step's node is reached: the repo's settings with the node's own
+/// login, if it has one ([`login`]).
+pub(crate) fn node_ssh_config(ctx: &StepContext, i: &NodesInput) -> Result<SshConfig, StepError> {
     let mut cfg = ssh_config_for(&i.repo()?);
     if let Some(l) = login(ctx)? {
         cfg.key = Some(l.key);
         cfg.user = l.user;
     }
-    CONNECTIONS
-        .get(&cfg, node.as_str(), &ip, Duration::from_secs(300))
-        .await
-        .map_err(ssh_error)
+    Ok(cfg)
 }
 
 /// The step's node's own SSH login, from the dependency that found its
