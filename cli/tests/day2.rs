@@ -501,10 +501,34 @@ async fn rotation_on_a_schedule_finishes_once_per_fire_and_survives_a_killed_wor
         assert!(Instant::now() < deadline, "no rotation reached verify");
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The schedule goes on firing; a fire waits for the held run's lock.
+    let later = |r: &Value| r["id"].as_str() > Some(held.as_str());
+    wait_runs(
+        dir,
+        &url,
+        Duration::from_secs(60),
+        "a fire behind it",
+        |l| l.iter().any(|r| later(r) && r["status"] == "pending"),
+    );
     drop(worker); // SIGKILL mid-rotation
     ok(cli(dir)
         .env("DATABASE_URL", &url)
         .args(["schedule", "pause", "rot"]));
+    // Those fires never started. Cancel them, so that what follows is the
+    // held run alone.
+    for r in wait_runs(dir, &url, Duration::from_secs(60), "runs", |_| true) {
+        assert!(
+            r["status"] != "running" || r["id"] == held.as_str(),
+            "a second rotation ran beside the held one: {r}"
+        );
+        if r["status"] == "pending" {
+            ok(cli(dir).env("DATABASE_URL", &url).args([
+                "runs",
+                "cancel",
+                r["id"].as_str().unwrap(),
+            ]));
+        }
+    }
     let mid = secrets();
     assert!(mid["pending"].is_number(), "a new version is staged: {mid}");
     assert_eq!(
@@ -528,7 +552,7 @@ async fn rotation_on_a_schedule_finishes_once_per_fire_and_survives_a_killed_wor
         },
     );
     let after = secrets();
-    assert_eq!(after["current"], mid["pending"], "{after}");
+    assert_eq!(after["current"], mid["pending"], "{after} {runs:#?}");
     assert!(after["pending"].is_null());
     // Once per fire: every run is a distinct fire time, and each moved the version by one.
     let succeeded = runs.iter().filter(|r| r["status"] == "succeeded").count() as u64;
