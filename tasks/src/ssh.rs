@@ -290,7 +290,12 @@ impl Remote {
                         presented,
                     });
                 }
-                if text.contains("Permission denied") {
+                // sshd's own refusal only ("user@host: Permission denied
+                // (publickey)."), as openssh classifies it; not a socket
+                // folder's EACCES, nor a connect() that a firewall denied.
+                let refused = matches!(&e, openssh::Error::Connect(io)
+                    if io.kind() == std::io::ErrorKind::PermissionDenied);
+                if refused {
                     return Err(SshError::AuthRefused {
                         node: node.into(),
                         user: cfg.user.clone(),
@@ -385,6 +390,9 @@ impl Remote {
             match result {
                 Err(e @ SshError::Unreachable { .. }) if in_time => {
                     tracing::debug!("{e}; retrying in {wait:?}");
+                    // A refusal counts from the boot that made it: a node
+                    // going down and up again starts its grace anew.
+                    refused_since = None;
                     tokio::time::sleep(wait).await;
                 }
                 // A node that has just booted may answer before its keys

@@ -76,8 +76,9 @@ impl JobHandler for Runner {
 
 /// Executes a run the caller has just read once it holds every lock in its
 /// `resources`: waits for them (backing off to 500 ms between tries; a run
-/// never fails for a lock), executes, unlocks. The run is not read again
-/// unless someone held it meanwhile ([`Engine::execute_loaded`]). `None`:
+/// never fails for a lock), executes, unlocks. The run is read again only
+/// if it had to wait (a run cancelled or finished meanwhile ends as it is,
+/// unexecuted) or someone held it meanwhile ([`Engine::execute_loaded`]). `None`:
 /// `stop` fired while it waited, and the run was not touched. `stop` also
 /// hands an executing run back (as [`Engine::execute_with`]'s suspend);
 /// `cancel` cancels it, waiting or executing.
@@ -118,6 +119,18 @@ pub async fn execute_locked(
         }
         wait = (wait * 2).min(Duration::from_millis(500));
     }
+    // While it waited, another process may have cancelled the run, or
+    // finished it: what it read before the wait is not what to execute.
+    let state = if said {
+        let fresh = engine.load(run_id).await?;
+        if fresh.run.status.is_final() && !state.run.status.is_final() {
+            let _ = store.unlock(run_id).await;
+            return Ok(Some(RunOutcome::from_record(&fresh.run)));
+        }
+        fresh
+    } else {
+        state
+    };
     let result = engine.execute_loaded(state, cancel, stop, observer).await;
     let _ = store.unlock(run_id).await;
     result.map(Some)
