@@ -303,7 +303,7 @@ impl Remote {
                             || "ssh's default keys".to_string(),
                             |k| format!("key {}", k.display()),
                         ),
-                        reason: text.trim().to_string(),
+                        reason: text.trim().trim_end_matches('.').to_string(),
                     });
                 }
                 Err(SshError::Unreachable {
