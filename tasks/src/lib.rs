@@ -42,6 +42,7 @@ pub mod provider;
 pub mod registry;
 pub mod secrets;
 pub mod ssh;
+mod ssh_error;
 pub mod ssh_masters;
 mod ssh_pool;
 
