@@ -112,14 +112,7 @@ async fn a_kept_master_serves_the_next_process_until_its_host_key_changes() {
     // A pinned key that no longer matches the record: the master is closed and
     // the new connection is refused on the changed key.
     let other_key = t.path().join("other");
-    assert!(
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&other_key)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::keygen(&other_key);
     let public = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
     let mut fields = public.split_whitespace();
     let line = format!(

@@ -215,14 +215,7 @@ async fn a_key_the_node_does_not_accept_fails_for_good_naming_login_and_key() {
     let (r1, n1) = f.node("n1").await;
     r1.close().await.unwrap();
     let other = f.cfg.key.as_ref().unwrap().with_file_name("other");
-    assert!(
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&other)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::keygen(&other);
     let cfg = SshConfig {
         key: Some(other.clone()),
         control_dir: f.cfg.control_dir.join("other"),

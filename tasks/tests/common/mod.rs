@@ -36,14 +36,7 @@ pub async fn fixture_with(config: CloudConfig) -> Fixture {
     .unwrap();
     let dir = tempfile::Builder::new().prefix("ssh").tempdir().unwrap();
     let key = dir.path().join("id");
-    assert!(
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
+    keygen(&key);
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     reqwest::Client::new()
         .post(format!("{}/ssh_keys", cloud.endpoint()))
@@ -66,6 +59,18 @@ pub async fn fixture_with(config: CloudConfig) -> Fixture {
         cfg,
         _dir: dir,
     }
+}
+
+/// Makes an ed25519 key pair without a passphrase at `path` (and `path.pub`).
+pub fn keygen(path: &std::path::Path) {
+    assert!(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 impl Fixture {
